@@ -1,0 +1,55 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { intVar, logLevelVar, optionalString, parseEnv, type Env } from '../shared/env.js';
+
+const AgentEnv = z.object({
+  ROUTER_URL: z.url().refine((u) => /^(wss?|https?):\/\//.test(u), 'must be a ws://, wss://, http:// or https:// URL'),
+  AGENT_TOKEN: z.string().min(16, 'must be at least 16 characters'),
+  CLUSTER_ID: z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be a DNS label').default('local'),
+  NODE_NAME: optionalString(),
+  AGENT_RUNTIME: z.enum(['local']).default('local'),
+  CHROMIUM_PATH: z.string().default('/usr/bin/chromium'),
+  CHROMIUM_NO_SANDBOX: z.enum(['auto', 'true', 'false']).default('auto'),
+  LOCAL_MAX_BROWSERS: intVar(16, 1, 1000),
+  METRICS_PORT: intVar(9464, 0, 65535),
+  METRICS_HOST: z.string().default('0.0.0.0'),
+  HEALTH_INTERVAL_MS: intVar(5000, 100),
+  START_TIMEOUT_MS: intVar(30_000, 1000),
+  LOG_LEVEL: logLevelVar(),
+});
+
+export type AgentConfig = {
+  routerUrl: string;
+  token: string;
+  clusterId: string;
+  nodeName: string;
+  runtime: 'local';
+  chromiumPath: string;
+  noSandbox: boolean;
+  localMaxBrowsers: number;
+  metricsPort: number;
+  metricsHost: string;
+  healthIntervalMs: number;
+  startTimeoutMs: number;
+  logLevel: z.infer<ReturnType<typeof logLevelVar>>;
+};
+
+export function loadAgentConfig(env: Env, isRoot: boolean): AgentConfig {
+  const e = parseEnv(AgentEnv, env);
+  const base = e.ROUTER_URL.replace(/^http/, 'ws').replace(/\/+$/, '');
+  return {
+    routerUrl: base.endsWith('/agent/connect') ? base : `${base}/agent/connect`,
+    token: e.AGENT_TOKEN,
+    clusterId: e.CLUSTER_ID,
+    nodeName: e.NODE_NAME ?? hostname(),
+    runtime: e.AGENT_RUNTIME,
+    chromiumPath: e.CHROMIUM_PATH,
+    noSandbox: e.CHROMIUM_NO_SANDBOX === 'auto' ? isRoot : e.CHROMIUM_NO_SANDBOX === 'true',
+    localMaxBrowsers: e.LOCAL_MAX_BROWSERS,
+    metricsPort: e.METRICS_PORT,
+    metricsHost: e.METRICS_HOST,
+    healthIntervalMs: e.HEALTH_INTERVAL_MS,
+    startTimeoutMs: e.START_TIMEOUT_MS,
+    logLevel: e.LOG_LEVEL,
+  };
+}

@@ -1,0 +1,107 @@
+import { randomUUID } from 'node:crypto';
+import { startLoop, systemClock, type Clock } from '../shared/clock.js';
+import { createLogger, type Logger } from '../shared/logger.js';
+import { readNodeEnv } from '../shared/node-env.js';
+import { loadAgentConfig, type AgentConfig } from './config.js';
+import { checkBrowsers } from './health.js';
+import { createAgentMetrics, serveMetrics } from './metrics.js';
+import { createProxyHandler } from './proxy.js';
+import { Reporter } from './reporter.js';
+import { LocalChromiumRuntime } from './runtime/local.js';
+import type { BrowserRuntime } from './runtime/types.js';
+import { SessionManager } from './sessions.js';
+import { TunnelClient } from './tunnel-client.js';
+
+export type RunningAgent = {
+  metricsUrl: string;
+  sessions: SessionManager;
+  runtime: BrowserRuntime;
+  tunnel: TunnelClient;
+  close(): Promise<void>;
+};
+
+/** Composition root of the agent: runtime, sessions, proxy, tunnel, metrics, background loops. */
+export async function startAgent(config: AgentConfig, overrides: { logger?: Logger; clock?: Clock; runtime?: BrowserRuntime } = {}): Promise<RunningAgent> {
+  const clock = overrides.clock ?? systemClock;
+  const logger = overrides.logger ?? createLogger({ level: config.logLevel, base: { component: 'agent', node: config.nodeName } });
+  const metrics = createAgentMetrics();
+  const runtime =
+    overrides.runtime ??
+    new LocalChromiumRuntime({
+      executablePath: config.chromiumPath,
+      noSandbox: config.noSandbox,
+      maxBrowsers: config.localMaxBrowsers,
+      startTimeoutMs: config.startTimeoutMs,
+      logger,
+    });
+  let tunnel: TunnelClient | undefined;
+  const reporter = new Reporter({ peer: () => tunnel?.current ?? null, logger });
+  const sessions = new SessionManager({ runtime, clock, logger, metrics, nodeName: config.nodeName, report: (r) => reporter.report(r) });
+  const proxy = createProxyHandler({ sessions, logger });
+
+  tunnel = new TunnelClient({
+    url: config.routerUrl,
+    token: config.token,
+    hello: { clusterId: config.clusterId, nodeName: config.nodeName, agentId: `${config.nodeName}/${randomUUID().slice(0, 8)}`, runtime: runtime.name },
+    clock,
+    logger,
+    handlers: {
+      'session.start': ({ session }) => sessions.start(session),
+      'session.stop': async ({ id, reason }) => ({ stopped: await sessions.stop(id, reason) }),
+    },
+    onStreamOpen: (stream, spec) => proxy.onStreamOpen(stream, spec),
+    onConnected: (peer) => {
+      void (async () => {
+        await reporter.flush();
+        // Sessions the router no longer wants (deleted while we were away) must not keep running.
+        const { stop } = await peer.call('agent.sync', { running: sessions.ids() }, 10_000);
+        await Promise.all(stop.map((id) => sessions.stop(id, 'orphaned')));
+      })().catch((err) => logger.warn('post-connect sync failed', { err }));
+    },
+  });
+  tunnel.start();
+
+  const idleLoop = sessions.startIdleLoop(1000);
+  const healthLoop = startLoop({
+    clock,
+    intervalMs: config.healthIntervalMs,
+    tick: () => checkBrowsers({ sessions, clock, peer: tunnel.current, timeoutMs: 2000 }),
+    onError: (err) => logger.warn('health pass failed', { err }),
+  });
+  const metricsServer = await serveMetrics(metrics, config.metricsHost, config.metricsPort);
+  const shownHost = config.metricsHost === '0.0.0.0' ? '127.0.0.1' : config.metricsHost;
+  logger.info('agent started', { cluster: config.clusterId, runtime: runtime.name, router: config.routerUrl, metricsPort: metricsServer.port });
+
+  let closing: Promise<void> | undefined;
+  return {
+    metricsUrl: `http://${shownHost}:${metricsServer.port}/metrics`,
+    sessions,
+    runtime,
+    tunnel,
+    close: () =>
+      (closing ??= (async () => {
+        await Promise.all([idleLoop.stop(), healthLoop.stop()]);
+        await sessions.shutdown();
+        await runtime.stopAll();
+        await tunnel.stop();
+        proxy.close();
+        await metricsServer.close();
+        logger.info('agent stopped');
+      })()),
+  };
+}
+
+export async function main(): Promise<void> {
+  const config = loadAgentConfig(readNodeEnv(), process.getuid?.() === 0);
+  const agent = await startAgent(config);
+  const stop = () => void agent.close().then(() => process.exit(0));
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main().catch((err) => {
+    console.error(err instanceof Error ? err.message : err);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,64 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { SessionStatus } from '../shared/session.js';
+
+export type AgentMetrics = {
+  registry: Registry;
+  sessionStarted(): void;
+  sessionFailed(): void;
+  transition(from: SessionStatus, to: SessionStatus): void;
+  observeReady(seconds: number): void;
+};
+
+export function createAgentMetrics(): AgentMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'agent_' });
+  const total = new Counter({ name: 'browser_sessions_total', help: 'Sessions this agent was asked to start', registers: [registry] });
+  const running = new Gauge({ name: 'browser_sessions_running', help: 'Sessions with a ready browser', registers: [registry] });
+  const pending = new Gauge({ name: 'browser_sessions_pending', help: 'Sessions whose browser is starting', registers: [registry] });
+  const failed = new Counter({ name: 'browser_sessions_failed', help: 'Sessions that ended failed', registers: [registry] });
+  const ready = new Histogram({
+    name: 'browser_session_create_to_ready_seconds',
+    help: 'From the start request to a browser answering CDP',
+    buckets: [0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30, 60],
+    registers: [registry],
+  });
+  const gauges: Partial<Record<SessionStatus, Gauge>> = { running, pending };
+  return {
+    registry,
+    sessionStarted: () => {
+      total.inc();
+      pending.inc();
+    },
+    sessionFailed: () => failed.inc(),
+    transition: (from, to) => {
+      if (from === to) return;
+      gauges[from]?.dec();
+      gauges[to]?.inc();
+    },
+    observeReady: (s) => ready.observe(s),
+  };
+}
+
+export async function serveMetrics(metrics: AgentMetrics, host: string, port: number): Promise<{ server: Server; port: number; close(): Promise<void> }> {
+  const server = createServer((req, res) => {
+    if (req.url === '/metrics') {
+      metrics.registry.metrics().then(
+        (body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
+        () => res.writeHead(500).end(),
+      );
+    } else if (req.url === '/healthz') {
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+    } else res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, resolve);
+  });
+  return {
+    server,
+    port: (server.address() as AddressInfo).port,
+    close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
+  };
+}

@@ -1,0 +1,59 @@
+import type { Logger } from '../../shared/logger.js';
+import type { Session } from '../../shared/session.js';
+import { killChromium, launchChromium, type LaunchedChromium } from './chromium.js';
+import type { BrowserHandle, BrowserRuntime } from './types.js';
+
+/** One Debian Chromium process (group) per session on this machine: for development and `npm start`. */
+export class LocalChromiumRuntime implements BrowserRuntime {
+  readonly name = 'local';
+  private readonly browsers = new Map<string, LaunchedChromium>();
+  private readonly stopping = new Map<string, Promise<void>>();
+
+  constructor(private readonly deps: { executablePath: string; noSandbox: boolean; maxBrowsers: number; startTimeoutMs: number; logger: Logger }) {}
+
+  async start(session: Session, signal: AbortSignal): Promise<BrowserHandle> {
+    if (this.browsers.size >= this.deps.maxBrowsers) throw new Error(`this agent already runs ${this.deps.maxBrowsers} browsers`);
+    const started = performance.now();
+    const c = await launchChromium({
+      executablePath: this.deps.executablePath,
+      noSandbox: this.deps.noSandbox,
+      options: session.options,
+      signal,
+      timeoutMs: this.deps.startTimeoutMs,
+    });
+    if (signal.aborted) {
+      await killChromium(c);
+      throw signal.reason ?? new Error('aborted');
+    }
+    this.browsers.set(session.id, c);
+    this.deps.logger.info('runtime: chromium ready', { session: session.id, pid: c.pid, port: c.port, ms: Math.round(performance.now() - started) });
+    const exited = c.exited.then(({ code, signal: sig, stderrTail }) => {
+      const tail = stderrTail.trim().split('\n').slice(-2).join(' | ');
+      return `chromium exited (${sig ? `signal ${sig}` : `code ${code}`})${tail ? `: ${tail}` : ''}`;
+    });
+    return { endpoints: { host: '127.0.0.1', apiPort: c.port, browserWsPath: c.browserWsPath }, exited };
+  }
+
+  stop(id: string): Promise<void> {
+    const inFlight = this.stopping.get(id);
+    if (inFlight) return inFlight;
+    const c = this.browsers.get(id);
+    if (!c) return Promise.resolve();
+    const p = killChromium(c)
+      .then(() => this.deps.logger.info('runtime: chromium stopped', { session: id, pid: c.pid }))
+      .finally(() => {
+        this.browsers.delete(id);
+        this.stopping.delete(id);
+      });
+    this.stopping.set(id, p);
+    return p;
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all([...this.browsers.keys()].map((id) => this.stop(id)));
+  }
+
+  pidOf(id: string): number | undefined {
+    return this.browsers.get(id)?.pid;
+  }
+}

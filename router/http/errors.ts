@@ -1,0 +1,36 @@
+import type { Context } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { AppError, asErrorCode, ERROR_STATUS } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
+import { RpcError } from '../../shared/tunnel/peer.js';
+import { StreamClosedError } from '../../shared/tunnel/stream.js';
+
+/** Turns anything thrown into the one error shape; the only place errors become HTTP. */
+export function toAppError(err: unknown): AppError {
+  if (err instanceof AppError) return err;
+  if (err instanceof RpcError || err instanceof StreamClosedError) {
+    return new AppError(asErrorCode(err.code), err.message, { cause: err });
+  }
+  if (err instanceof HTTPException) {
+    if (err.status === 413) return new AppError('PAYLOAD_TOO_LARGE', err.message || 'request body too large', { cause: err });
+    if (err.status === 400) return new AppError('INVALID_JSON', err.message || 'malformed request', { cause: err });
+    if (err.status === 404) return new AppError('NOT_FOUND', 'no such route', { cause: err });
+    return new AppError('BAD_REQUEST', err.message, { cause: err });
+  }
+  return new AppError('INTERNAL', 'internal error', { cause: err });
+}
+
+export function errorBody(e: AppError) {
+  return { error: { code: e.code, message: e.message, ...(e.details !== undefined ? { details: e.details } : {}) } };
+}
+
+export function errorResponse(c: Context, err: unknown, logger: Logger): Response {
+  const e = toAppError(err);
+  const fields = { code: e.code, status: e.status, path: c.req.path, method: c.req.method, err: e.cause ?? e };
+  if (e.status >= 500) logger.error('request failed', fields);
+  else logger.debug('request rejected', fields);
+  return c.json(errorBody(e), e.status as ContentfulStatusCode);
+}
+
+export const statusOf = (code: keyof typeof ERROR_STATUS) => ERROR_STATUS[code];

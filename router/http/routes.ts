@@ -1,0 +1,65 @@
+import { createRoute, z } from '@hono/zod-openapi';
+import {
+  CreateSessionBody, CreateSessionQuery, ErrorBody, HealthView, ListSessionsQuery, SessionList, SessionStatusView, SessionView,
+} from '../../shared/api.js';
+import { SessionId } from '../../shared/session.js';
+
+const json = <T extends z.ZodType>(schema: T, description: string) => ({ content: { 'application/json': { schema } }, description });
+const errors = {
+  400: json(ErrorBody, 'Invalid request'),
+  404: json(ErrorBody, 'Unknown session'),
+  503: json(ErrorBody, 'Store or agents unavailable'),
+};
+const IdParam = z.object({ id: SessionId });
+
+export const createSessionRoute = createRoute({
+  method: 'post',
+  path: '/sessions',
+  summary: 'Create a browser session',
+  request: { body: { content: { 'application/json': { schema: CreateSessionBody } }, required: false }, query: CreateSessionQuery },
+  responses: {
+    201: json(SessionView, 'Created; `pending` unless `wait=true` saw it finish starting'),
+    ...errors,
+    413: json(ErrorBody, 'Body too large'),
+    429: json(ErrorBody, 'MAX_SESSIONS reached'),
+  },
+});
+
+export const listSessionsRoute = createRoute({
+  method: 'get',
+  path: '/sessions',
+  summary: 'List sessions, newest first',
+  request: { query: ListSessionsQuery },
+  responses: { 200: json(SessionList, 'A page of sessions'), ...errors },
+});
+
+export const sessionStatusRoute = createRoute({
+  method: 'get',
+  path: '/sessions/{id}/status',
+  summary: 'Session status and health',
+  request: { params: IdParam },
+  responses: { 200: json(SessionStatusView, 'Status'), ...errors },
+});
+
+export const getSessionRoute = createRoute({
+  method: 'get',
+  path: '/sessions/{id}',
+  summary: 'One session',
+  request: { params: IdParam },
+  responses: { 200: json(SessionView, 'The session'), ...errors },
+});
+
+export const deleteSessionRoute = createRoute({
+  method: 'delete',
+  path: '/sessions/{id}',
+  summary: 'Stop a session (idempotent)',
+  request: { params: IdParam },
+  responses: { 200: json(SessionView, 'The session, now ended'), ...errors },
+});
+
+export const healthRoute = createRoute({
+  method: 'get',
+  path: '/health',
+  summary: 'Liveness with store and agent detail',
+  responses: { 200: json(HealthView, 'Healthy'), 503: json(HealthView, 'Store unreachable') },
+});

@@ -1,0 +1,24 @@
+import type { SessionView } from '../../shared/api.js';
+import type { Session } from '../../shared/session.js';
+
+/** Public base URLs: PUBLIC_URL when configured, else what the client used to reach us. */
+export function publicBases(req: Request, publicUrl?: string): { http: string; ws: string } {
+  let http = publicUrl;
+  if (!http) {
+    const url = new URL(req.url);
+    const proto = req.headers.get('x-forwarded-proto')?.split(',')[0]?.trim() || url.protocol.replace(':', '');
+    const host = req.headers.get('x-forwarded-host')?.split(',')[0]?.trim() || req.headers.get('host') || url.host;
+    http = `${proto}://${host}`;
+  }
+  return { http, ws: http.replace(/^http/, 'ws') };
+}
+
+export function toView(s: Session, bases: { http: string; ws: string }): SessionView {
+  const { endpoints: _endpoints, ...rest } = s;
+  return {
+    ...rest,
+    // A stable alias: the agent maps it to the browser's real /devtools/browser/<id> path.
+    cdpUrl: `${bases.ws}/sessions/${s.id}/proxy/devtools/browser`,
+    proxyUrl: `${bases.http}/sessions/${s.id}/proxy`,
+  };
+}

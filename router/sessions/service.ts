@@ -1,0 +1,190 @@
+import type { CreateSessionBody } from '../../shared/api.js';
+import { startLoop, type Clock } from '../../shared/clock.js';
+import { AppError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
+import { isTerminal, type Session, type SessionReport } from '../../shared/session.js';
+import type { RpcHandlers } from '../../shared/tunnel/peer.js';
+import type { AgentInfo, TunnelHub } from '../tunnel/hub.js';
+import type { ListPage, ListQuery, SessionChange, SessionStore } from '../store/types.js';
+
+export type SessionServiceDeps = {
+  store: SessionStore;
+  hub: TunnelHub;
+  clock: Clock;
+  logger: Logger;
+  limits: { maxSessions: number; defaultTimeoutSec: number; defaultIdleTimeoutSec: number; startTimeoutMs: number };
+  onChange?: (session: Session, previous: Session['status'] | null) => void;
+};
+
+const STOP_TIMEOUT_MS = 15_000;
+
+/** Session lifecycle as the router sees it: what was asked (store) and what agents report. */
+export class SessionService {
+  private readonly inFlightStarts = new Map<string, Promise<void>>();
+
+  constructor(private readonly deps: SessionServiceDeps) {}
+
+  async create(body: CreateSessionBody, wait: { waitMs: number } | null): Promise<Session> {
+    const { store, hub, clock, limits } = this.deps;
+    const agent = hub.place(body.cluster);
+    if (!agent) {
+      throw new AppError('NO_AGENT', body.cluster ? `no agent of cluster "${body.cluster}" is connected` : 'no agent is connected');
+    }
+    const now = clock.now();
+    const timeout = body.timeout ?? limits.defaultTimeoutSec;
+    const session: Session = {
+      id: crypto.randomUUID(),
+      status: 'pending',
+      createdAt: now,
+      updatedAt: now,
+      expiresAt: now + timeout * 1000,
+      timeout,
+      idleTimeout: body.idleTimeout ?? limits.defaultIdleTimeoutSec,
+      options: body.options ?? {},
+      cluster: agent.cluster,
+      node: agent.node,
+    };
+    const res = await this.storeCall(() => store.create(session, limits.maxSessions));
+    if (!res.ok) {
+      if (res.reason === 'capacity') {
+        throw new AppError('CAPACITY_EXHAUSTED', `all ${limits.maxSessions} session slots are in use; retry after a session ends`, {
+          details: { maxSessions: limits.maxSessions, active: res.active },
+        });
+      }
+      throw new AppError('INTERNAL', 'session id collision');
+    }
+    this.deps.logger.info('session created', { session: session.id, cluster: session.cluster, node: session.node, timeout, idleTimeout: session.idleTimeout });
+    this.deps.onChange?.(session, null);
+    const started = this.start(session);
+    if (!wait) return session;
+    await raceWithTimeout(clock, started, wait.waitMs);
+    return (await this.get(session.id)) ?? session;
+  }
+
+  async get(id: string): Promise<Session | null> {
+    return this.storeCall(() => this.deps.store.get(id));
+  }
+
+  async require(id: string): Promise<Session> {
+    const s = await this.get(id);
+    if (!s) throw new AppError('SESSION_NOT_FOUND', `no session with id ${id}`);
+    return s;
+  }
+
+  list(q: ListQuery): Promise<ListPage> {
+    return this.storeCall(() => this.deps.store.list(q));
+  }
+
+  /** Idempotent: deleting an ended session returns it as it is. */
+  async delete(id: string): Promise<Session> {
+    const s = await this.require(id);
+    if (isTerminal(s.status)) return s;
+    return this.stop(s, 'terminated', 'deleted');
+  }
+
+  /** RPCs agents call on the router. */
+  agentHandlers(agent: AgentInfo): RpcHandlers {
+    return {
+      'session.report': async (report) => ({ accepted: await this.applyReport(report, agent) }),
+      'agent.sync': async ({ running }) => {
+        const stop: string[] = [];
+        for (const id of running) {
+          const s = await this.get(id);
+          if (!s || isTerminal(s.status)) stop.push(id);
+        }
+        if (stop.length) this.deps.logger.warn('agent runs sessions that ended; asking it to stop them', { agent: agent.agentId, sessions: stop });
+        return { stop };
+      },
+    };
+  }
+
+  /** Enforces deadlines the agents should have enforced, for when an agent is gone. */
+  startReaper(intervalMs: number): { stop(): Promise<void> } {
+    return startLoop({
+      clock: this.deps.clock,
+      intervalMs,
+      onError: (err) => this.deps.logger.error('reaper pass failed', { err }),
+      tick: async () => {
+        const now = this.deps.clock.now();
+        for (const s of await this.deps.store.listActive()) {
+          if (s.expiresAt + 5000 < now) await this.stop(s, 'timed_out', 'timed_out');
+          else if (s.status === 'pending' && s.createdAt + this.deps.limits.startTimeoutMs + 5000 < now && !this.inFlightStarts.has(s.id)) {
+            await this.transition(s.id, { status: 'failed', failureReason: 'start did not finish in time' });
+          }
+        }
+      },
+    });
+  }
+
+  private start(session: Session): Promise<void> {
+    const { hub, limits, logger } = this.deps;
+    const p = hub
+      .call({ cluster: session.cluster, node: session.node }, 'session.start', { session }, limits.startTimeoutMs)
+      .then(async (report) => {
+        await this.applyReport(report, null);
+      })
+      .catch(async (err: unknown) => {
+        logger.warn('session start failed', { session: session.id, err });
+        const reason = `start failed: ${(err as Error).message}`;
+        await this.transition(session.id, { status: 'failed', failureReason: reason }).catch(() => {});
+        // The agent may have got part of the way; make sure nothing is left running.
+        await hub
+          .call({ cluster: session.cluster, node: session.node }, 'session.stop', { id: session.id, reason: 'orphaned' }, STOP_TIMEOUT_MS)
+          .catch(() => {});
+      })
+      .finally(() => this.inFlightStarts.delete(session.id));
+    this.inFlightStarts.set(session.id, p);
+    return p;
+  }
+
+  private async stop(s: Session, status: 'terminated' | 'timed_out', reason: 'deleted' | 'timed_out'): Promise<Session> {
+    try {
+      await this.deps.hub.call({ cluster: s.cluster, node: s.node }, 'session.stop', { id: s.id, reason }, STOP_TIMEOUT_MS);
+    } catch (err) {
+      // Capacity is released anyway; the agent stops leftovers when it syncs on reconnect.
+      this.deps.logger.warn('agent did not confirm stop', { session: s.id, err });
+    }
+    const res = await this.transition(s.id, { status });
+    return res ?? s;
+  }
+
+  private async applyReport(report: SessionReport, agent: AgentInfo | null): Promise<boolean> {
+    const change: SessionChange = { status: report.status, node: report.node, endpoints: report.endpoints, failureReason: report.failureReason };
+    const res = await this.transition(report.id, change);
+    if (!res) {
+      this.deps.logger.warn('report about an unknown session', { session: report.id, agent: agent?.agentId });
+      return false;
+    }
+    return true;
+  }
+
+  private async transition(id: string, change: SessionChange): Promise<Session | null> {
+    const before = await this.get(id);
+    const res = await this.storeCall(() => this.deps.store.transition(id, change, this.deps.clock.now()));
+    if (!res) return null;
+    if (res.changed) {
+      const s = res.session;
+      const fields: Record<string, unknown> = { session: id, status: s.status, from: before?.status };
+      if (s.failureReason) fields.reason = s.failureReason;
+      if (s.status === 'running' && s.startedAt) fields.createToReadyMs = s.startedAt - s.createdAt;
+      this.deps.logger.info('session status changed', fields);
+      this.deps.onChange?.(s, before?.status ?? null);
+    }
+    return res.session;
+  }
+
+  private async storeCall<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof AppError) throw err;
+      throw new AppError('STORE_UNAVAILABLE', 'the session store did not answer', { cause: err });
+    }
+  }
+}
+
+async function raceWithTimeout(clock: Clock, p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<Clock['setTimeout']> | undefined;
+  await Promise.race([p, new Promise<void>((resolve) => (timer = clock.setTimeout(resolve, ms)))]);
+  if (timer !== undefined) clock.clearTimeout(timer);
+}

@@ -1,0 +1,79 @@
+import { isTerminal, type Session } from '../../shared/session.js';
+import { applyChange, indexMember } from './transition.js';
+import type { CreateResult, ListPage, ListQuery, SessionChange, SessionStore } from './types.js';
+
+type Entry = { session: Session; expiresAt: number | null };
+
+/** Single-process store for development and `npm start`; same contract as Redis, no sharing. */
+export class MemorySessionStore implements SessionStore {
+  private readonly entries = new Map<string, Entry>();
+
+  constructor(private readonly deps: { retentionSec: number; now: () => number }) {}
+
+  async create(session: Session, maxSessions: number): Promise<CreateResult> {
+    this.sweep();
+    if (this.entries.has(session.id)) return { ok: false, reason: 'exists' };
+    const active = this.countActive();
+    if (active >= maxSessions) return { ok: false, reason: 'capacity', active };
+    this.entries.set(session.id, { session: structuredClone(session), expiresAt: null });
+    return { ok: true };
+  }
+
+  async get(id: string): Promise<Session | null> {
+    const e = this.live(id);
+    return e ? structuredClone(e.session) : null;
+  }
+
+  async transition(id: string, change: SessionChange, now: number) {
+    const e = this.live(id);
+    if (!e) return null;
+    const next = applyChange(e.session, change, now);
+    if (next === e.session) return { session: structuredClone(e.session), changed: false };
+    e.session = next;
+    if (isTerminal(next.status)) e.expiresAt = this.deps.now() + this.deps.retentionSec * 1000;
+    return { session: structuredClone(next), changed: true };
+  }
+
+  async list(q: ListQuery): Promise<ListPage> {
+    this.sweep();
+    const sorted = [...this.entries.values()]
+      .map((e) => e.session)
+      .sort((a, b) => (indexMember(a) < indexMember(b) ? 1 : -1));
+    const after = q.cursor ? sorted.filter((s) => indexMember(s) < q.cursor!) : sorted;
+    const matching = q.status ? after.filter((s) => s.status === q.status) : after;
+    const items = matching.slice(0, q.limit);
+    const nextCursor = matching.length > q.limit ? indexMember(items[items.length - 1]!) : null;
+    return { items: structuredClone(items), nextCursor };
+  }
+
+  async listActive(): Promise<Session[]> {
+    return [...this.entries.values()].filter((e) => !isTerminal(e.session.status)).map((e) => structuredClone(e.session));
+  }
+
+  async activeCount(): Promise<number> {
+    return this.countActive();
+  }
+
+  async ping(): Promise<void> {}
+  async close(): Promise<void> {}
+
+  private countActive(): number {
+    let n = 0;
+    for (const e of this.entries.values()) if (!isTerminal(e.session.status)) n++;
+    return n;
+  }
+
+  private live(id: string): Entry | undefined {
+    const e = this.entries.get(id);
+    if (e && e.expiresAt !== null && e.expiresAt <= this.deps.now()) {
+      this.entries.delete(id);
+      return undefined;
+    }
+    return e;
+  }
+
+  private sweep(): void {
+    const now = this.deps.now();
+    for (const [id, e] of this.entries) if (e.expiresAt !== null && e.expiresAt <= now) this.entries.delete(id);
+  }
+}

@@ -1,0 +1,113 @@
+import type { Clock } from '../../shared/clock.js';
+import { AppError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
+import { TunnelPeer, type RpcHandlers, type TunnelTransport } from '../../shared/tunnel/peer.js';
+import type { RpcMethod, RpcParams, RpcResult, StreamSpec } from '../../shared/tunnel/protocol.js';
+import type { TunnelStream } from '../../shared/tunnel/stream.js';
+import type { AgentInfo, BrowserHealth, Placement, TunnelHub } from './hub.js';
+
+type Connection = { info: AgentInfo; peer: TunnelPeer; sessions: number };
+
+export type InProcessHubDeps = {
+  clock: Clock;
+  logger: Logger;
+  /** RPCs an agent may call on the router, bound to that agent. */
+  handlersFor: (agent: AgentInfo) => RpcHandlers;
+  onAgentsChanged?: (agents: AgentInfo[]) => void;
+  heartbeatMs?: number;
+};
+
+/** Live tunnels held in this process: what the Node router uses. */
+export class InProcessHub implements TunnelHub {
+  private readonly conns = new Map<string, Connection>();
+  private readonly health = new Map<string, BrowserHealth>();
+  private roundRobin = 0;
+
+  constructor(private readonly deps: InProcessHubDeps) {}
+
+  /** Takes over a socket whose hello was already validated. Returns the peer to feed messages to. */
+  attach(info: AgentInfo, transport: TunnelTransport): TunnelPeer {
+    const previous = this.conns.get(info.agentId);
+    if (previous) previous.peer.close(4001, 'replaced by a newer connection of the same agent');
+    const base = this.deps.handlersFor(info);
+    const handlers: RpcHandlers = {
+      ...base,
+      'agent.health': async (p) => {
+        for (const s of p.sessions) this.health.set(s.id, { reachable: s.reachable, checkedAt: p.checkedAt });
+        return {};
+      },
+    };
+    const peer = new TunnelPeer({
+      transport,
+      clock: this.deps.clock,
+      logger: this.deps.logger.child({ agent: info.agentId }),
+      handlers,
+      heartbeatMs: this.deps.heartbeatMs,
+    });
+    const conn: Connection = { info, peer, sessions: 0 };
+    this.conns.set(info.agentId, conn);
+    peer.onClose((reason) => {
+      if (this.conns.get(info.agentId) === conn) this.conns.delete(info.agentId);
+      this.deps.logger.warn('agent disconnected', { agent: info.agentId, cluster: info.cluster, node: info.node, reason });
+      this.deps.onAgentsChanged?.(this.agents());
+    });
+    this.deps.logger.info('agent connected', { agent: info.agentId, cluster: info.cluster, node: info.node, runtime: info.runtime });
+    this.deps.onAgentsChanged?.(this.agents());
+    return peer;
+  }
+
+  agents(): AgentInfo[] {
+    return [...this.conns.values()].map((c) => c.info);
+  }
+
+  place(requestedCluster?: string): AgentInfo | null {
+    const candidates = [...this.conns.values()].filter((c) => !requestedCluster || c.info.cluster === requestedCluster);
+    if (candidates.length === 0) return null;
+    const pick = candidates[this.roundRobin++ % candidates.length]!;
+    return pick.info;
+  }
+
+  isConnected(to: Placement): boolean {
+    return this.find(to) !== undefined;
+  }
+
+  call<M extends RpcMethod>(to: Placement, method: M, params: RpcParams<M>, timeoutMs: number): Promise<RpcResult<M>> {
+    const conn = this.find(to);
+    if (!conn) return Promise.reject(noAgent(to));
+    return conn.peer.call(method, params, timeoutMs);
+  }
+
+  openStream(to: Placement, spec: StreamSpec): TunnelStream {
+    const conn = this.find(to);
+    if (!conn) throw noAgent(to);
+    return conn.peer.openStream(spec);
+  }
+
+  browserHealth(sessionId: string): BrowserHealth | null {
+    return this.health.get(sessionId) ?? null;
+  }
+
+  forgetHealth(sessionId: string): void {
+    this.health.delete(sessionId);
+  }
+
+  closeAll(reason: string): void {
+    for (const c of this.conns.values()) c.peer.close(1001, reason);
+    this.conns.clear();
+  }
+
+  /** The agent on the session's node when there is one, else any agent of its cluster. */
+  private find(to: Placement): Connection | undefined {
+    let fallback: Connection | undefined;
+    for (const c of this.conns.values()) {
+      if (c.info.cluster !== to.cluster || c.peer.isClosed) continue;
+      if (!to.node || c.info.node === to.node) return c;
+      if (c.info.runtime !== 'local') fallback ??= c;
+    }
+    return fallback;
+  }
+}
+
+function noAgent(to: Placement): AppError {
+  return new AppError('AGENT_DISCONNECTED', `no agent of cluster "${to.cluster}"${to.node ? ` on node "${to.node}"` : ''} is connected`);
+}

@@ -1,0 +1,62 @@
+import { z } from 'zod';
+import { Session, SessionOptions, SessionStatus } from './session.js';
+
+export const ErrorBody = z.object({
+  error: z.object({
+    code: z.string(),
+    message: z.string(),
+    details: z.unknown().optional(),
+  }),
+});
+export type ErrorBody = z.infer<typeof ErrorBody>;
+
+export const CreateSessionBody = z.strictObject({
+  /** Hard limit in seconds, from creation. */
+  timeout: z.number().int().min(5).max(6 * 3600).optional(),
+  /** Seconds without proxied traffic before the session ends. */
+  idleTimeout: z.number().int().min(5).max(6 * 3600).optional(),
+  options: SessionOptions.optional(),
+  /** Place the session on this cluster; by default any cluster with a connected agent. */
+  cluster: z.string().min(1).max(63).optional(),
+});
+export type CreateSessionBody = z.infer<typeof CreateSessionBody>;
+
+export const CreateSessionQuery = z.strictObject({
+  wait: z.enum(['true', 'false']).optional(),
+  /** Upper bound, in seconds, on how long `wait=true` holds the request. */
+  waitTimeout: z.coerce.number().int().min(1).max(120).optional(),
+});
+
+export const SessionView = Session.omit({ endpoints: true }).extend({
+  cdpUrl: z.string(),
+  proxyUrl: z.string(),
+});
+export type SessionView = z.infer<typeof SessionView>;
+
+export const ListSessionsQuery = z.strictObject({
+  status: SessionStatus.optional(),
+  cursor: z.string().max(200).optional(),
+  limit: z.coerce.number().int().min(1).max(500).optional(),
+});
+
+export const SessionList = z.object({ items: z.array(SessionView), nextCursor: z.string().nullable() });
+
+export const SessionHealth = z.object({
+  agentConnected: z.boolean(),
+  lastReportAt: z.number().int().nullable(),
+  browserReachable: z.boolean().nullable(),
+});
+
+export const SessionStatusView = z.object({
+  id: z.string(),
+  status: SessionStatus,
+  failureReason: z.string().optional(),
+  expiresAt: z.number().int(),
+  health: SessionHealth,
+});
+
+export const HealthView = z.object({
+  status: z.enum(['ok', 'degraded']),
+  store: z.object({ ok: z.boolean(), latencyMs: z.number().nullable(), error: z.string().optional() }),
+  agents: z.array(z.object({ cluster: z.string(), node: z.string(), runtime: z.string(), connectedAt: z.number().int() })),
+});

@@ -1,0 +1,271 @@
+import type { Clock, TimerHandle } from '../clock.js';
+import type { Logger } from '../logger.js';
+import { decodeFrame, encodeFrame, type FrameKind } from './frames.js';
+import { ControlMessage, Rpc, type RpcMethod, type RpcParams, type RpcResult, type StreamSpec, type WireError } from './protocol.js';
+import { StreamClosedError, TunnelStream, type StreamWire } from './stream.js';
+
+/** The socket under a tunnel: a `ws` WebSocket on Node, a WebSocket in a Durable Object on Workers. */
+export interface TunnelTransport {
+  send(data: string | Uint8Array): void;
+  close(code: number, reason: string): void;
+}
+
+export class RpcError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly httpStatus?: number,
+  ) {
+    super(message);
+    this.name = 'RpcError';
+  }
+}
+
+export type RpcHandlers = { [M in RpcMethod]?: (params: RpcParams<M>) => Promise<RpcResult<M>> };
+
+export type TunnelPeerOptions = {
+  transport: TunnelTransport;
+  clock: Clock;
+  logger: Logger;
+  handlers?: RpcHandlers;
+  /** Called on the accepting side for each stream the other side opens. */
+  onStreamOpen?: (stream: TunnelStream, spec: StreamSpec) => void;
+  /** Per-stream credit window in bytes. */
+  windowBytes?: number;
+  heartbeatMs?: number;
+  /** Declare the link dead when nothing arrived for this long. */
+  deadAfterMs?: number;
+};
+
+type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: TimerHandle; method: RpcMethod };
+
+const textDecoder = new TextDecoder();
+
+/**
+ * One end of the multiplexed tunnel: RPC calls with ids and deadlines, many flow-controlled byte
+ * streams, and heartbeats, over one message-oriented socket. Runtime-neutral (no Node APIs).
+ */
+export class TunnelPeer {
+  private readonly streams = new Map<number, TunnelStream>();
+  private readonly pending = new Map<number, Pending>();
+  private nextCallId = 1;
+  private nextStreamId = 1;
+  private lastSeen: number;
+  private heartbeatTimer: TimerHandle | undefined;
+  private closedWith: { code: string; message: string } | null = null;
+  private readonly window: number;
+  private readonly wire: StreamWire;
+  private closeListeners: Array<(reason: string) => void> = [];
+
+  constructor(private readonly opts: TunnelPeerOptions) {
+    this.window = opts.windowBytes ?? 1024 * 1024;
+    this.lastSeen = opts.clock.now();
+    this.wire = {
+      sendFrame: (kind: FrameKind, sid: number, payload: Uint8Array) => this.sendRaw(encodeFrame(kind, sid, payload)),
+      sendControl: (msg) => this.sendRaw(JSON.stringify(msg)),
+      forget: (sid: number) => this.streams.delete(sid),
+    };
+    this.scheduleHeartbeat();
+  }
+
+  get isClosed(): boolean {
+    return this.closedWith !== null;
+  }
+
+  get openStreams(): number {
+    return this.streams.size;
+  }
+
+  onClose(listener: (reason: string) => void): void {
+    if (this.closedWith) listener(this.closedWith.message);
+    else this.closeListeners.push(listener);
+  }
+
+  call<M extends RpcMethod>(method: M, params: RpcParams<M>, timeoutMs: number): Promise<RpcResult<M>> {
+    if (this.closedWith) return Promise.reject(new RpcError(this.closedWith.code, this.closedWith.message));
+    const id = this.nextCallId++;
+    return new Promise<RpcResult<M>>((resolve, reject) => {
+      const timer = this.opts.clock.setTimeout(() => {
+        this.pending.delete(id);
+        reject(new RpcError('TIMEOUT', `${method} got no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer, method });
+      this.sendRaw(JSON.stringify({ t: 'call', id, method, params, timeoutMs }));
+    });
+  }
+
+  openStream(spec: StreamSpec): TunnelStream {
+    if (this.closedWith) throw new StreamClosedError(this.closedWith.code, this.closedWith.message);
+    const sid = this.nextStreamId++;
+    const stream = new TunnelStream(sid, this.wire, this.window);
+    this.streams.set(sid, stream);
+    this.sendRaw(JSON.stringify({ t: 'open', sid, spec }));
+    return stream;
+  }
+
+  /** Feed every message the transport receives through here. */
+  receive(data: string | Uint8Array): void {
+    if (this.closedWith) return;
+    this.lastSeen = this.opts.clock.now();
+    if (typeof data !== 'string') return this.receiveFrame(data);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(data);
+    } catch {
+      this.opts.logger.warn('tunnel: dropped a control message that is not JSON', { bytes: data.length });
+      return;
+    }
+    const msg = ControlMessage.safeParse(parsed);
+    if (!msg.success) {
+      this.opts.logger.warn('tunnel: dropped an invalid control message', { issues: msg.error.issues.slice(0, 3) });
+      return;
+    }
+    this.dispatch(msg.data);
+  }
+
+  /** The transport is gone (closed by either side or errored): fail everything in flight. */
+  handleTransportClosed(code: string, message: string): void {
+    if (this.closedWith) return;
+    this.closedWith = { code, message };
+    if (this.heartbeatTimer !== undefined) this.opts.clock.clearTimeout(this.heartbeatTimer);
+    for (const [id, p] of this.pending) {
+      this.opts.clock.clearTimeout(p.timer);
+      p.reject(new RpcError(code, `${p.method} failed: ${message}`));
+      this.pending.delete(id);
+    }
+    for (const stream of [...this.streams.values()]) stream.abort(code, message);
+    this.streams.clear();
+    for (const l of this.closeListeners) l(message);
+    this.closeListeners = [];
+  }
+
+  close(code: number, reason: string): void {
+    try {
+      this.opts.transport.close(code, reason);
+    } catch {
+      // already closed
+    }
+    this.handleTransportClosed('AGENT_DISCONNECTED', reason);
+  }
+
+  private sendRaw(data: string | Uint8Array): void {
+    if (this.closedWith) return;
+    try {
+      this.opts.transport.send(data);
+    } catch (err) {
+      this.opts.logger.warn('tunnel: send failed', { err });
+      this.handleTransportClosed('AGENT_DISCONNECTED', 'tunnel send failed');
+    }
+  }
+
+  private receiveFrame(data: Uint8Array): void {
+    const frame = decodeFrame(data);
+    if (!frame) {
+      this.opts.logger.warn('tunnel: dropped a malformed binary frame', { bytes: data.byteLength });
+      return;
+    }
+    const stream = this.streams.get(frame.sid);
+    if (!stream) return; // raced with a close; the peer learns from our close message
+    if (!stream.receiveFrame(frame.kind, frame.payload)) {
+      this.opts.logger.warn('tunnel: peer overran its stream window', { sid: frame.sid });
+      stream.close(1008, 'flow control violated');
+    }
+  }
+
+  private dispatch(msg: ControlMessage): void {
+    switch (msg.t) {
+      case 'ping':
+        this.sendRaw(JSON.stringify({ t: 'pong', ts: msg.ts }));
+        return;
+      case 'pong':
+      case 'hello':
+      case 'welcome':
+        return;
+      case 'call':
+        void this.answer(msg.id, msg.method, msg.params);
+        return;
+      case 'result': {
+        const p = this.pending.get(msg.id);
+        if (!p) return;
+        this.pending.delete(msg.id);
+        this.opts.clock.clearTimeout(p.timer);
+        if (!msg.ok) {
+          const e = msg.error ?? { code: 'AGENT_ERROR', message: 'call failed without detail' };
+          return p.reject(new RpcError(e.code, e.message, e.status));
+        }
+        const parsed = Rpc[p.method].result.safeParse(msg.value);
+        if (parsed.success) p.resolve(parsed.data);
+        else p.reject(new RpcError('AGENT_ERROR', `${p.method} returned an invalid result`));
+        return;
+      }
+      case 'open': {
+        if (!this.opts.onStreamOpen || this.streams.has(msg.sid)) {
+          this.sendRaw(JSON.stringify({ t: 'open_failed', sid: msg.sid, error: { code: 'BAD_REQUEST', message: 'streams are not accepted here' } }));
+          return;
+        }
+        const stream = new TunnelStream(msg.sid, this.wire, this.window);
+        this.streams.set(msg.sid, stream);
+        this.opts.onStreamOpen(stream, msg.spec);
+        return;
+      }
+      case 'opened':
+        this.streams.get(msg.sid)?.receiveHead({ status: msg.status, headers: msg.headers, protocol: msg.protocol });
+        return;
+      case 'open_failed':
+        this.streams.get(msg.sid)?.receiveOpenFailed(msg.error);
+        return;
+      case 'end':
+        this.streams.get(msg.sid)?.receiveEnd();
+        return;
+      case 'close':
+        this.streams.get(msg.sid)?.receiveClose(msg.code, msg.reason);
+        return;
+      case 'credit':
+        this.streams.get(msg.sid)?.receiveCredit(msg.bytes);
+        return;
+    }
+  }
+
+  private async answer(id: number, method: string, params: unknown): Promise<void> {
+    const reply = (body: { ok: true; value: unknown } | { ok: false; error: WireError }) =>
+      this.sendRaw(JSON.stringify({ t: 'result', id, ...body }));
+    if (!(method in Rpc)) return reply({ ok: false, error: { code: 'BAD_REQUEST', message: `unknown method ${method}` } });
+    const m = method as RpcMethod;
+    const handler = this.opts.handlers?.[m] as ((p: unknown) => Promise<unknown>) | undefined;
+    if (!handler) return reply({ ok: false, error: { code: 'BAD_REQUEST', message: `${method} is not served here` } });
+    const parsed = Rpc[m].params.safeParse(params);
+    if (!parsed.success) {
+      return reply({ ok: false, error: { code: 'VALIDATION_FAILED', message: `invalid params for ${method}: ${parsed.error.issues[0]?.message ?? ''}` } });
+    }
+    try {
+      reply({ ok: true, value: await handler(parsed.data) });
+    } catch (err) {
+      const e = err as { code?: unknown; message?: unknown; status?: unknown };
+      reply({
+        ok: false,
+        error: {
+          code: typeof e.code === 'string' ? e.code : 'AGENT_ERROR',
+          message: typeof e.message === 'string' ? e.message : String(err),
+          status: typeof e.status === 'number' ? e.status : undefined,
+        },
+      });
+    }
+  }
+
+  private scheduleHeartbeat(): void {
+    const every = this.opts.heartbeatMs ?? 10_000;
+    const deadAfter = this.opts.deadAfterMs ?? every * 3;
+    this.heartbeatTimer = this.opts.clock.setTimeout(() => {
+      if (this.closedWith) return;
+      if (this.opts.clock.now() - this.lastSeen > deadAfter) {
+        this.opts.logger.warn('tunnel: peer silent, closing', { silentMs: this.opts.clock.now() - this.lastSeen });
+        this.close(4000, 'heartbeat timeout');
+        return;
+      }
+      this.sendRaw(JSON.stringify({ t: 'ping', ts: this.opts.clock.now() }));
+      this.scheduleHeartbeat();
+    }, every);
+  }
+}
+
+export const textOf = (payload: Uint8Array): string => textDecoder.decode(payload);

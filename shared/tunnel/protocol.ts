@@ -1,0 +1,54 @@
+import { z } from 'zod';
+import { Session, SessionReport } from '../session.js';
+
+export const PROTOCOL_VERSION = 1;
+
+/** Which browser port a proxied stream targets. */
+export const StreamTarget = z.enum(['api', 'ui']);
+
+const Headers = z.record(z.string(), z.string());
+
+export const StreamSpec = z.strictObject({
+  sessionId: z.string(),
+  kind: z.enum(['http', 'ws']),
+  method: z.string().regex(/^[A-Z]{1,16}$/),
+  path: z.string().startsWith('/').max(8192),
+  headers: Headers,
+  target: StreamTarget,
+});
+export type StreamSpec = z.infer<typeof StreamSpec>;
+
+export const WireError = z.object({ code: z.string(), message: z.string(), status: z.number().int().optional() });
+export type WireError = z.infer<typeof WireError>;
+
+/** Control messages travel as JSON text frames; payload bytes travel as binary frames (see frames.ts). */
+export const ControlMessage = z.discriminatedUnion('t', [
+  z.object({ t: z.literal('hello'), v: z.number().int(), clusterId: z.string().min(1).max(63), nodeName: z.string().min(1).max(253), agentId: z.string().min(1).max(128), runtime: z.string() }),
+  z.object({ t: z.literal('welcome'), v: z.number().int() }),
+  z.object({ t: z.literal('ping'), ts: z.number() }),
+  z.object({ t: z.literal('pong'), ts: z.number() }),
+  z.object({ t: z.literal('call'), id: z.number().int().nonnegative(), method: z.string(), params: z.unknown(), timeoutMs: z.number().int().positive() }),
+  z.object({ t: z.literal('result'), id: z.number().int().nonnegative(), ok: z.boolean(), value: z.unknown().optional(), error: WireError.optional() }),
+  z.object({ t: z.literal('open'), sid: z.number().int().positive(), spec: StreamSpec }),
+  z.object({ t: z.literal('opened'), sid: z.number().int().positive(), status: z.number().int(), headers: z.array(z.tuple([z.string(), z.string()])), protocol: z.string().optional() }),
+  z.object({ t: z.literal('open_failed'), sid: z.number().int().positive(), error: WireError }),
+  z.object({ t: z.literal('end'), sid: z.number().int().positive() }),
+  z.object({ t: z.literal('close'), sid: z.number().int().positive(), code: z.number().int().optional(), reason: z.string().max(123).optional() }),
+  z.object({ t: z.literal('credit'), sid: z.number().int().positive(), bytes: z.number().int().positive() }),
+]);
+export type ControlMessage = z.infer<typeof ControlMessage>;
+
+/** RPC methods: params and results, validated on both ends. */
+export const Rpc = {
+  'session.start': { params: z.object({ session: Session }), result: SessionReport },
+  'session.stop': { params: z.object({ id: z.string(), reason: z.enum(['deleted', 'timed_out', 'orphaned']) }), result: z.object({ stopped: z.boolean() }) },
+  'session.report': { params: SessionReport, result: z.object({ accepted: z.boolean() }) },
+  'agent.sync': { params: z.object({ running: z.array(z.string()) }), result: z.object({ stop: z.array(z.string()) }) },
+  'agent.health': {
+    params: z.object({ checkedAt: z.number().int(), sessions: z.array(z.object({ id: z.string(), reachable: z.boolean() })) }),
+    result: z.object({}),
+  },
+} as const;
+export type RpcMethod = keyof typeof Rpc;
+export type RpcParams<M extends RpcMethod> = z.infer<(typeof Rpc)[M]['params']>;
+export type RpcResult<M extends RpcMethod> = z.infer<(typeof Rpc)[M]['result']>;

@@ -1,0 +1,171 @@
+import type { FrameKind } from './frames.js';
+import type { WireError } from './protocol.js';
+
+export type StreamHead = { status: number; headers: [string, string][]; protocol?: string };
+
+/** What a stream needs from its tunnel; keeps the stream testable and free of wire details. */
+export interface StreamWire {
+  sendFrame(kind: FrameKind, sid: number, payload: Uint8Array): void;
+  sendControl(msg: Record<string, unknown> & { t: string }): void;
+  forget(sid: number): void;
+}
+
+export class StreamClosedError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly httpStatus?: number,
+  ) {
+    super(message);
+    this.name = 'StreamClosedError';
+  }
+}
+
+/**
+ * One multiplexed byte stream. Each direction has a credit window: a writer may run ahead by `window`
+ * bytes, then `write` returns false until the reader reports what it has consumed, so one slow client
+ * stalls only its own stream.
+ */
+export class TunnelStream {
+  onData?: (kind: FrameKind, payload: Uint8Array) => void;
+  onEnd?: () => void;
+  onClose?: (code?: number, reason?: string) => void;
+  onDrain?: () => void;
+
+  readonly head: Promise<StreamHead>;
+  private resolveHead!: (h: StreamHead) => void;
+  private rejectHead!: (e: Error) => void;
+  private sendWindow: number;
+  private unacked = 0;
+  private outstanding = 0;
+  private localEnded = false;
+  private remoteEnded = false;
+  private closed = false;
+  private buffered: Array<[FrameKind, Uint8Array]> | null = [];
+
+  constructor(
+    readonly sid: number,
+    private readonly wire: StreamWire,
+    private readonly window: number,
+  ) {
+    this.sendWindow = window;
+    this.head = new Promise<StreamHead>((resolve, reject) => {
+      this.resolveHead = resolve;
+      this.rejectHead = reject;
+    });
+    // Rejections of `head` are observed by openers; acceptors never await it.
+    this.head.catch(() => {});
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Acceptor side: the target answered. */
+  accept(head: StreamHead): void {
+    if (this.closed) return;
+    this.wire.sendControl({ t: 'opened', sid: this.sid, ...head });
+  }
+
+  /** Acceptor side: the target could not be reached; the stream ends here. */
+  reject(error: WireError): void {
+    if (this.closed) return;
+    this.wire.sendControl({ t: 'open_failed', sid: this.sid, error });
+    this.finish();
+  }
+
+  write(kind: FrameKind, payload: Uint8Array): boolean {
+    if (this.closed || this.localEnded) return false;
+    this.sendWindow -= payload.byteLength;
+    this.wire.sendFrame(kind, this.sid, payload);
+    return this.sendWindow > 0;
+  }
+
+  /** Half-close: no more bytes from this side. */
+  end(): void {
+    if (this.closed || this.localEnded) return;
+    this.localEnded = true;
+    this.wire.sendControl({ t: 'end', sid: this.sid });
+    if (this.remoteEnded) this.finish();
+  }
+
+  /** Abort or WebSocket close: both directions end, the peer is told why. */
+  close(code?: number, reason?: string): void {
+    if (this.closed) return;
+    this.wire.sendControl({ t: 'close', sid: this.sid, code, reason: reason?.slice(0, 123) });
+    this.finish(code, reason);
+  }
+
+  /** The reader has delivered `bytes` downstream; hand the writer more credit in batches. */
+  consumed(bytes: number): void {
+    if (this.closed || bytes <= 0) return;
+    this.outstanding -= bytes;
+    this.unacked += bytes;
+    if (this.unacked >= this.window / 4) {
+      this.wire.sendControl({ t: 'credit', sid: this.sid, bytes: this.unacked });
+      this.unacked = 0;
+    }
+  }
+
+  // ---- driven by the tunnel on arrival ----
+
+  /** @internal */ receiveHead(head: StreamHead): void {
+    this.resolveHead(head);
+  }
+
+  /** @internal */ receiveOpenFailed(err: WireError): void {
+    this.rejectHead(new StreamClosedError(err.code, err.message, err.status));
+    this.finish();
+  }
+
+  /** @internal */ receiveFrame(kind: FrameKind, payload: Uint8Array): boolean {
+    if (this.closed) return true;
+    this.outstanding += payload.byteLength;
+    // A peer that ignores our window is broken or hostile; refuse to buffer without bound.
+    if (this.outstanding > this.window * 2) return false;
+    if (this.onData) this.onData(kind, payload);
+    else this.buffered?.push([kind, payload]);
+    return true;
+  }
+
+  /** Call once handlers are attached: replays bytes that arrived before. */
+  start(): void {
+    const pending = this.buffered;
+    this.buffered = null;
+    if (!pending) return;
+    for (const [kind, payload] of pending) this.onData?.(kind, payload);
+    if (this.remoteEnded) this.onEnd?.();
+  }
+
+  /** @internal */ receiveEnd(): void {
+    if (this.remoteEnded || this.closed) return;
+    this.remoteEnded = true;
+    if (this.buffered === null) this.onEnd?.();
+    if (this.localEnded) this.finish();
+  }
+
+  /** @internal */ receiveCredit(bytes: number): void {
+    const wasBlocked = this.sendWindow <= 0;
+    this.sendWindow += bytes;
+    if (wasBlocked && this.sendWindow > 0) this.onDrain?.();
+  }
+
+  /** @internal */ receiveClose(code?: number, reason?: string): void {
+    this.rejectHead(new StreamClosedError('AGENT_ERROR', reason ?? 'stream closed by peer'));
+    this.finish(code, reason);
+  }
+
+  /** @internal the tunnel itself went away. */
+  abort(code: string, message: string): void {
+    if (this.closed) return;
+    this.rejectHead(new StreamClosedError(code, message));
+    this.finish(1011, message);
+  }
+
+  private finish(code?: number, reason?: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.wire.forget(this.sid);
+    this.onClose?.(code, reason);
+  }
+}

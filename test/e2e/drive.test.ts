@@ -1,0 +1,130 @@
+import { existsSync } from 'node:fs';
+import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { SessionView } from '../../shared/api.js';
+import type { LocalChromiumRuntime } from '../../agent/runtime/local.js';
+import { startPageServer } from '../helpers/pages.js';
+import { isAlive, pidsMatching, startRedis, type RedisServer } from '../helpers/processes.js';
+import { json, startSystem, waitFor, type TestSystem } from '../helpers/system.js';
+
+const PNG_MAGIC = [0x89, 0x50, 0x4e, 0x47];
+
+for (const storeKind of ['memory', 'redis'] as const) {
+  describe(`end to end with the ${storeKind} store`, () => {
+    let sys: TestSystem;
+    let redis: RedisServer | undefined;
+    let pages: Awaited<ReturnType<typeof startPageServer>>;
+
+    beforeAll(async () => {
+      if (storeKind === 'redis') redis = await startRedis();
+      pages = await startPageServer();
+      sys = await startSystem({ routerEnv: redis ? { REDIS_URL: redis.url } : {} });
+    });
+    afterAll(async () => {
+      await sys?.close();
+      await pages?.close();
+      await redis?.stop();
+      expect(await pidsMatching('bso-chromium-')).toEqual([]);
+    });
+
+    const create = async (body: object = {}) => {
+      const { status, body: s } = await json<SessionView>(
+        fetch(`${sys.url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+      );
+      expect(status).toBe(201);
+      expect(s.status).toBe('running');
+      return s;
+    };
+    const runtime = () => sys.agents[0]!.runtime as LocalChromiumRuntime;
+
+    it('Playwright: create → connectOverCDP → page → evaluate → screenshot → DELETE leaves nothing', async () => {
+      const s = await create({ options: { viewport: { width: 1024, height: 700 } } });
+      expect(s.cdpUrl).toBe(`ws://${new URL(sys.url).host}/sessions/${s.id}/proxy/devtools/browser`);
+      const pid = runtime().pidOf(s.id)!;
+      expect(isAlive(pid)).toBe(true);
+
+      const browser = await chromium.connectOverCDP(s.cdpUrl);
+      const context = browser.contexts()[0] ?? (await browser.newContext());
+      const page = await context.newPage();
+      await page.goto(`${pages.url}/`);
+      expect(await page.evaluate(() => (window as unknown as { answer: number }).answer)).toBe(42);
+      expect(await page.textContent('#greeting')).toBe('Hello from loopback');
+      const png = await page.screenshot();
+      expect([...png.subarray(0, 4)]).toEqual(PNG_MAGIC);
+      expect(png.byteLength).toBeGreaterThan(1000);
+      await browser.close();
+
+      const status = await json(fetch(`${sys.url}/sessions/${s.id}/status`));
+      expect(status.body).toMatchObject({ id: s.id, status: 'running', health: { agentConnected: true } });
+
+      const del = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }));
+      expect(del.status).toBe(200);
+      expect(del.body.status).toBe('terminated');
+      expect(isAlive(pid)).toBe(false);
+      expect(await pidsMatching('bso-chromium-')).toEqual([]);
+      expect((await json(fetch(`${sys.url}/sessions/${s.id}/status`))).body).toMatchObject({ status: 'terminated' });
+      // Idempotent.
+      expect((await json(fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }))).body).toMatchObject({ status: 'terminated' });
+    });
+
+    it('Puppeteer: browserWSEndpoint = cdpUrl, same journey', async () => {
+      const s = await create();
+      const pid = runtime().pidOf(s.id)!;
+      const browser = await puppeteer.connect({ browserWSEndpoint: s.cdpUrl, protocolTimeout: 20_000 });
+      const page = await browser.newPage();
+      await page.goto(`${pages.url}/`);
+      expect(await page.evaluate(() => document.title)).toBe('bso test page');
+      const shot = await page.screenshot();
+      expect([...shot.subarray(0, 4)]).toEqual(PNG_MAGIC);
+      await browser.disconnect();
+      const del = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }));
+      expect(del.body.status).toBe('terminated');
+      expect(isAlive(pid)).toBe(false);
+    });
+
+    it('Playwright over the HTTP endpoint: /json/version is rewritten to the router', async () => {
+      const s = await create();
+      const version = await json<{ webSocketDebuggerUrl: string }>(fetch(`${s.proxyUrl}/json/version`));
+      expect(version.body.webSocketDebuggerUrl).toMatch(new RegExp(`^ws://${new URL(sys.url).host}/sessions/${s.id}/proxy/devtools/browser/[0-9a-f-]+$`));
+      const list = await json<Array<{ webSocketDebuggerUrl: string }>>(fetch(`${s.proxyUrl}/json/list`));
+      for (const t of list.body) expect(t.webSocketDebuggerUrl).toContain(`/sessions/${s.id}/proxy/devtools/page/`);
+      const browser = await chromium.connectOverCDP(s.proxyUrl);
+      const page = await (browser.contexts()[0] ?? (await browser.newContext())).newPage();
+      expect(await page.evaluate(() => 2 ** 10)).toBe(1024);
+      await browser.close();
+      await fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
+    });
+
+    it('a browser that crashes marks its session failed with a reason, and the profile is removed', async () => {
+      const s = await create();
+      const pid = runtime().pidOf(s.id)!;
+      const dir = (await pidsMatching('bso-chromium-')).length;
+      expect(dir).toBeGreaterThan(0);
+      process.kill(-pid, 'SIGKILL');
+      await waitFor(async () => (await json(fetch(`${sys.url}/sessions/${s.id}/status`))).body.status === 'failed', 10_000, 'failed status');
+      const after = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`));
+      expect(after.body.failureReason).toMatch(/chromium exited \(signal SIGKILL\)/);
+      await waitFor(async () => (await pidsMatching('bso-chromium-')).length === 0, 5000, 'no chromium left');
+      const proxied = await json(fetch(`${s.proxyUrl}/json/version`));
+      expect(proxied.status).toBe(409);
+      expect(proxied.body.error.code).toBe('SESSION_NOT_RUNNING');
+      expect(existsSync(`/proc/${pid}`)).toBe(false);
+    });
+
+    it('lists sessions with a status filter and a cursor', async () => {
+      const a = await create();
+      const b = await create();
+      await fetch(`${sys.url}/sessions/${a.id}`, { method: 'DELETE' });
+      const running = await json<{ items: SessionView[] }>(fetch(`${sys.url}/sessions?status=running`));
+      expect(running.body.items.map((x) => x.id)).toContain(b.id);
+      expect(running.body.items.map((x) => x.id)).not.toContain(a.id);
+      const page1 = await json<{ items: SessionView[]; nextCursor: string | null }>(fetch(`${sys.url}/sessions?limit=1`));
+      expect(page1.body.items).toHaveLength(1);
+      expect(page1.body.nextCursor).not.toBeNull();
+      const page2 = await json<{ items: SessionView[] }>(fetch(`${sys.url}/sessions?limit=1&cursor=${encodeURIComponent(page1.body.nextCursor!)}`));
+      expect(page2.body.items[0]!.id).not.toBe(page1.body.items[0]!.id);
+      await fetch(`${sys.url}/sessions/${b.id}`, { method: 'DELETE' });
+    });
+  });
+}

@@ -1,0 +1,103 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+/** Tests that need a component fail loudly when it is missing; they never skip. */
+export function requireBinary(path: string, hint: string): void {
+  if (!existsSync(path)) throw new Error(`${path} is missing: ${hint}`);
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export type RedisServer = { host: string; port: number; url: string; stop(): Promise<void> };
+
+/** A real redis-server on a free loopback port, with a throwaway data dir and no persistence. */
+export async function startRedis(): Promise<RedisServer> {
+  const bin = process.env.REDIS_SERVER_PATH ?? '/usr/bin/redis-server';
+  requireBinary(bin, 'install the Debian package redis-server (.ci/run does)');
+  const dir = await mkdtemp(join(tmpdir(), 'bso-redis-'));
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await freePort();
+    const proc = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    const ready = await new Promise<boolean>((resolve) => {
+      let out = '';
+      proc.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('Ready to accept connections')) resolve(true);
+      });
+      proc.once('exit', () => resolve(false));
+    });
+    if (ready) {
+      return {
+        host: '127.0.0.1',
+        port,
+        url: `redis://127.0.0.1:${port}`,
+        stop: async () => {
+          await killGroup(proc);
+          await rm(dir, { recursive: true, force: true });
+        },
+      };
+    }
+  }
+  throw new Error('redis-server did not start');
+}
+
+export async function killGroup(proc: ChildProcess, graceMs = 3000): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null || proc.pid === undefined) return;
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  const sig = (s: NodeJS.Signals) => {
+    try {
+      process.kill(-proc.pid!, s);
+    } catch {
+      // gone
+    }
+  };
+  sig('SIGTERM');
+  const t = setTimeout(() => sig('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(t);
+}
+
+/** Pids of live processes whose command line mentions `needle` (for leak checks). */
+export async function pidsMatching(needle: string): Promise<number[]> {
+  const { readdir, readFile } = await import('node:fs/promises');
+  const out: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmd = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).replace(/\0/g, ' ');
+      const stat = await readFile(`/proc/${entry}/stat`, 'utf8');
+      if (/\) Z /.test(stat)) continue; // zombies are already dead
+      if (cmd.includes(needle)) out.push(Number(entry));
+    } catch {
+      // exited while we looked
+    }
+  }
+  return out;
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

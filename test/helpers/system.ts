@@ -1,0 +1,74 @@
+import { loadAgentConfig } from '../../agent/config.js';
+import { startAgent, type RunningAgent } from '../../agent/main.js';
+import { createLogger } from '../../shared/logger.js';
+import { loadRouterConfig } from '../../router/config.js';
+import { startRouter, type RunningRouter } from '../../router/node.js';
+import { CHROMIUM, requireBinary } from './processes.js';
+
+export const TEST_TOKEN = 'test-token-0123456789abcdef';
+const logLevel = (process.env.TEST_LOG_LEVEL ?? 'silent') as 'silent';
+
+export type TestSystem = {
+  router: RunningRouter;
+  agents: RunningAgent[];
+  url: string;
+  addAgent(env?: Record<string, string>): Promise<RunningAgent>;
+  close(): Promise<void>;
+};
+
+/** Router and agent(s) in this process, on port 0, with real Chromium; closed in afterAll. */
+export async function startSystem(opts: { routerEnv?: Record<string, string>; agentEnv?: Record<string, string>; agents?: number } = {}): Promise<TestSystem> {
+  requireBinary(CHROMIUM, 'install the Debian package chromium (.ci/run does)');
+  const router = await startRouter(
+    loadRouterConfig({ PORT: '0', HOST: '127.0.0.1', AGENT_TOKEN: TEST_TOKEN, LOG_LEVEL: logLevel, ...opts.routerEnv }),
+  );
+  const agents: RunningAgent[] = [];
+  const addAgent = async (env: Record<string, string> = {}) => {
+    const agent = await startAgent(
+      loadAgentConfig(
+        {
+          ROUTER_URL: router.url,
+          AGENT_TOKEN: TEST_TOKEN,
+          NODE_NAME: `node-${agents.length}`,
+          METRICS_PORT: '0',
+          METRICS_HOST: '127.0.0.1',
+          CHROMIUM_PATH: CHROMIUM,
+          LOG_LEVEL: logLevel,
+          ...opts.agentEnv,
+          ...env,
+        },
+        process.getuid?.() === 0,
+      ),
+    );
+    agents.push(agent);
+    return agent;
+  };
+  for (let i = 0; i < (opts.agents ?? 1); i++) await addAgent();
+  if (agents.length) await waitFor(async () => ((await (await fetch(`${router.url}/health`)).json()) as { agents: unknown[] }).agents.length === agents.length, 10_000);
+  return {
+    router,
+    agents,
+    url: router.url,
+    addAgent,
+    close: async () => {
+      await Promise.all(agents.map((a) => a.close()));
+      await router.close();
+    },
+  };
+}
+
+export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+export const quietLogger = () => createLogger({ level: 'silent' });
+
+export async function json<T = any>(res: Response | Promise<Response>): Promise<{ status: number; body: T }> {
+  const r = await res;
+  return { status: r.status, body: (await r.json()) as T };
+}

@@ -1,0 +1,129 @@
+import { describe, expect, it } from 'vitest';
+import type { Session } from '../../shared/session.js';
+import type { SessionStore } from '../../router/store/types.js';
+
+let seq = 0;
+export function newSession(over: Partial<Session> = {}): Session {
+  const n = ++seq;
+  return {
+    id: `sess-${String(n).padStart(4, '0')}-${Math.random().toString(36).slice(2, 8)}`,
+    status: 'pending',
+    createdAt: 1_000 + n,
+    updatedAt: 1_000 + n,
+    expiresAt: 1_000_000,
+    timeout: 300,
+    idleTimeout: 60,
+    options: {},
+    cluster: 'c1',
+    node: 'n1',
+    ...over,
+  };
+}
+
+/**
+ * The one behaviour every SessionStore backend must have. `make` returns a fresh, empty store whose
+ * clock is `now`; `advance` moves that clock (for retention).
+ */
+export function storeContract(name: string, make: () => Promise<{ store: SessionStore; advance(ms: number): Promise<void> }>) {
+  describe(`SessionStore contract: ${name}`, () => {
+    it('creates and reads back a session unchanged', async () => {
+      const { store } = await make();
+      const s = newSession({ options: { viewport: { width: 800, height: 600 } } });
+      expect(await store.create(s, 10)).toEqual({ ok: true });
+      expect(await store.get(s.id)).toEqual(s);
+      expect(await store.get('missing-000000')).toBeNull();
+      expect(await store.create(s, 10)).toEqual({ ok: false, reason: 'exists' });
+    });
+
+    it('refuses creates beyond capacity and frees a slot on a terminal status', async () => {
+      const { store } = await make();
+      const a = newSession();
+      const b = newSession();
+      expect((await store.create(a, 2)).ok).toBe(true);
+      expect((await store.create(b, 2)).ok).toBe(true);
+      expect(await store.create(newSession(), 2)).toEqual({ ok: false, reason: 'capacity', active: 2 });
+      expect(await store.activeCount()).toBe(2);
+      await store.transition(a.id, { status: 'running' }, 5000);
+      expect(await store.activeCount()).toBe(2);
+      await store.transition(a.id, { status: 'terminated' }, 6000);
+      expect(await store.activeCount()).toBe(1);
+      expect((await store.create(newSession(), 2)).ok).toBe(true);
+    });
+
+    it('is atomic under concurrent creates', async () => {
+      const { store } = await make();
+      const results = await Promise.all(Array.from({ length: 25 }, () => store.create(newSession(), 5)));
+      expect(results.filter((r) => r.ok)).toHaveLength(5);
+      expect(await store.activeCount()).toBe(5);
+    });
+
+    it('applies allowed transitions only, and reports whether anything changed', async () => {
+      const { store } = await make();
+      const s = newSession();
+      await store.create(s, 10);
+      const r1 = await store.transition(s.id, { status: 'running', node: 'n9', endpoints: { host: '127.0.0.1', apiPort: 9222, browserWsPath: '/devtools/browser/x' } }, 2000);
+      expect(r1).toMatchObject({ changed: true, session: { status: 'running', node: 'n9', startedAt: 2000 } });
+      const again = await store.transition(s.id, { status: 'running' }, 2500);
+      expect(again?.changed).toBe(false);
+      const failed = await store.transition(s.id, { status: 'failed', failureReason: 'crash' }, 3000);
+      expect(failed).toMatchObject({ changed: true, session: { status: 'failed', failureReason: 'crash', endedAt: 3000 } });
+      expect(failed?.session.endpoints).toBeUndefined();
+      const back = await store.transition(s.id, { status: 'running' }, 4000);
+      expect(back).toMatchObject({ changed: false, session: { status: 'failed' } });
+      expect(await store.transition('missing-000000', { status: 'running' }, 1)).toBeNull();
+    });
+
+    it('keeps concurrent transitions consistent (exactly one terminal status wins)', async () => {
+      const { store } = await make();
+      const s = newSession();
+      await store.create(s, 10);
+      const results = await Promise.all([
+        store.transition(s.id, { status: 'terminated' }, 10),
+        store.transition(s.id, { status: 'failed', failureReason: 'x' }, 10),
+        store.transition(s.id, { status: 'timed_out' }, 10),
+      ]);
+      expect(results.filter((r) => r?.changed)).toHaveLength(1);
+      expect(await store.activeCount()).toBe(0);
+    });
+
+    it('lists newest first with cursor pagination and a status filter', async () => {
+      const { store } = await make();
+      const made: Session[] = [];
+      for (let i = 0; i < 7; i++) {
+        const s = newSession();
+        made.push(s);
+        await store.create(s, 100);
+      }
+      await store.transition(made[1]!.id, { status: 'running' }, 9000);
+      await store.transition(made[4]!.id, { status: 'running' }, 9000);
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      for (let page = 0; page < 10; page++) {
+        const res = await store.list({ limit: 3, cursor });
+        seen.push(...res.items.map((s) => s.id));
+        if (!res.nextCursor) break;
+        cursor = res.nextCursor;
+      }
+      expect(seen).toEqual(made.map((s) => s.id).reverse());
+      const running = await store.list({ limit: 10, status: 'running' });
+      expect(running.items.map((s) => s.id)).toEqual([made[4]!.id, made[1]!.id]);
+      expect((await store.listActive()).map((s) => s.id).sort()).toEqual(made.map((s) => s.id).sort());
+    });
+
+    it('forgets ended sessions after the retention period', async () => {
+      const { store, advance } = await make();
+      const s = newSession();
+      await store.create(s, 10);
+      await store.transition(s.id, { status: 'terminated' }, Date.now());
+      expect(await store.get(s.id)).not.toBeNull();
+      await advance(2100);
+      expect(await store.get(s.id)).toBeNull();
+      expect((await store.list({ limit: 10 })).items.map((x) => x.id)).not.toContain(s.id);
+    });
+
+    it('answers ping', async () => {
+      const { store } = await make();
+      await expect(store.ping()).resolves.toBeUndefined();
+    });
+  });
+}
