@@ -34,12 +34,12 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
       startTimeoutMs: config.startTimeoutMs,
       logger,
     });
-  let tunnel: TunnelClient | undefined;
-  const reporter = new Reporter({ peer: () => tunnel?.current ?? null, logger });
+  // Closures below reach `tunnel` only after it is constructed.
+  const reporter = new Reporter({ peer: () => tunnel.current, logger });
   const sessions = new SessionManager({ runtime, clock, logger, metrics, nodeName: config.nodeName, report: (r) => reporter.report(r) });
   const proxy = createProxyHandler({ sessions, logger });
 
-  tunnel = new TunnelClient({
+  const tunnel: TunnelClient = new TunnelClient({
     url: config.routerUrl,
     token: config.token,
     hello: { clusterId: config.clusterId, nodeName: config.nodeName, agentId: `${config.nodeName}/${randomUUID().slice(0, 8)}`, runtime: runtime.name },

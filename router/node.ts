@@ -29,14 +29,13 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
       : new MemorySessionStore({ retentionSec: config.retentionSec, now: () => clock.now() }));
   const metrics = createRouterMetrics();
   // The hub needs the service's handlers and the service needs the hub; handlers are bound lazily.
-  let service: SessionService | undefined;
   const hub = new InProcessHub({
     clock,
     logger,
-    handlersFor: (agent) => service!.agentHandlers(agent),
+    handlersFor: (agent) => service.agentHandlers(agent),
     onAgentsChanged: (agents) => metrics.agentsConnected(agents.length),
   });
-  service = new SessionService({
+  const service: SessionService = new SessionService({
     store,
     hub,
     clock,

@@ -13,14 +13,13 @@ const spec: StreamSpec = { sessionId: 's1', kind: 'ws', method: 'GET', path: '/x
 function pair(opts: { handlers?: RpcHandlers; onStreamOpen?: (s: TunnelStream, spec: StreamSpec) => void; windowBytes?: number } = {}) {
   const clock = new ManualClock();
   const sent = { a: 0, b: 0 };
-  let a!: TunnelPeer;
-  let b!: TunnelPeer;
+  const peers: { a?: TunnelPeer; b?: TunnelPeer } = {};
   const deliver = (to: () => TunnelPeer, key: 'a' | 'b') => (d: string | Uint8Array) => {
     sent[key]++;
     queueMicrotask(() => to().receive(d));
   };
-  a = new TunnelPeer({ transport: { send: deliver(() => b, 'a'), close: () => b.handleTransportClosed('AGENT_DISCONNECTED', 'closed') }, clock, logger, windowBytes: opts.windowBytes });
-  b = new TunnelPeer({
+  const a = new TunnelPeer({ transport: { send: deliver(() => peers.b!, 'a'), close: () => peers.b!.handleTransportClosed('AGENT_DISCONNECTED', 'closed') }, clock, logger, windowBytes: opts.windowBytes });
+  const b = new TunnelPeer({
     transport: { send: deliver(() => a, 'b'), close: () => a.handleTransportClosed('AGENT_DISCONNECTED', 'closed') },
     clock,
     logger,
@@ -28,6 +27,7 @@ function pair(opts: { handlers?: RpcHandlers; onStreamOpen?: (s: TunnelStream, s
     onStreamOpen: opts.onStreamOpen,
     windowBytes: opts.windowBytes,
   });
+  peers.b = b;
   return { a, b, clock, sent };
 }
 
@@ -167,7 +167,11 @@ describe('TunnelPeer streams', () => {
     });
     const w = a.openStream(spec);
     await w.head;
-    for (let i = 0; i < 5; i++) (w as unknown as { sendWindow: number }).sendWindow = 1e9, w.write('binary', new Uint8Array(100));
+    for (let i = 0; i < 5; i++) {
+      // Pretend to be a peer that ignores its window.
+      (w as unknown as { sendWindow: number }).sendWindow = 1e9;
+      w.write('binary', new Uint8Array(100));
+    }
     await flush();
     expect(closedWith).toBe(1008);
   });

@@ -1,0 +1,146 @@
+/**
+ * `npm run bench`: measures the tunnel against Chromium directly and against a single-hop proxy
+ * (http-proxy-3, what steel-browser and browserless use), create-to-ready against a bare Chromium
+ * launch, and status reads against Redis; prints one table with ratios and the issue's floors.
+ */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createProxyServer } from 'http-proxy-3';
+import { Redis } from 'ioredis';
+import { killChromium, launchChromium } from '../agent/runtime/chromium.js';
+import { CHROMIUM, pidsMatching, requireBinary, startRedis } from '../test/helpers/processes.js';
+import { spawnEntry, type Spawned } from '../test/helpers/spawn.js';
+import { cdpClient, cdpRoundTrips, cdpThroughput, httpLoad, stats } from './load.js';
+
+const TOKEN = 'bench-token-0123456789abcdef';
+const quick = process.argv.includes('--quick');
+const ROUND_TRIPS = quick ? 300 : 2000;
+const LOAD_MS = quick ? 1500 : 4000;
+const STARTS = quick ? 5 : 20;
+const noSandbox = process.getuid?.() === 0;
+
+type Row = { metric: string; direct?: string; proxy?: string; tunnel: string; ratio: string; floor: string; ok: boolean | null };
+const rows: Row[] = [];
+const f = (n: number, d = 2) => n.toFixed(d);
+
+async function main(): Promise<void> {
+  requireBinary(CHROMIUM, 'install the Debian package chromium');
+  const redis = await startRedis();
+  const procs: Spawned[] = [];
+  try {
+    const router = spawnEntry('router/node.ts', { PORT: '0', HOST: '127.0.0.1', REDIS_URL: redis.url, AGENT_TOKEN: TOKEN, MAX_SESSIONS: '50', LOG_LEVEL: 'info' });
+    procs.push(router);
+    const routerUrl = JSON.parse(await router.waitForLine(/router listening/)).url as string;
+    const agent = spawnEntry('agent/main.ts', { ROUTER_URL: routerUrl, AGENT_TOKEN: TOKEN, NODE_NAME: 'bench', METRICS_PORT: '0', CHROMIUM_PATH: CHROMIUM, LOG_LEVEL: 'warn' });
+    procs.push(agent);
+    await waitForAgent(routerUrl);
+
+    const created = await fetch(`${routerUrl}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ timeout: 3600, idleTimeout: 3600 }) });
+    const session = (await created.json()) as { id: string; status: string; cdpUrl: string; proxyUrl: string };
+    if (session.status !== 'running') throw new Error(`session did not start: ${JSON.stringify(session)}`);
+    // The same browser for all three paths: its real address is in the session record.
+    const r = new Redis(redis.url);
+    const stored = JSON.parse((await r.hget(`{bso}:s:${session.id}`, 'data')) ?? (await r.hget(`bso:s:${session.id}`, 'data')) ?? 'null');
+    r.disconnect();
+    const ep = stored.endpoints as { host: string; apiPort: number; browserWsPath: string };
+    const direct = { http: `http://${ep.host}:${ep.apiPort}`, ws: `ws://${ep.host}:${ep.apiPort}${ep.browserWsPath}` };
+
+    const proxy = createProxyServer({ target: direct.http, ws: true });
+    proxy.on('error', () => {});
+    const proxyServer = createServer((req, res) => proxy.web(req, res));
+    proxyServer.on('upgrade', (req, socket, head) => proxy.ws(req, socket, head));
+    await new Promise<void>((res) => proxyServer.listen(0, '127.0.0.1', res));
+    const proxyPort = (proxyServer.address() as AddressInfo).port;
+    const viaProxy = { http: `http://127.0.0.1:${proxyPort}`, ws: `ws://127.0.0.1:${proxyPort}${ep.browserWsPath}` };
+
+    // --- CDP round trip and throughput ---
+    const paths = { direct: direct.ws, proxy: viaProxy.ws, tunnel: session.cdpUrl };
+    const rt: Record<string, ReturnType<typeof stats>> = {};
+    const tp: Record<string, number> = {};
+    for (const [name, url] of Object.entries(paths)) {
+      const c = await cdpClient(url);
+      await cdpRoundTrips(c, 200); // warm-up
+      rt[name] = await cdpRoundTrips(c, ROUND_TRIPS);
+      await cdpThroughput(c, 32, 500);
+      tp[name] = await cdpThroughput(c, 32, LOAD_MS);
+      await c.close();
+    }
+    const addedP50 = rt.tunnel!.p50 - rt.direct!.p50;
+    rows.push({ metric: 'CDP Runtime.evaluate p50 (ms)', direct: f(rt.direct!.p50, 3), proxy: f(rt.proxy!.p50, 3), tunnel: f(rt.tunnel!.p50, 3), ratio: `+${f(addedP50, 3)} ms vs direct`, floor: '≤ +0.5 ms', ok: addedP50 <= 0.5 });
+    rows.push({ metric: 'CDP Runtime.evaluate p99 (ms)', direct: f(rt.direct!.p99, 3), proxy: f(rt.proxy!.p99, 3), tunnel: f(rt.tunnel!.p99, 3), ratio: `${f(rt.tunnel!.p99 / rt.direct!.p99)}× direct`, floor: '', ok: null });
+    const tpRatio = tp.tunnel! / tp.proxy!;
+    rows.push({ metric: 'CDP evaluate/s, 32 in flight', direct: f(tp.direct!, 0), proxy: f(tp.proxy!, 0), tunnel: f(tp.tunnel!, 0), ratio: `${f(tpRatio)}× proxy`, floor: '≥ 0.8× proxy', ok: tpRatio >= 0.8 });
+
+    // --- HTTP /json/version ---
+    const httpRps: Record<string, number> = {};
+    for (const [name, base] of Object.entries({ direct: direct.http, proxy: viaProxy.http, tunnel: session.proxyUrl })) {
+      await httpLoad(`${base}/json/version`, 16, 300);
+      const res = await httpLoad(`${base}/json/version`, 16, LOAD_MS);
+      if (res.errors) throw new Error(`${name}: ${res.errors} failed requests`);
+      httpRps[name] = res.rps;
+    }
+    const httpRatio = httpRps.tunnel! / httpRps.proxy!;
+    rows.push({ metric: 'HTTP GET /json/version req/s', direct: f(httpRps.direct!, 0), proxy: f(httpRps.proxy!, 0), tunnel: f(httpRps.tunnel!, 0), ratio: `${f(httpRatio)}× proxy`, floor: '≥ 0.7× proxy', ok: httpRatio >= 0.7 });
+
+    // --- status reads against Redis ---
+    await httpLoad(`${routerUrl}/sessions/${session.id}/status`, 64, 500);
+    const status = await httpLoad(`${routerUrl}/sessions/${session.id}/status`, 64, LOAD_MS);
+    if (status.errors) throw new Error(`status: ${status.errors} failed requests`);
+    rows.push({ metric: 'GET /sessions/:id/status req/s (Redis)', tunnel: f(status.rps, 0), ratio: '', floor: '≥ 8000', ok: status.rps >= 8000 });
+
+    await fetch(`${routerUrl}/sessions/${session.id}`, { method: 'DELETE' });
+    proxyServer.close();
+    proxy.close();
+
+    // --- create-to-ready vs a bare launch, interleaved so drift hits both alike ---
+    const bare: number[] = [];
+    const viaApi: number[] = [];
+    for (let i = 0; i < STARTS; i++) {
+      let t = performance.now();
+      const c = await launchChromium({ executablePath: CHROMIUM, noSandbox, timeoutMs: 30_000 });
+      bare.push(performance.now() - t);
+      await killChromium(c);
+      t = performance.now();
+      const res = await fetch(`${routerUrl}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+      const s = (await res.json()) as { id: string; status: string };
+      if (s.status !== 'running') throw new Error(`session ${s.id} is ${s.status}`);
+      viaApi.push(performance.now() - t);
+      await fetch(`${routerUrl}/sessions/${s.id}`, { method: 'DELETE' });
+    }
+    const b = stats(bare);
+    const a = stats(viaApi);
+    rows.push({ metric: `bare launch → CDP ready p50/p99 (ms, n=${STARTS})`, direct: `${f(b.p50, 0)}/${f(b.p99, 0)}`, tunnel: '', ratio: '', floor: '', ok: null });
+    rows.push({ metric: `create → running p50/p99 (ms, n=${STARTS})`, tunnel: `${f(a.p50, 0)}/${f(a.p99, 0)}`, ratio: `${f(a.p50 / b.p50)}× bare (p50)`, floor: '≤ 1.2× bare', ok: a.p50 <= 1.2 * b.p50 });
+  } finally {
+    await Promise.all(procs.map((p) => p.stop()));
+    await redis.stop();
+  }
+  print();
+  const leftovers = await pidsMatching('bso-chromium-');
+  if (leftovers.length) console.error(`warning: chromium processes left behind: ${leftovers.join(' ')}`);
+  process.exitCode = rows.some((r) => r.ok === false) ? 1 : 0;
+}
+
+async function waitForAgent(url: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const h = (await (await fetch(`${url}/health`)).json()) as { agents: unknown[] };
+    if (h.agents.length) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('agent did not connect');
+}
+
+function print(): void {
+  const head = ['metric', 'direct', 'single-hop proxy', 'router+tunnel+agent', 'ratio', 'floor', 'result'];
+  const body = rows.map((r) => [r.metric, r.direct ?? '', r.proxy ?? '', r.tunnel, r.ratio, r.floor, r.ok === null ? '' : r.ok ? 'PASS' : 'FAIL']);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
+  const line = (cells: string[]) => '| ' + cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ') + ' |';
+  console.log(line(head));
+  console.log('|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|');
+  for (const row of body) console.log(line(row));
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,171 @@
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LocalChromiumRuntime } from '../../agent/runtime/local.js';
+import type { BrowserRuntime } from '../../agent/runtime/types.js';
+import type { SessionView } from '../../shared/api.js';
+import { createLogger } from '../../shared/logger.js';
+import { startPageServer } from '../helpers/pages.js';
+import { CHROMIUM, pidsMatching, startRedis, type RedisServer } from '../helpers/processes.js';
+import { json, startSystem, waitFor, type TestSystem } from '../helpers/system.js';
+
+const createSession = async (url: string, body: object = {}) => {
+  const res = await json<SessionView>(
+    fetch(`${url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+  );
+  expect(res.status).toBe(201);
+  expect(res.body.status).toBe('running');
+  return res.body;
+};
+
+describe('deadlines, metrics and docs', () => {
+  let sys: TestSystem;
+  beforeAll(async () => {
+    sys = await startSystem();
+  });
+  afterAll(async () => {
+    await sys?.close();
+    expect(await pidsMatching('bso-chromium-')).toEqual([]);
+  });
+
+  it('the hard timeout and the idle timeout end sessions, closing open CDP sockets with a reason', async () => {
+    const hard = await createSession(sys.url, { timeout: 5, idleTimeout: 300 });
+    const idle = await createSession(sys.url, { timeout: 300, idleTimeout: 5 });
+    const ws = new WebSocket(hard.cdpUrl);
+    await new Promise((r, j) => ws.once('open', r).once('error', j));
+    const closed = new Promise<[number, string]>((r) => ws.once('close', (code, reason) => r([code, reason.toString()])));
+    // Traffic on the hard-timeout session keeps it from idling; the hard limit still ends it.
+    const keepBusy = setInterval(() => ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify({ id: 1, method: 'Browser.getVersion' })), 500);
+    try {
+      await waitFor(async () => (await json(fetch(`${sys.url}/sessions/${hard.id}/status`))).body.status === 'timed_out', 12_000, 'hard timeout');
+      await waitFor(async () => (await json(fetch(`${sys.url}/sessions/${idle.id}/status`))).body.status === 'timed_out', 12_000, 'idle timeout');
+    } finally {
+      clearInterval(keepBusy);
+    }
+    expect(await closed).toEqual([1001, 'session timeout reached']);
+    const idleView = await json<SessionView>(fetch(`${sys.url}/sessions/${idle.id}`));
+    expect(idleView.body.failureReason).toBe('idle timeout');
+    expect(idleView.body.endedAt! - idleView.body.startedAt!).toBeGreaterThanOrEqual(5000);
+    await waitFor(async () => (await pidsMatching('bso-chromium-')).length === 0, 5000, 'browsers gone');
+  });
+
+  it('the agent serves Prometheus metrics that follow the sessions', async () => {
+    const text = await (await fetch(sys.agents[0]!.metricsUrl)).text();
+    const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+    expect(value('browser_sessions_total')).toBe(2);
+    expect(value('browser_sessions_running')).toBe(0);
+    expect(value('browser_sessions_pending')).toBe(0);
+    expect(value('browser_sessions_failed')).toBe(0);
+    expect(value('browser_session_create_to_ready_seconds_count')).toBe(2);
+  });
+
+  it('the router serves metrics, an OpenAPI document and Swagger UI', async () => {
+    const metrics = await fetch(`${sys.url}/metrics`);
+    expect(metrics.headers.get('content-type')).toContain('text/plain');
+    const text = await metrics.text();
+    expect(text).toMatch(/router_http_request_duration_seconds_count\{method="POST",route="\/sessions",status="201"\} 2/);
+    expect(text).toMatch(/router_agents_connected 1/);
+    const doc = await json(fetch(`${sys.url}/openapi.json`));
+    expect(Object.keys(doc.body.paths)).toEqual(expect.arrayContaining(['/sessions', '/sessions/{id}/status', '/sessions/{id}', '/health']));
+    expect(doc.body.paths['/sessions'].post.requestBody.content['application/json'].schema.properties).toHaveProperty('idleTimeout');
+    const docs = await fetch(`${sys.url}/docs`);
+    expect(docs.status).toBe(200);
+    expect(await docs.text()).toContain('swagger');
+  });
+});
+
+describe('agent loss', () => {
+  let sys: TestSystem;
+  let pages: Awaited<ReturnType<typeof startPageServer>>;
+  beforeAll(async () => {
+    pages = await startPageServer();
+    sys = await startSystem({ agents: 0 });
+    const local = new LocalChromiumRuntime({ executablePath: CHROMIUM, noSandbox: process.getuid?.() === 0, maxBrowsers: 4, startTimeoutMs: 30_000, logger: createLogger({ level: 'silent' }) });
+    // The page server stands in for a UI sidecar so a proxied request can be held open.
+    const withUi: BrowserRuntime = {
+      name: 'local',
+      start: async (s, signal) => {
+        const h = await local.start(s, signal);
+        return { ...h, endpoints: { ...h.endpoints, uiPort: Number(new URL(pages.url).port) } };
+      },
+      stop: (id) => local.stop(id),
+      stopAll: () => local.stopAll(),
+    };
+    const { startAgent } = await import('../../agent/main.js');
+    const { loadAgentConfig } = await import('../../agent/config.js');
+    const { TEST_TOKEN } = await import('../helpers/system.js');
+    sys.agents.push(
+      await startAgent(
+        loadAgentConfig({ ROUTER_URL: sys.url, AGENT_TOKEN: TEST_TOKEN, NODE_NAME: 'n1', METRICS_PORT: '0', LOG_LEVEL: 'silent' }, process.getuid?.() === 0),
+        { runtime: withUi },
+      ),
+    );
+    await waitFor(async () => (await json(fetch(`${sys.url}/health`))).body.agents.length === 1, 5000, 'agent');
+  });
+  afterAll(async () => {
+    await sys?.close();
+    await pages?.close();
+    expect(await pidsMatching('bso-chromium-')).toEqual([]);
+  });
+
+  it('a drop mid-request fails that request with 503, leaves the session running, and the tunnel comes back', async () => {
+    const s = await createSession(sys.url);
+    const uiOk = await fetch(`${s.proxyUrl}/ui/`);
+    expect(uiOk.status).toBe(200);
+    expect(await uiOk.text()).toContain('Hello from loopback');
+    const cdp = new WebSocket(s.cdpUrl);
+    await new Promise((r, j) => cdp.once('open', r).once('error', j));
+    const cdpClosed = new Promise<number>((r) => cdp.once('close', (code) => r(code)));
+
+    const inFlight = fetch(`${s.proxyUrl}/ui/slow`);
+    await waitFor(() => pages.slowWaiting() === 1, 5000, 'request to reach the upstream');
+    sys.agents[0]!.tunnel.disconnect();
+    const res = await inFlight;
+    const body = await res.json();
+    expect(res.status).toBe(503);
+    expect(body).toMatchObject({ error: { code: 'AGENT_DISCONNECTED' } });
+    expect(await cdpClosed).toBe(1011);
+
+    const status = await json(fetch(`${sys.url}/sessions/${s.id}/status`));
+    expect(status.body.status).toBe('running');
+    await waitFor(async () => (await json(fetch(`${sys.url}/sessions/${s.id}/status`))).body.health.agentConnected === true, 10_000, 'reconnect');
+    const again = await json(fetch(`${s.proxyUrl}/json/version`));
+    expect(again.status).toBe(200);
+    pages.releaseSlow();
+    await fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
+  });
+
+  it('a session deleted while its agent was away is stopped when the agent reconnects', async () => {
+    const s = await createSession(sys.url);
+    const agent = sys.agents[0]!;
+    // Hold the agent away long enough for the DELETE to find no tunnel.
+    agent.tunnel.disconnect();
+    const del = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }));
+    expect(del.body.status).toBe('terminated');
+    await waitFor(() => agent.sessions.ids().length === 0, 15_000, 'agent to stop the orphan');
+    await waitFor(async () => (await pidsMatching('bso-chromium-')).length === 0, 5000, 'browser gone');
+  });
+});
+
+describe('store outage', () => {
+  let redis: RedisServer;
+  let sys: TestSystem;
+  beforeAll(async () => {
+    redis = await startRedis();
+    sys = await startSystem({ routerEnv: { REDIS_URL: redis.url }, agents: 0 });
+  });
+  afterAll(async () => {
+    await sys?.close();
+    await redis?.stop();
+  });
+
+  it('/health is 503 and API calls answer 503 STORE_UNAVAILABLE while Redis is down', async () => {
+    expect((await fetch(`${sys.url}/health`)).status).toBe(200);
+    await redis.stop();
+    const health = await json(fetch(`${sys.url}/health`));
+    expect(health.status).toBe(503);
+    expect(health.body.store.ok).toBe(false);
+    const get = await json(fetch(`${sys.url}/sessions/00000000-0000-4000-8000-000000000000`));
+    expect(get.status).toBe(503);
+    expect(get.body.error.code).toBe('STORE_UNAVAILABLE');
+  });
+});
