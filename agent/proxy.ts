@@ -1,9 +1,11 @@
 import { Agent as HttpAgent, request, type IncomingHttpHeaders } from 'node:http';
 import WebSocket from 'ws';
+import { corkPerTick, creditingSender } from '../shared/node-socket.js';
 import type { Logger } from '../shared/logger.js';
 import type { StreamSpec } from '../shared/tunnel/protocol.js';
 import type { TunnelStream } from '../shared/tunnel/stream.js';
 import type { SessionManager } from './sessions.js';
+import { spliceUpgrade } from './splice.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 /** Chromium refuses DevTools WebSockets that carry an Origin unless allowed by flag; clients of a CDP
@@ -21,17 +23,13 @@ export function createProxyHandler(deps: { sessions: SessionManager; logger: Log
       if (!port) return stream.reject({ code: 'NOT_FOUND', message: 'this session has no UI', status: 404 });
       const touch = () => deps.sessions.touch(spec.sessionId);
       touch();
-      const untrack = deps.sessions.trackStream(spec.sessionId, (code, reason) => stream.close(code, reason));
-      const prevOnClose = stream.onClose;
-      stream.onClose = (code, reason) => {
-        untrack();
-        prevOnClose?.(code, reason);
-      };
+      let closeForSessionEnd = (code: number, reason: string) => stream.close(code, reason);
+      const untrack = deps.sessions.trackStream(spec.sessionId, (code, reason) => closeForSessionEnd(code, reason));
+      stream.onClose = () => untrack();
+      const path = spec.kind !== 'http' && spec.target === 'api' && /^\/devtools\/browser\/?(\?.*)?$/.test(spec.path) ? ep.browserWsPath : spec.path;
       if (spec.kind === 'http') proxyHttp(stream, spec, ep.host, port, touch);
-      else {
-        const path = spec.target === 'api' && /^\/devtools\/browser\/?(\?.*)?$/.test(spec.path) ? ep.browserWsPath : spec.path;
-        proxyWs(stream, spec, `ws://${ep.host}:${port}${path}`, touch);
-      }
+      else if (spec.kind === 'upgrade') closeForSessionEnd = spliceUpgrade(stream, { ...spec, path }, ep.host, port, touch);
+      else proxyWs(stream, spec, `ws://${ep.host}:${port}${path}`, touch);
     },
     close(): void {
       httpAgent.destroy();
@@ -43,8 +41,8 @@ export function createProxyHandler(deps: { sessions: SessionManager; logger: Log
     const req = request({ host, port, method: spec.method, path: spec.path, headers, agent: httpAgent, timeout: CONNECT_TIMEOUT_MS });
     let responded = false;
     const chain = stream.onClose;
-    stream.onClose = (code, reason) => {
-      chain?.(code, reason);
+    stream.onClose = (code, reason, byPeer) => {
+      chain?.(code, reason, byPeer);
       if (!req.destroyed && code !== undefined) req.destroy();
     };
     stream.onData = (_kind, payload) => {
@@ -76,21 +74,24 @@ export function createProxyHandler(deps: { sessions: SessionManager; logger: Log
   function proxyWs(stream: TunnelStream, spec: StreamSpec, url: string, touch: () => void): void {
     const headers = Object.fromEntries(Object.entries(spec.headers).filter(([k]) => !DROP_UPSTREAM.has(k)));
     const protocols = spec.headers['sec-websocket-protocol']?.split(',').map((p) => p.trim()).filter(Boolean);
-    const ws = new WebSocket(url, protocols, { perMessageDeflate: false, handshakeTimeout: CONNECT_TIMEOUT_MS, headers, maxPayload: 256 * 1024 * 1024 });
+    const ws = new WebSocket(url, protocols, { perMessageDeflate: false, handshakeTimeout: CONNECT_TIMEOUT_MS, headers, maxPayload: 256 * 1024 * 1024, skipUTF8Validation: true });
+    let send: ReturnType<typeof creditingSender> | null = null;
     let open = false;
     const chain = stream.onClose;
-    stream.onClose = (code, reason) => {
-      chain?.(code, reason);
+    stream.onClose = (code, reason, byPeer) => {
+      chain?.(code, reason, byPeer);
       if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
       else if (ws.readyState === WebSocket.OPEN) ws.close(validClose(code), reason ?? '');
     };
     stream.onData = (kind, payload) => {
       touch();
-      ws.send(payload, { binary: kind !== 'text' }, () => stream.consumed(payload.byteLength));
+      send?.(payload, kind !== 'text', () => stream.consumed(payload.byteLength));
     };
     stream.onDrain = () => ws.resume();
     ws.on('open', () => {
       open = true;
+      corkPerTick(ws);
+      send = creditingSender(ws);
       stream.accept({ status: 101, headers: [], protocol: ws.protocol || undefined });
       stream.start();
     });

@@ -1,6 +1,7 @@
 import WebSocket from 'ws';
 import { backoffDelay, sleep, type Clock } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
+import { corkPerTick } from '../shared/node-socket.js';
 import { TunnelPeer, type RpcHandlers } from '../shared/tunnel/peer.js';
 import { ControlMessage, PROTOCOL_VERSION, type StreamSpec } from '../shared/tunnel/protocol.js';
 import type { TunnelStream } from '../shared/tunnel/stream.js';
@@ -97,6 +98,7 @@ export class TunnelClient {
           return;
         }
         deps.clock.clearTimeout(welcomeTimer);
+        corkPerTick(ws);
         peer = new TunnelPeer({
           transport: { send: (d) => ws.send(d), close: (code, reason) => ws.close(code, reason) },
           clock: deps.clock,

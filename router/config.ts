@@ -17,6 +17,7 @@ const RouterEnv = z.object({
   MAX_SESSIONS: intVar(10, 1, 100_000),
   MAX_BODY_BYTES: intVar(64 * 1024, 256),
   START_TIMEOUT_MS: intVar(60_000, 1000),
+  WS_PROXY_MODE: z.enum(['splice', 'messages']).default('splice'),
   LOG_LEVEL: logLevelVar(),
 });
 
@@ -33,6 +34,7 @@ export type RouterConfig = {
   maxSessions: number;
   maxBodyBytes: number;
   startTimeoutMs: number;
+  wsProxyMode: 'splice' | 'messages';
   logLevel: z.infer<ReturnType<typeof logLevelVar>>;
 };
 
@@ -56,6 +58,7 @@ export function loadRouterConfig(env: Env): RouterConfig {
     maxSessions: e.MAX_SESSIONS,
     maxBodyBytes: e.MAX_BODY_BYTES,
     startTimeoutMs: e.START_TIMEOUT_MS,
+    wsProxyMode: e.WS_PROXY_MODE,
     logLevel: e.LOG_LEVEL,
   };
 }

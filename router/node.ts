@@ -50,7 +50,7 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
   });
   const app = createApp({ service, store, hub, clock, logger, metrics, config: { maxBodyBytes: config.maxBodyBytes, publicUrl: config.publicUrl } });
   const agentEndpoint = createAgentEndpoint({ hub, token: config.agentToken, clock, logger });
-  const wsProxy = createWsProxy({ service, hub, clock, logger });
+  const wsProxy = createWsProxy({ service, hub, clock, logger, mode: config.wsProxyMode });
 
   const server = createServer(getRequestListener(app.fetch));
   server.keepAliveTimeout = 65_000;

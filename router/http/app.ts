@@ -127,7 +127,7 @@ export function createApp(deps: AppDeps) {
 
   async function proxyRequest(req: Request, id: string): Promise<Response> {
     if (!SessionId.safeParse(id).success) throw new AppError('VALIDATION_FAILED', 'invalid session id');
-    const s = await service.require(id);
+    const s = await service.forProxy(id);
     assertProxyable(s);
     if (req.headers.get('upgrade')?.toLowerCase() === 'websocket') {
       // Reached only when the runtime adapter did not take the upgrade itself.

@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import type { Clock } from '../../shared/clock.js';
 import type { Logger } from '../../shared/logger.js';
+import { corkPerTick } from '../../shared/node-socket.js';
 import { ControlMessage, PROTOCOL_VERSION } from '../../shared/tunnel/protocol.js';
 import type { InProcessHub } from '../tunnel/in-process-hub.js';
 import { rejectUpgrade } from './upgrade.js';
@@ -59,6 +60,7 @@ export function createAgentEndpoint(deps: { hub: InProcessHub; token: string; cl
       }
       const hello = msg.data;
       ws.send(JSON.stringify({ t: 'welcome', v: PROTOCOL_VERSION }));
+      corkPerTick(ws);
       const peer = deps.hub.attach(
         { agentId: hello.agentId, cluster: hello.clusterId, node: hello.nodeName, runtime: hello.runtime, connectedAt: deps.clock.now() },
         { send: (d) => ws.send(d), close: (code, reason) => ws.close(code, reason) },

@@ -13,8 +13,9 @@ export type HttpProxyDeps = { hub: TunnelHub; clock: Clock };
 /** Carries one HTTP exchange to the session's browser over the tunnel, streaming both bodies. */
 export async function proxyHttp(deps: HttpProxyDeps, session: Session, req: Request, path: string, wsBase: string): Promise<Response> {
   const spec = streamSpecFor(session, 'http', req.method, path, forwardableHeaders(req.headers));
-  const stream = deps.hub.openStream({ cluster: session.cluster, node: session.node }, spec);
-  void pumpRequestBody(req, stream);
+  const bodyless = req.body === null;
+  const stream = deps.hub.openStream({ cluster: session.cluster, node: session.node }, spec, { bodyless });
+  if (!bodyless) void pumpRequestBody(req, stream);
   const head = await withTimeout(deps.clock, stream.head, HEAD_TIMEOUT_MS, () => stream.close(1011, 'no response head'));
   const headers = new Headers();
   for (const [k, v] of head.headers) if (!RESPONSE_HOP_BY_HOP.has(k.toLowerCase())) headers.append(k, v);

@@ -25,7 +25,7 @@ export function assertProxyable(session: Session): void {
 }
 
 /** `/ui/...` goes to the UI container; everything else to the browser API (CDP). */
-export function streamSpecFor(session: Session, kind: 'http' | 'ws', method: string, pathAndQuery: string, headers: Record<string, string>): StreamSpec {
+export function streamSpecFor(session: Session, kind: StreamSpec['kind'], method: string, pathAndQuery: string, headers: Record<string, string>): StreamSpec {
   const ui = pathAndQuery === '/ui' || pathAndQuery.startsWith('/ui/') || pathAndQuery.startsWith('/ui?');
   const path = ui ? pathAndQuery.slice(3) || '/' : pathAndQuery;
   return { sessionId: session.id, kind, method, path: path.startsWith('/') ? path : `/${path}`, headers, target: ui ? 'ui' : 'api' };

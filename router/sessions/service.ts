@@ -5,6 +5,7 @@ import type { Logger } from '../../shared/logger.js';
 import { isTerminal, type Session, type SessionReport } from '../../shared/session.js';
 import type { RpcHandlers } from '../../shared/tunnel/peer.js';
 import type { AgentInfo, TunnelHub } from '../tunnel/hub.js';
+import { ProxySessionCache } from './proxy-cache.js';
 import type { ListPage, ListQuery, SessionChange, SessionStore } from '../store/types.js';
 
 export type SessionServiceDeps = {
@@ -21,8 +22,20 @@ const STOP_TIMEOUT_MS = 15_000;
 /** Session lifecycle as the router sees it: what was asked (store) and what agents report. */
 export class SessionService {
   private readonly inFlightStarts = new Map<string, Promise<void>>();
+  private readonly proxyCache: ProxySessionCache;
 
-  constructor(private readonly deps: SessionServiceDeps) {}
+  constructor(private readonly deps: SessionServiceDeps) {
+    this.proxyCache = new ProxySessionCache({ clock: deps.clock, ttlMs: 2000, maxEntries: 10_000 });
+  }
+
+  /** The session for a proxied request; served from a short-lived cache while it is running. */
+  async forProxy(id: string): Promise<Session> {
+    const cached = this.proxyCache.get(id);
+    if (cached) return cached;
+    const s = await this.require(id);
+    this.proxyCache.put(s);
+    return s;
+  }
 
   async create(body: CreateSessionBody, wait: { waitMs: number } | null): Promise<Session> {
     const { store, hub, clock, limits } = this.deps;
@@ -164,6 +177,7 @@ export class SessionService {
     if (!res) return null;
     if (res.changed) {
       const s = res.session;
+      this.proxyCache.put(s);
       const fields: Record<string, unknown> = { session: id, status: s.status, from: before?.status };
       if (s.failureReason) fields.reason = s.failureReason;
       if (s.status === 'running' && s.startedAt) fields.createToReadyMs = s.startedAt - s.createdAt;

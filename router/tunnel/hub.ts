@@ -14,7 +14,7 @@ export interface TunnelHub {
   /** The cluster a new session goes to, and the agent there that will run it; null when none is connected. */
   place(requestedCluster?: string): AgentInfo | null;
   call<M extends RpcMethod>(to: Placement, method: M, params: RpcParams<M>, timeoutMs: number): Promise<RpcResult<M>>;
-  openStream(to: Placement, spec: StreamSpec): TunnelStream;
+  openStream(to: Placement, spec: StreamSpec, opts?: { bodyless?: boolean }): TunnelStream;
   /** The last health report about a session's browser, if an agent sent one. */
   browserHealth(sessionId: string): BrowserHealth | null;
   isConnected(to: Placement): boolean;

@@ -77,10 +77,10 @@ export class InProcessHub implements TunnelHub {
     return conn.peer.call(method, params, timeoutMs);
   }
 
-  openStream(to: Placement, spec: StreamSpec): TunnelStream {
+  openStream(to: Placement, spec: StreamSpec, opts?: { bodyless?: boolean }): TunnelStream {
     const conn = this.find(to);
     if (!conn) throw noAgent(to);
-    return conn.peer.openStream(spec);
+    return conn.peer.openStream(spec, opts);
   }
 
   browserHealth(sessionId: string): BrowserHealth | null {

@@ -94,12 +94,14 @@ export class TunnelPeer {
     });
   }
 
-  openStream(spec: StreamSpec): TunnelStream {
+  /** `bodyless` ends our direction in the same message (a GET saves one message per request). */
+  openStream(spec: StreamSpec, opts: { bodyless?: boolean } = {}): TunnelStream {
     if (this.closedWith) throw new StreamClosedError(this.closedWith.code, this.closedWith.message);
     const sid = this.nextStreamId++;
     const stream = new TunnelStream(sid, this.wire, this.window);
     this.streams.set(sid, stream);
-    this.sendRaw(JSON.stringify({ t: 'open', sid, spec }));
+    if (opts.bodyless) stream.markEnded();
+    this.sendRaw(JSON.stringify(opts.bodyless ? { t: 'open', sid, spec, end: true } : { t: 'open', sid, spec }));
     return stream;
   }
 
@@ -206,6 +208,7 @@ export class TunnelPeer {
         const stream = new TunnelStream(msg.sid, this.wire, this.window);
         this.streams.set(msg.sid, stream);
         this.opts.onStreamOpen(stream, msg.spec);
+        if (msg.end) stream.receiveEnd();
         return;
       }
       case 'opened':

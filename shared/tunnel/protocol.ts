@@ -10,7 +10,8 @@ const Headers = z.record(z.string(), z.string());
 
 export const StreamSpec = z.strictObject({
   sessionId: z.string(),
-  kind: z.enum(['http', 'ws']),
+  /** http: one exchange; ws: WebSocket messages; upgrade: the raw bytes of a WebSocket connection. */
+  kind: z.enum(['http', 'ws', 'upgrade']),
   method: z.string().regex(/^[A-Z]{1,16}$/),
   path: z.string().startsWith('/').max(8192),
   headers: Headers,
@@ -29,7 +30,7 @@ export const ControlMessage = z.discriminatedUnion('t', [
   z.object({ t: z.literal('pong'), ts: z.number() }),
   z.object({ t: z.literal('call'), id: z.number().int().nonnegative(), method: z.string(), params: z.unknown(), timeoutMs: z.number().int().positive() }),
   z.object({ t: z.literal('result'), id: z.number().int().nonnegative(), ok: z.boolean(), value: z.unknown().optional(), error: WireError.optional() }),
-  z.object({ t: z.literal('open'), sid: z.number().int().positive(), spec: StreamSpec }),
+  z.object({ t: z.literal('open'), sid: z.number().int().positive(), spec: StreamSpec, end: z.boolean().optional() }),
   z.object({ t: z.literal('opened'), sid: z.number().int().positive(), status: z.number().int(), headers: z.array(z.tuple([z.string(), z.string()])), protocol: z.string().optional() }),
   z.object({ t: z.literal('open_failed'), sid: z.number().int().positive(), error: WireError }),
   z.object({ t: z.literal('end'), sid: z.number().int().positive() }),

@@ -29,7 +29,8 @@ export class StreamClosedError extends Error {
 export class TunnelStream {
   onData?: (kind: FrameKind, payload: Uint8Array) => void;
   onEnd?: () => void;
-  onClose?: (code?: number, reason?: string) => void;
+  /** `byPeer`: the other side closed (with its code and reason) rather than this side or the tunnel. */
+  onClose?: (code: number | undefined, reason: string | undefined, byPeer: boolean) => void;
   onDrain?: () => void;
 
   readonly head: Promise<StreamHead>;
@@ -71,7 +72,7 @@ export class TunnelStream {
   reject(error: WireError): void {
     if (this.closed) return;
     this.wire.sendControl({ t: 'open_failed', sid: this.sid, error });
-    this.finish();
+    this.finish(undefined, undefined, false);
   }
 
   write(kind: FrameKind, payload: Uint8Array): boolean {
@@ -81,19 +82,24 @@ export class TunnelStream {
     return this.sendWindow > 0;
   }
 
+  /** @internal the open message already said this side sends nothing. */
+  markEnded(): void {
+    this.localEnded = true;
+  }
+
   /** Half-close: no more bytes from this side. */
   end(): void {
     if (this.closed || this.localEnded) return;
     this.localEnded = true;
     this.wire.sendControl({ t: 'end', sid: this.sid });
-    if (this.remoteEnded) this.finish();
+    if (this.remoteEnded) this.finish(undefined, undefined, false);
   }
 
   /** Abort or WebSocket close: both directions end, the peer is told why. */
   close(code?: number, reason?: string): void {
     if (this.closed) return;
     this.wire.sendControl({ t: 'close', sid: this.sid, code, reason: reason?.slice(0, 123) });
-    this.finish(code, reason);
+    this.finish(code, reason, false);
   }
 
   /** The reader has delivered `bytes` downstream; hand the writer more credit in batches. */
@@ -115,7 +121,7 @@ export class TunnelStream {
 
   /** @internal */ receiveOpenFailed(err: WireError): void {
     this.rejectHead(new StreamClosedError(err.code, err.message, err.status));
-    this.finish();
+    this.finish(undefined, undefined, true);
   }
 
   /** @internal */ receiveFrame(kind: FrameKind, payload: Uint8Array): boolean {
@@ -141,7 +147,7 @@ export class TunnelStream {
     if (this.remoteEnded || this.closed) return;
     this.remoteEnded = true;
     if (this.buffered === null) this.onEnd?.();
-    if (this.localEnded) this.finish();
+    if (this.localEnded) this.finish(undefined, undefined, true);
   }
 
   /** @internal */ receiveCredit(bytes: number): void {
@@ -152,20 +158,20 @@ export class TunnelStream {
 
   /** @internal */ receiveClose(code?: number, reason?: string): void {
     this.rejectHead(new StreamClosedError('AGENT_ERROR', reason ?? 'stream closed by peer'));
-    this.finish(code, reason);
+    this.finish(code, reason, true);
   }
 
   /** @internal the tunnel itself went away. */
   abort(code: string, message: string): void {
     if (this.closed) return;
     this.rejectHead(new StreamClosedError(code, message));
-    this.finish(1011, message);
+    this.finish(1011, message, false);
   }
 
-  private finish(code?: number, reason?: string): void {
+  private finish(code: number | undefined, reason: string | undefined, byPeer: boolean): void {
     if (this.closed) return;
     this.closed = true;
     this.wire.forget(this.sid);
-    this.onClose?.(code, reason);
+    this.onClose?.(code, reason, byPeer);
   }
 }

@@ -10,8 +10,9 @@ import { json, startSystem, waitFor, type TestSystem } from '../helpers/system.j
 
 const PNG_MAGIC = [0x89, 0x50, 0x4e, 0x47];
 
-for (const storeKind of ['memory', 'redis'] as const) {
-  describe(`end to end with the ${storeKind} store`, () => {
+// Both stores and both WebSocket proxy modes (raw splice, Node's default; message by message, as on Workers).
+for (const [storeKind, wsMode] of [['memory', 'messages'], ['redis', 'splice']] as const) {
+  describe(`end to end: ${storeKind} store, ${wsMode} WebSocket proxy`, () => {
     let sys: TestSystem;
     let redis: RedisServer | undefined;
     let pages: Awaited<ReturnType<typeof startPageServer>>;
@@ -19,7 +20,7 @@ for (const storeKind of ['memory', 'redis'] as const) {
     beforeAll(async () => {
       if (storeKind === 'redis') redis = await startRedis();
       pages = await startPageServer();
-      sys = await startSystem({ routerEnv: redis ? { REDIS_URL: redis.url } : {} });
+      sys = await startSystem({ routerEnv: { WS_PROXY_MODE: wsMode, ...(redis ? { REDIS_URL: redis.url } : {}) } });
     });
     afterAll(async () => {
       await sys?.close();

@@ -73,12 +73,13 @@ describe('deadlines, metrics and docs', () => {
   });
 });
 
-describe('agent loss', () => {
+for (const wsMode of ['splice', 'messages'] as const)
+describe(`agent loss (${wsMode} WebSocket proxy)`, () => {
   let sys: TestSystem;
   let pages: Awaited<ReturnType<typeof startPageServer>>;
   beforeAll(async () => {
     pages = await startPageServer();
-    sys = await startSystem({ agents: 0 });
+    sys = await startSystem({ agents: 0, routerEnv: { WS_PROXY_MODE: wsMode } });
     const local = new LocalChromiumRuntime({ executablePath: CHROMIUM, noSandbox: process.getuid?.() === 0, maxBrowsers: 4, startTimeoutMs: 30_000, logger: createLogger({ level: 'silent' }) });
     // The page server stands in for a UI sidecar so a proxied request can be held open.
     const withUi: BrowserRuntime = {

@@ -4,8 +4,8 @@ import { killGroup } from './processes.js';
 export type Spawned = { proc: ChildProcess; lines: string[]; stop(): Promise<void>; waitForLine(re: RegExp, timeoutMs?: number): Promise<string> };
 
 /** Runs one of the project's entry points as its own process (group), with JSON logs captured. */
-export function spawnEntry(entry: string, env: Record<string, string>): Spawned {
-  const proc = spawn(process.execPath, ['--import', 'tsx', entry], {
+export function spawnEntry(entry: string, env: Record<string, string>, args: string[] = []): Spawned {
+  const proc = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,

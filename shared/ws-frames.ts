@@ -1,0 +1,62 @@
+/**
+ * Just enough of RFC 6455 framing to splice raw WebSocket bytes: find frame boundaries in one
+ * direction of a byte stream (payloads are skipped, never parsed) and build a close frame, so a proxy
+ * that forwards bytes untouched can still end a connection with a proper close frame and reason.
+ */
+export class FrameBoundaryTracker {
+  private header: number[] = [];
+  private headerSize = 2;
+  private payloadLeft = 0;
+
+  get atBoundary(): boolean {
+    return this.header.length === 0 && this.payloadLeft === 0;
+  }
+
+  /**
+   * Consumes `chunk` from `offset`. With `stopAtBoundary`, stops at the first boundary reached (at once
+   * when already at one). Returns the offset where it stopped.
+   */
+  advance(chunk: Uint8Array, offset = 0, stopAtBoundary = false): number {
+    let i = offset;
+    while (i < chunk.length) {
+      if (stopAtBoundary && this.atBoundary) return i;
+      if (this.payloadLeft > 0) {
+        const skip = Math.min(this.payloadLeft, chunk.length - i);
+        this.payloadLeft -= skip;
+        i += skip;
+        continue;
+      }
+      this.header.push(chunk[i++]!);
+      if (this.header.length === 2) {
+        const len7 = this.header[1]! & 0x7f;
+        this.headerSize = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + (this.header[1]! & 0x80 ? 4 : 0);
+      }
+      if (this.header.length >= 2 && this.header.length === this.headerSize) {
+        this.payloadLeft = payloadLength(this.header);
+        this.header = [];
+      }
+    }
+    return i;
+  }
+}
+
+function payloadLength(h: number[]): number {
+  const len7 = h[1]! & 0x7f;
+  if (len7 < 126) return len7;
+  if (len7 === 126) return (h[2]! << 8) | h[3]!;
+  let n = 0;
+  for (let k = 2; k < 10; k++) n = n * 256 + h[k]!;
+  return n;
+}
+
+/** An unmasked (server-to-client) close frame. */
+export function closeFrame(code: number, reason: string): Uint8Array {
+  const text = new TextEncoder().encode(reason).subarray(0, 123);
+  const out = new Uint8Array(4 + text.length);
+  out[0] = 0x88;
+  out[1] = 2 + text.length;
+  out[2] = code >> 8;
+  out[3] = code & 0xff;
+  out.set(text, 4);
+  return out;
+}
