@@ -5,18 +5,19 @@ import { systemClock, type Clock } from '../shared/clock.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { readNodeEnv } from '../shared/node-env.js';
 import { loadRouterConfig, type RouterConfig } from './config.js';
-import { createApp } from './http/app.js';
+import { createApp, type App } from './http/app.js';
 import { AGENT_PATH, createAgentEndpoint } from './node/agent-endpoint.js';
 import { createRouterMetrics } from './node/metrics.js';
 import { rejectUpgrade } from './node/upgrade.js';
-import { createWsProxy, isProxyPath } from './node/ws-proxy.js';
+import { createNodeHttpProxy } from './node/http-proxy.js';
+import { createWsProxy, isProxyPath, proxySessionId } from './node/ws-proxy.js';
 import { SessionService } from './sessions/service.js';
 import { MemorySessionStore } from './store/memory.js';
 import { RedisSessionStore } from './store/redis.js';
 import type { SessionStore } from './store/types.js';
 import { InProcessHub } from './tunnel/in-process-hub.js';
 
-export type RunningRouter = { url: string; port: number; server: Server; close(): Promise<void> };
+export type RunningRouter = { url: string; port: number; server: Server; app: App; close(): Promise<void> };
 
 /** Composition root of the Node router: wires store, hub, service and HTTP, then listens. */
 export async function startRouter(config: RouterConfig, overrides: { logger?: Logger; clock?: Clock; store?: SessionStore } = {}): Promise<RunningRouter> {
@@ -52,7 +53,16 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
   const agentEndpoint = createAgentEndpoint({ hub, token: config.agentToken, clock, logger });
   const wsProxy = createWsProxy({ service, hub, clock, logger, mode: config.wsProxyMode });
 
-  const server = createServer(getRequestListener(app.fetch));
+  const honoListener = getRequestListener(app.fetch);
+  const nodeProxy = createNodeHttpProxy({ service, hub, clock, logger, publicUrl: config.publicUrl });
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://router.invalid');
+    const id = proxySessionId(url.pathname);
+    if (id === null) return void honoListener(req, res);
+    const started = performance.now();
+    res.once('finish', () => metrics.observeRequest(req.method ?? 'GET', '/sessions/:id/proxy/*', res.statusCode, (performance.now() - started) / 1000));
+    void nodeProxy(req, res, id, url);
+  });
   server.keepAliveTimeout = 65_000;
   server.on('upgrade', (req, socket, head) => {
     const pathname = new URL(req.url ?? '/', 'http://router.invalid').pathname;
@@ -76,6 +86,7 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
     url,
     port,
     server,
+    app,
     close: () =>
       (closing ??= (async () => {
         await reaper.stop();

@@ -12,7 +12,7 @@ import type { SessionStore } from '../store/types.js';
 import type { TunnelHub } from '../tunnel/hub.js';
 import { errorResponse } from './errors.js';
 import { createSessionRoute, deleteSessionRoute, getSessionRoute, healthRoute, listSessionsRoute, sessionStatusRoute } from './routes.js';
-import { publicBases, toView } from './views.js';
+import { publicBases, toView, webRequestInfo } from './views.js';
 
 export type MetricsPort = {
   contentType: string;
@@ -66,19 +66,19 @@ export function createApp(deps: AppDeps) {
     const body = c.req.valid('json') ?? {};
     const wait = query.wait === 'true' ? { waitMs: (query.waitTimeout ?? config.defaultWaitSec ?? 60) * 1000 } : null;
     const session = await service.create(body, wait);
-    return c.json(toView(session, publicBases(c.req.raw, config.publicUrl)), 201);
+    return c.json(toView(session, publicBases(webRequestInfo(c.req.raw), config.publicUrl)), 201);
   });
 
   app.openapi(listSessionsRoute, async (c) => {
     const q = c.req.valid('query');
     const page = await service.list({ status: q.status, cursor: q.cursor, limit: q.limit ?? 50 });
-    const bases = publicBases(c.req.raw, config.publicUrl);
+    const bases = publicBases(webRequestInfo(c.req.raw), config.publicUrl);
     return c.json({ items: page.items.map((s) => toView(s, bases)), nextCursor: page.nextCursor }, 200);
   });
 
   app.openapi(getSessionRoute, async (c) => {
     const s = await service.require(c.req.valid('param').id);
-    return c.json(toView(s, publicBases(c.req.raw, config.publicUrl)), 200);
+    return c.json(toView(s, publicBases(webRequestInfo(c.req.raw), config.publicUrl)), 200);
   });
 
   app.openapi(sessionStatusRoute, async (c) => {
@@ -103,7 +103,7 @@ export function createApp(deps: AppDeps) {
 
   app.openapi(deleteSessionRoute, async (c) => {
     const s = await service.delete(c.req.valid('param').id);
-    return c.json(toView(s, publicBases(c.req.raw, config.publicUrl)), 200);
+    return c.json(toView(s, publicBases(webRequestInfo(c.req.raw), config.publicUrl)), 200);
   });
 
   app.openapi(healthRoute, async (c) => {
@@ -134,7 +134,7 @@ export function createApp(deps: AppDeps) {
       throw new AppError('BAD_REQUEST', 'WebSocket upgrade is not supported on this listener');
     }
     const url = new URL(req.url);
-    return proxyHttp({ hub, clock }, s, req, upstreamPath(url, id), publicBases(req, config.publicUrl).ws);
+    return proxyHttp({ hub, clock }, s, req, upstreamPath(url, id), publicBases(webRequestInfo(req), config.publicUrl).ws);
   }
 
   app.doc('/openapi.json', {

@@ -2,12 +2,16 @@ import type { SessionView } from '../../shared/api.js';
 import type { Session } from '../../shared/session.js';
 
 /** Public base URLs: PUBLIC_URL when configured, else what the client used to reach us. */
-export function publicBases(req: Request, publicUrl?: string): { http: string; ws: string } {
+export type RequestInfo = { url: string; header(name: string): string | null | undefined };
+
+export const webRequestInfo = (req: Request): RequestInfo => ({ url: req.url, header: (n) => req.headers.get(n) });
+
+export function publicBases(req: RequestInfo, publicUrl?: string): { http: string; ws: string } {
   let http = publicUrl;
   if (!http) {
     const url = new URL(req.url);
-    const proto = req.headers.get('x-forwarded-proto')?.split(',')[0]?.trim() || url.protocol.replace(':', '');
-    const host = req.headers.get('x-forwarded-host')?.split(',')[0]?.trim() || req.headers.get('host') || url.host;
+    const proto = req.header('x-forwarded-proto')?.split(',')[0]?.trim() || url.protocol.replace(':', '');
+    const host = req.header('x-forwarded-host')?.split(',')[0]?.trim() || req.header('host') || url.host;
     http = `${proto}://${host}`;
   }
   return { http, ws: http.replace(/^http/, 'ws') };

@@ -23,6 +23,7 @@ const OPEN_TIMEOUT_MS = 15_000;
 const UPGRADE_RESPONSE_HEADERS = new Set(['upgrade', 'connection', 'sec-websocket-accept', 'sec-websocket-protocol', 'sec-websocket-extensions']);
 
 export const isProxyPath = (pathname: string): boolean => PROXY_PATH.test(pathname);
+export const proxySessionId = (pathname: string): string | null => PROXY_PATH.exec(pathname)?.[1] ?? null;
 
 /** splice: raw WebSocket bytes through the tunnel (Node's default, fastest); messages: frame by frame,
  * as the Workers runtime must do it. */

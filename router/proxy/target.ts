@@ -6,7 +6,7 @@ import type { StreamSpec } from '../../shared/tunnel/protocol.js';
  * Chromium's DevTools server refuses a Host that is not an IP or localhost. */
 const HOP_BY_HOP = new Set([
   'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer',
-  'transfer-encoding', 'upgrade', 'host', 'content-length', 'sec-websocket-key', 'sec-websocket-version',
+  'transfer-encoding', 'upgrade', 'host', 'sec-websocket-key', 'sec-websocket-version',
   'sec-websocket-extensions', 'sec-websocket-accept',
 ]);
 

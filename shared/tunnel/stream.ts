@@ -1,6 +1,9 @@
 import type { FrameKind } from './frames.js';
 import type { WireError } from './protocol.js';
 
+/** Byte streams are cut into frames of at most this size so one big body cannot hog the tunnel. */
+export const MAX_DATA_FRAME = 64 * 1024;
+
 export type StreamHead = { status: number; headers: [string, string][]; protocol?: string };
 
 /** What a stream needs from its tunnel; keeps the stream testable and free of wire details. */
@@ -22,9 +25,10 @@ export class StreamClosedError extends Error {
 }
 
 /**
- * One multiplexed byte stream. Each direction has a credit window: a writer may run ahead by `window`
- * bytes, then `write` returns false until the reader reports what it has consumed, so one slow client
- * stalls only its own stream.
+ * One multiplexed byte stream. Each direction has a credit window: a frame is sent only while the
+ * window is open, the rest waits here, and `write` returns false until the reader has reported enough
+ * consumed, so one slow client stalls only its own stream. A WebSocket message is never split, so it
+ * may overshoot the window by itself; byte streams are cut to MAX_DATA_FRAME.
  */
 export class TunnelStream {
   onData?: (kind: FrameKind, payload: Uint8Array) => void;
@@ -43,6 +47,9 @@ export class TunnelStream {
   private remoteEnded = false;
   private closed = false;
   private buffered: Array<[FrameKind, Uint8Array]> | null = [];
+  private queue: Array<[FrameKind, Uint8Array]> = [];
+  private blocked = false;
+  private endQueued = false;
 
   constructor(
     readonly sid: number,
@@ -77,9 +84,22 @@ export class TunnelStream {
 
   write(kind: FrameKind, payload: Uint8Array): boolean {
     if (this.closed || this.localEnded) return false;
+    if (kind === 'data' && payload.byteLength > MAX_DATA_FRAME) {
+      for (let at = 0; at < payload.byteLength; at += MAX_DATA_FRAME) this.sendOrQueue(kind, payload.subarray(at, at + MAX_DATA_FRAME));
+    } else this.sendOrQueue(kind, payload);
+    const open = this.queue.length === 0 && this.sendWindow > 0;
+    if (!open) this.blocked = true;
+    return open;
+  }
+
+  private sendOrQueue(kind: FrameKind, payload: Uint8Array): void {
+    if (this.queue.length === 0 && this.sendWindow > 0) this.sendNow(kind, payload);
+    else this.queue.push([kind, payload]);
+  }
+
+  private sendNow(kind: FrameKind, payload: Uint8Array): void {
     this.sendWindow -= payload.byteLength;
     this.wire.sendFrame(kind, this.sid, payload);
-    return this.sendWindow > 0;
   }
 
   /** @internal the open message already said this side sends nothing. */
@@ -87,10 +107,15 @@ export class TunnelStream {
     this.localEnded = true;
   }
 
-  /** Half-close: no more bytes from this side. */
+  /** Half-close: no more bytes from this side (after what is still queued). */
   end(): void {
     if (this.closed || this.localEnded) return;
     this.localEnded = true;
+    if (this.queue.length > 0) this.endQueued = true;
+    else this.sendEnd();
+  }
+
+  private sendEnd(): void {
     this.wire.sendControl({ t: 'end', sid: this.sid });
     if (this.remoteEnded) this.finish(undefined, undefined, false);
   }
@@ -126,9 +151,9 @@ export class TunnelStream {
 
   /** @internal */ receiveFrame(kind: FrameKind, payload: Uint8Array): boolean {
     if (this.closed) return true;
+    // A frame may only start while the window is open; a peer that ignores it is broken or hostile.
+    if (this.outstanding >= this.window) return false;
     this.outstanding += payload.byteLength;
-    // A peer that ignores our window is broken or hostile; refuse to buffer without bound.
-    if (this.outstanding > this.window * 2) return false;
     if (this.onData) this.onData(kind, payload);
     else this.buffered?.push([kind, payload]);
     return true;
@@ -151,9 +176,21 @@ export class TunnelStream {
   }
 
   /** @internal */ receiveCredit(bytes: number): void {
-    const wasBlocked = this.sendWindow <= 0;
+    if (this.closed) return;
     this.sendWindow += bytes;
-    if (wasBlocked && this.sendWindow > 0) this.onDrain?.();
+    while (this.queue.length > 0 && this.sendWindow > 0) {
+      const [kind, payload] = this.queue.shift()!;
+      this.sendNow(kind, payload);
+    }
+    if (this.queue.length > 0) return;
+    if (this.endQueued) {
+      this.endQueued = false;
+      this.sendEnd();
+    }
+    if (this.blocked && this.sendWindow > 0) {
+      this.blocked = false;
+      this.onDrain?.();
+    }
   }
 
   /** @internal */ receiveClose(code?: number, reason?: string): void {
@@ -171,6 +208,7 @@ export class TunnelStream {
   private finish(code: number | undefined, reason: string | undefined, byPeer: boolean): void {
     if (this.closed) return;
     this.closed = true;
+    this.queue = [];
     this.wire.forget(this.sid);
     this.onClose?.(code, reason, byPeer);
   }

@@ -97,6 +97,18 @@ for (const [storeKind, wsMode] of [['memory', 'messages'], ['redis', 'splice']] 
       await fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
     });
 
+    it('the runtime-neutral fetch path (what Workers use) proxies and rewrites the same way', async () => {
+      const s = await create();
+      const res = await sys.router.app.fetch(new Request(`${s.proxyUrl}/json/version`));
+      expect(res.status).toBe(200);
+      const version = (await res.json()) as { webSocketDebuggerUrl: string };
+      expect(version.webSocketDebuggerUrl).toContain(`/sessions/${s.id}/proxy/devtools/browser/`);
+      const opened = await sys.router.app.fetch(new Request(`${s.proxyUrl}/json/new?about:blank`, { method: 'PUT' }));
+      expect(opened.status).toBe(200);
+      expect(((await opened.json()) as { webSocketDebuggerUrl: string }).webSocketDebuggerUrl).toContain(`/sessions/${s.id}/proxy/devtools/page/`);
+      await fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
+    });
+
     it('a browser that crashes marks its session failed with a reason, and the profile is removed', async () => {
       const s = await create();
       const pid = runtime().pidOf(s.id)!;

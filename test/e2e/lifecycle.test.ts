@@ -108,6 +108,20 @@ describe(`agent loss (${wsMode} WebSocket proxy)`, () => {
     expect(await pidsMatching('bso-chromium-')).toEqual([]);
   });
 
+  it('streams large request and response bodies both ways, on the Node and the fetch path', async () => {
+    const s = await createSession(sys.url);
+    const body = Buffer.alloc(3 * 1024 * 1024 + 17);
+    for (let i = 0; i < body.length; i++) body[i] = (i * 31) & 0xff;
+    const viaNode = await fetch(`${s.proxyUrl}/ui/echo`, { method: 'POST', body });
+    expect(viaNode.status).toBe(200);
+    expect(viaNode.headers.get('x-method')).toBe('POST');
+    expect(Buffer.from(await viaNode.arrayBuffer()).equals(body)).toBe(true);
+    const viaFetch = await sys.router.app.fetch(new Request(`${s.proxyUrl}/ui/echo`, { method: 'PUT', body }));
+    expect(viaFetch.headers.get('x-method')).toBe('PUT');
+    expect(Buffer.from(await viaFetch.arrayBuffer()).equals(body)).toBe(true);
+    await fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
+  });
+
   it('a drop mid-request fails that request with 503, leaves the session running, and the tunnel comes back', async () => {
     const s = await createSession(sys.url);
     const uiOk = await fetch(`${s.proxyUrl}/ui/`);

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
+import * as wsModule from 'ws';
 
-const { Sender } = WebSocket as unknown as { Sender: { frame(data: Buffer, opts: object): Buffer[] } };
+// The ws library exports its frame writer; @types/ws does not declare it.
+const { Sender } = wsModule as unknown as { Sender: { frame(data: Buffer, opts: object): Buffer[] } };
 import { closeFrame, FrameBoundaryTracker } from '../../shared/ws-frames.js';
 
 /** Real frames as the `ws` library writes them. */
