@@ -1,6 +1,6 @@
 import { Agent as HttpAgent, request, type IncomingHttpHeaders } from 'node:http';
 import WebSocket from 'ws';
-import { corkPerTick, creditingSender } from '../shared/node-socket.js';
+import { corkPerTick, creditingSender, zeroMask } from '../shared/node-socket.js';
 import type { Logger } from '../shared/logger.js';
 import type { StreamSpec } from '../shared/tunnel/protocol.js';
 import type { TunnelStream } from '../shared/tunnel/stream.js';
@@ -74,7 +74,7 @@ export function createProxyHandler(deps: { sessions: SessionManager; logger: Log
   function proxyWs(stream: TunnelStream, spec: StreamSpec, url: string, touch: () => void): void {
     const headers = Object.fromEntries(Object.entries(spec.headers).filter(([k]) => !DROP_UPSTREAM.has(k)));
     const protocols = spec.headers['sec-websocket-protocol']?.split(',').map((p) => p.trim()).filter(Boolean);
-    const ws = new WebSocket(url, protocols, { perMessageDeflate: false, handshakeTimeout: CONNECT_TIMEOUT_MS, headers, maxPayload: 256 * 1024 * 1024, skipUTF8Validation: true });
+    const ws = new WebSocket(url, protocols, { perMessageDeflate: false, handshakeTimeout: CONNECT_TIMEOUT_MS, headers, maxPayload: 256 * 1024 * 1024, skipUTF8Validation: true, generateMask: zeroMask });
     let send: ReturnType<typeof creditingSender> | null = null;
     let open = false;
     const chain = stream.onClose;

@@ -1,7 +1,7 @@
 import WebSocket from 'ws';
 import { backoffDelay, sleep, type Clock } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
-import { corkPerTick } from '../shared/node-socket.js';
+import { corkPerTick, zeroMask } from '../shared/node-socket.js';
 import { TunnelPeer, type RpcHandlers } from '../shared/tunnel/peer.js';
 import { ControlMessage, PROTOCOL_VERSION, type StreamSpec } from '../shared/tunnel/protocol.js';
 import type { TunnelStream } from '../shared/tunnel/stream.js';
@@ -75,6 +75,8 @@ export class TunnelClient {
         perMessageDeflate: false,
         handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
         maxPayload: 256 * 1024 * 1024,
+        skipUTF8Validation: true,
+        generateMask: zeroMask,
       });
       this.socket = ws;
       let peer: TunnelPeer | null = null;

@@ -2,6 +2,14 @@ import type { Socket } from 'node:net';
 import type WebSocket from 'ws';
 
 /**
+ * Masking exists so script-controlled bytes from browsers cannot poison intermediary caches; our
+ * agent is no browser, and an all-zero mask lets `ws` skip the per-byte XOR on every frame it sends.
+ */
+export const zeroMask = (mask: Uint8Array): void => {
+  mask.fill(0);
+};
+
+/**
  * Coalesces every message a WebSocket sends within one tick into a single write. Proxied CDP traffic
  * arrives in bursts (many messages per read), and one syscall per message was the proxy's main cost.
  * Flushing on nextTick adds no latency: it runs before the event loop polls for I/O again.
