@@ -40,7 +40,7 @@ async function main(): Promise<void> {
     if (session.status !== 'running') throw new Error(`session did not start: ${JSON.stringify(session)}`);
     // The same browser for all three paths: its real address is in the session record.
     const r = new Redis(redis.url);
-    const stored = JSON.parse((await r.hget(`{bso}:s:${session.id}`, 'data')) ?? (await r.hget(`bso:s:${session.id}`, 'data')) ?? 'null');
+    const stored = JSON.parse((await r.hget(`{bso}:s:${session.id}`, 'data')) ?? 'null');
     r.disconnect();
     const ep = stored.endpoints as { host: string; apiPort: number; browserWsPath: string };
     const direct = { http: `http://${ep.host}:${ep.apiPort}`, ws: `ws://${ep.host}:${ep.apiPort}${ep.browserWsPath}` };

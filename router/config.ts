@@ -9,7 +9,7 @@ const RouterEnv = z.object({
   REDIS_HOST: optionalString(),
   REDIS_PORT: intVar(6379, 1, 65535),
   REDIS_PASSWORD: optionalString(),
-  REDIS_KEY_PREFIX: z.string().default('bso:'),
+  REDIS_KEY_PREFIX: z.string().default('{bso}:'),
   AGENT_TOKEN: z.string().min(16, 'must be at least 16 characters'),
   SESSION_TIMEOUT: intVar(300, 5, 6 * 3600),
   SESSION_IDLE_TIMEOUT: intVar(300, 5, 6 * 3600),
