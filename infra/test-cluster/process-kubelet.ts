@@ -1,0 +1,377 @@
+/**
+ * A "process kubelet" for the test cluster: it registers one Ready node, renews its lease, and runs
+ * the containers of pods bound to it as local processes on their own loopback address (127.1.x.y),
+ * from an image → recipe table the tests own. It reports status truthfully (Ready only once the
+ * readiness probe answers, terminated with the real exit code) and honours graceful deletion.
+ * Images missing from the table fail to "pull" (ErrImagePull, then ImagePullBackOff), as they would.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { connect, createServer, type Server } from 'node:net';
+import { request } from 'node:http';
+import { killChromium, launchChromium, type LaunchedChromium } from '../../agent/runtime/chromium.js';
+import { kubeClient, KubeHttpError, type KubeAccess } from './kube-http.js';
+
+export type ContainerRecipe =
+  | { kind: 'chromium' }
+  | { kind: 'http-static'; body?: string }
+  | { kind: 'exit'; afterMs: number; code: number }
+  | { kind: 'never-ready' };
+
+type ContainerRun = {
+  name: string;
+  image: string;
+  port?: number;
+  probe?: { path?: string; port: number };
+  proc?: ChildProcess;
+  chromium?: LaunchedChromium;
+  forwarder?: Server;
+  state: 'waiting' | 'running' | 'terminated';
+  waitingReason?: string;
+  waitingMessage?: string;
+  ready: boolean;
+  exitCode?: number;
+  startedAt?: string;
+  finishedAt?: string;
+};
+
+type PodRun = { uid: string; ns: string; name: string; ip: string; containers: ContainerRun[]; startTime: string; deleting: boolean; writes: Promise<void>; probeTimer?: NodeJS.Timeout; pullTimer?: NodeJS.Timeout };
+
+const now = () => new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+
+export class ProcessKubelet {
+  private readonly kube;
+  private readonly pods = new Map<string, PodRun>();
+  private readonly stopping = new AbortController();
+  private nextIp = 1;
+  private freeIps: string[] = [];
+  private loops: Promise<void>[] = [];
+  private leaseTimer?: NodeJS.Timeout;
+
+  constructor(private readonly opts: { access: KubeAccess; nodeName: string; images: Record<string, ContainerRecipe>; chromiumPath: string; log?: (msg: string) => void }) {
+    this.kube = kubeClient(opts.access);
+  }
+
+  get runningPods(): number {
+    return this.pods.size;
+  }
+
+  /** Registers the node and starts serving; resolves once the scheduler may place pods here. */
+  async start(): Promise<void> {
+    const { call } = this.kube;
+    const name = this.opts.nodeName;
+    try {
+      await call('POST', '/api/v1/nodes', { apiVersion: 'v1', kind: 'Node', metadata: { name, labels: { 'kubernetes.io/hostname': name, 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': 'amd64' } } });
+    } catch (err) {
+      if (!(err instanceof KubeHttpError && err.status === 409)) throw err;
+    }
+    await this.heartbeat();
+    this.leaseTimer = setInterval(() => void this.heartbeat().catch((e) => this.log(`heartbeat failed: ${e.message}`)), 10_000);
+    this.loops.push(this.watchPods());
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const node = await call('GET', `/api/v1/nodes/${name}`);
+      const taints: Array<{ key: string }> = node.spec?.taints ?? [];
+      if (!taints.some((t) => t.key.startsWith('node.kubernetes.io/'))) return;
+      if (Date.now() > deadline) throw new Error(`node ${name} still tainted: ${JSON.stringify(taints)}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    clearInterval(this.leaseTimer);
+    await Promise.all([...this.pods.values()].map((p) => this.killPod(p)));
+    await Promise.allSettled(this.loops);
+  }
+
+  private log(msg: string): void {
+    this.opts.log?.(`[kubelet ${this.opts.nodeName}] ${msg}`);
+  }
+
+  private async heartbeat(): Promise<void> {
+    const { call } = this.kube;
+    const name = this.opts.nodeName;
+    const t = now();
+    const cond = (type: string, status: string, reason: string) => ({ type, status, reason, message: reason, lastHeartbeatTime: t, lastTransitionTime: t });
+    await call('PATCH', `/api/v1/nodes/${name}/status`, {
+      status: {
+        conditions: [cond('Ready', 'True', 'KubeletReady'), cond('MemoryPressure', 'False', 'KubeletHasSufficientMemory'), cond('DiskPressure', 'False', 'KubeletHasNoDiskPressure'), cond('PIDPressure', 'False', 'KubeletHasSufficientPID')],
+        capacity: { cpu: '64', memory: '256Gi', pods: '500', 'ephemeral-storage': '500Gi' },
+        allocatable: { cpu: '64', memory: '256Gi', pods: '500', 'ephemeral-storage': '500Gi' },
+        addresses: [{ type: 'InternalIP', address: '127.0.0.1' }, { type: 'Hostname', address: name }],
+        nodeInfo: { kubeletVersion: 'v1.37.2-process', osImage: 'process kubelet', operatingSystem: 'linux', architecture: 'amd64', containerRuntimeVersion: 'process://1', kernelVersion: '', kubeProxyVersion: '', machineID: name, systemUUID: name, bootID: name },
+      },
+    }, 'application/strategic-merge-patch+json');
+    const lease = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace: 'kube-node-lease' }, spec: { holderIdentity: name, leaseDurationSeconds: 40, renewTime: new Date().toISOString().replace('Z', '000Z').replace(/\.(\d{6})\d*Z$/, '.$1Z') } };
+    try {
+      const current = await call('GET', `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${name}`);
+      await call('PUT', `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${name}`, { ...lease, metadata: current.metadata });
+    } catch (err) {
+      if (err instanceof KubeHttpError && err.status === 404) await call('POST', '/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases', lease);
+      else throw err;
+    }
+  }
+
+  /** List, then watch from the list's resourceVersion; re-list when the watch ends or expires. */
+  private async watchPods(): Promise<void> {
+    const selector = encodeURIComponent(`spec.nodeName=${this.opts.nodeName}`);
+    while (!this.stopping.signal.aborted) {
+      try {
+        const list = await this.kube.call('GET', `/api/v1/pods?fieldSelector=${selector}`);
+        const seen = new Set<string>();
+        for (const pod of list.items) {
+          seen.add(pod.metadata.uid);
+          this.onPod('ADDED', pod);
+        }
+        for (const run of [...this.pods.values()]) if (!seen.has(run.uid)) void this.killPod(run);
+        await this.kube.watch(`/api/v1/pods?fieldSelector=${selector}&watch=1&allowWatchBookmarks=false&resourceVersion=${list.metadata.resourceVersion}`, (type, obj) => {
+          if (type === 'ERROR') return;
+          this.onPod(type, obj);
+        }, this.stopping.signal);
+      } catch (err) {
+        if (!this.stopping.signal.aborted) this.log(`pod watch failed: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+
+  private onPod(type: string, pod: any): void {
+    const uid: string = pod.metadata.uid;
+    const run = this.pods.get(uid);
+    if (type === 'DELETED') {
+      if (run) void this.killPod(run);
+      return;
+    }
+    if (pod.metadata.deletionTimestamp) {
+      if (run && !run.deleting) void this.terminate(run, pod.metadata.deletionGracePeriodSeconds ?? 30);
+      else if (!run) void this.kube.call('DELETE', `/api/v1/namespaces/${pod.metadata.namespace}/pods/${pod.metadata.name}`, { gracePeriodSeconds: 0, preconditions: { uid } }).catch(() => {});
+      return;
+    }
+    if (!run && pod.status?.phase !== 'Succeeded' && pod.status?.phase !== 'Failed') void this.startPod(pod);
+  }
+
+  private allocateIp(): string {
+    const reused = this.freeIps.pop();
+    if (reused) return reused;
+    const n = this.nextIp++;
+    return `127.1.${(n >> 8) & 255}.${n & 255}`;
+  }
+
+  private async startPod(pod: any): Promise<void> {
+    const run: PodRun = {
+      uid: pod.metadata.uid,
+      ns: pod.metadata.namespace,
+      name: pod.metadata.name,
+      ip: this.allocateIp(),
+      startTime: now(),
+      deleting: false,
+      writes: Promise.resolve(),
+      containers: pod.spec.containers.map((c: any) => ({
+        name: c.name,
+        image: c.image,
+        port: c.ports?.[0]?.containerPort,
+        probe: c.readinessProbe?.httpGet ? { path: c.readinessProbe.httpGet.path, port: c.readinessProbe.httpGet.port } : c.readinessProbe?.tcpSocket ? { port: c.readinessProbe.tcpSocket.port } : undefined,
+        state: 'waiting',
+        waitingReason: 'ContainerCreating',
+        ready: false,
+      })),
+    };
+    this.pods.set(run.uid, run);
+    this.log(`starting ${run.ns}/${run.name} on ${run.ip}`);
+    await Promise.all(run.containers.map((c) => this.startContainer(run, c)));
+    this.pushStatus(run);
+    run.probeTimer = setInterval(() => void this.probe(run), 200);
+    if (run.containers.some((c) => c.waitingReason === 'ErrImagePull')) {
+      run.pullTimer = setTimeout(() => {
+        for (const c of run.containers) if (c.waitingReason === 'ErrImagePull') c.waitingReason = 'ImagePullBackOff';
+        this.pushStatus(run);
+      }, 1000);
+    }
+  }
+
+  private async startContainer(run: PodRun, c: ContainerRun): Promise<void> {
+    const recipe = this.opts.images[c.image];
+    if (!recipe) {
+      c.waitingReason = 'ErrImagePull';
+      c.waitingMessage = `failed to pull image "${c.image}": not found`;
+      return;
+    }
+    try {
+      if (recipe.kind === 'chromium') {
+        c.chromium = await launchChromium({ executablePath: this.opts.chromiumPath, noSandbox: process.getuid?.() === 0, timeoutMs: 30_000 });
+        const target = c.chromium.port;
+        c.forwarder = createServer((client) => {
+          const up = connect(target, '127.0.0.1');
+          client.pipe(up).pipe(client);
+          client.on('error', () => up.destroy());
+          up.on('error', () => client.destroy());
+        });
+        await new Promise<void>((resolve, reject) => c.forwarder!.once('error', reject).listen(c.port ?? 9222, run.ip, resolve));
+        void c.chromium.exited.then(({ code, signal }) => this.exited(run, c, code ?? (signal ? 137 : 1)));
+      } else {
+        const script =
+          recipe.kind === 'http-static'
+            ? ['node', '-e', `require('http').createServer((q,s)=>s.end(${JSON.stringify(recipe.body ?? 'ui ok')})).listen(${c.port ?? 8080}, '${run.ip}')`]
+            : recipe.kind === 'exit'
+              ? ['sh', '-c', `sleep ${recipe.afterMs / 1000}; exit ${recipe.code}`]
+              : ['sleep', '3600'];
+        c.proc = spawn(script[0]!, script.slice(1), { detached: true, stdio: 'ignore' });
+        c.proc.once('exit', (code, signal) => this.exited(run, c, code ?? (signal ? 137 : 1)));
+      }
+      c.state = 'running';
+      c.waitingReason = undefined;
+      c.startedAt = now();
+    } catch (err) {
+      c.state = 'terminated';
+      c.exitCode = 128;
+      c.finishedAt = now();
+      c.waitingMessage = (err as Error).message;
+    }
+  }
+
+  private exited(run: PodRun, c: ContainerRun, code: number): void {
+    if (c.state === 'terminated') return;
+    c.state = 'terminated';
+    c.ready = false;
+    c.exitCode = code;
+    c.finishedAt = now();
+    c.forwarder?.close();
+    this.log(`${run.ns}/${run.name} container ${c.name} exited ${code}`);
+    this.pushStatus(run);
+  }
+
+  private async probe(run: PodRun): Promise<void> {
+    let changed = false;
+    for (const c of run.containers) {
+      if (c.state !== 'running') continue;
+      const ok = c.probe ? await probeOnce(run.ip, c.probe) : true;
+      if (ok !== c.ready) {
+        c.ready = ok;
+        changed = true;
+      }
+    }
+    if (changed) this.pushStatus(run);
+  }
+
+  private phase(run: PodRun): string {
+    const cs = run.containers;
+    if (cs.every((c) => c.state === 'terminated')) return cs.every((c) => c.exitCode === 0) ? 'Succeeded' : 'Failed';
+    if (cs.some((c) => c.state === 'waiting')) return 'Pending';
+    return 'Running';
+  }
+
+  private pushStatus(run: PodRun): void {
+    const t = now();
+    const allReady = run.containers.every((c) => c.ready);
+    const cond = (type: string, ok: boolean, reason?: string) => ({ type, status: ok ? 'True' : 'False', lastTransitionTime: t, ...(reason ? { reason } : {}) });
+    const status = {
+      phase: this.phase(run),
+      hostIP: '127.0.0.1',
+      hostIPs: [{ ip: '127.0.0.1' }],
+      podIP: run.ip,
+      podIPs: [{ ip: run.ip }],
+      startTime: run.startTime,
+      conditions: [
+        cond('PodScheduled', true),
+        cond('Initialized', true),
+        cond('ContainersReady', allReady, allReady ? undefined : 'ContainersNotReady'),
+        cond('Ready', allReady, allReady ? undefined : 'ContainersNotReady'),
+      ],
+      containerStatuses: run.containers.map((c) => ({
+        name: c.name,
+        image: c.image,
+        imageID: c.state === 'waiting' && c.waitingReason !== 'ContainerCreating' ? '' : `process://${c.image}`,
+        containerID: c.startedAt ? `process://${run.uid}/${c.name}` : undefined,
+        ready: c.ready,
+        started: c.state === 'running',
+        restartCount: 0,
+        state:
+          c.state === 'running'
+            ? { running: { startedAt: c.startedAt } }
+            : c.state === 'terminated'
+              ? { terminated: { exitCode: c.exitCode, reason: c.exitCode === 0 ? 'Completed' : 'Error', startedAt: c.startedAt ?? t, finishedAt: c.finishedAt ?? t, message: c.waitingMessage } }
+              : { waiting: { reason: c.waitingReason, message: c.waitingMessage } },
+      })),
+    };
+    // One write at a time per pod, in order.
+    run.writes = run.writes.then(() =>
+      this.kube
+        .call('PATCH', `/api/v1/namespaces/${run.ns}/pods/${run.name}/status`, { status }, 'application/merge-patch+json')
+        .then(() => undefined)
+        .catch((err) => {
+          if (!(err instanceof KubeHttpError && err.status === 404)) this.log(`status update failed: ${(err as Error).message}`);
+        }),
+    );
+  }
+
+  /** Graceful deletion: SIGTERM, wait up to the grace period, SIGKILL, report, then remove the pod. */
+  private async terminate(run: PodRun, graceSeconds: number): Promise<void> {
+    run.deleting = true;
+    await this.killPod(run, Math.min(graceSeconds, 10) * 1000, false);
+    this.pushStatus(run);
+    await run.writes;
+    await this.kube.call('DELETE', `/api/v1/namespaces/${run.ns}/pods/${run.name}`, { gracePeriodSeconds: 0, preconditions: { uid: run.uid } }).catch(() => {});
+    this.pods.delete(run.uid);
+    this.freeIps.push(run.ip);
+  }
+
+  private async killPod(run: PodRun, graceMs = 2000, forget = true): Promise<void> {
+    clearInterval(run.probeTimer);
+    clearTimeout(run.pullTimer);
+    await Promise.all(
+      run.containers.map(async (c) => {
+        c.forwarder?.close();
+        if (c.chromium) await killChromium(c.chromium, graceMs);
+        if (c.proc && c.proc.exitCode === null && c.proc.signalCode === null) {
+          const exited = new Promise((r) => c.proc!.once('exit', r));
+          signalGroup(c.proc.pid, 'SIGTERM');
+          const t = setTimeout(() => signalGroup(c.proc!.pid, 'SIGKILL'), graceMs);
+          await exited;
+          clearTimeout(t);
+        }
+        if (c.state !== 'terminated') {
+          c.state = 'terminated';
+          c.exitCode = 143;
+          c.finishedAt = now();
+          c.ready = false;
+        }
+      }),
+    );
+    if (forget) {
+      this.pods.delete(run.uid);
+      this.freeIps.push(run.ip);
+    }
+  }
+}
+
+function signalGroup(pid: number | undefined, sig: NodeJS.Signals): void {
+  if (!pid) return;
+  try {
+    process.kill(-pid, sig);
+  } catch {
+    // gone
+  }
+}
+
+function probeOnce(ip: string, probe: { path?: string; port: number }): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (!probe.path) {
+      const s = connect(probe.port, ip);
+      s.setTimeout(500, () => s.destroy());
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+      s.once('close', () => resolve(false));
+      return;
+    }
+    const req = request({ host: ip, port: probe.port, path: probe.path, timeout: 500 }, (res) => {
+      res.resume();
+      resolve((res.statusCode ?? 500) < 400);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+    req.end();
+  });
+}
