@@ -7,7 +7,19 @@ const AgentEnv = z.object({
   AGENT_TOKEN: z.string().min(16, 'must be at least 16 characters'),
   CLUSTER_ID: z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be a DNS label').default('local'),
   NODE_NAME: optionalString(),
-  AGENT_RUNTIME: z.enum(['local']).default('local'),
+  AGENT_RUNTIME: z.enum(['local', 'kubernetes']).default('local'),
+  KUBECONFIG: optionalString(),
+  K8S_NAMESPACE: z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be a DNS label').default('default'),
+  BROWSER_API_IMAGE: z.string().min(1).default('bso/browser-api:latest'),
+  BROWSER_UI_IMAGE: z.string().min(1).default('bso/browser-ui:latest'),
+  BROWSER_API_PORT: intVar(9222, 1, 65535),
+  BROWSER_UI_PORT: intVar(8080, 1, 65535),
+  JOB_TTL_SECONDS: intVar(300, 0),
+  POD_CPU_REQUEST: z.string().default('250m'),
+  POD_CPU_LIMIT: z.string().default('1'),
+  POD_MEMORY_REQUEST: z.string().default('512Mi'),
+  POD_MEMORY_LIMIT: z.string().default('1Gi'),
+  K8S_SCHEDULE_TIMEOUT_MS: intVar(30_000, 1000),
   CHROMIUM_PATH: z.string().default('/usr/bin/chromium'),
   CHROMIUM_NO_SANDBOX: z.enum(['auto', 'true', 'false']).default('auto'),
   LOCAL_MAX_BROWSERS: intVar(16, 1, 1000),
@@ -23,7 +35,18 @@ export type AgentConfig = {
   token: string;
   clusterId: string;
   nodeName: string;
-  runtime: 'local';
+  runtime: 'local' | 'kubernetes';
+  kubernetes: {
+    kubeconfig?: string;
+    namespace: string;
+    apiImage: string;
+    uiImage: string;
+    apiPort: number;
+    uiPort: number;
+    jobTtlSeconds: number;
+    resources: { cpuRequest: string; cpuLimit: string; memoryRequest: string; memoryLimit: string };
+    scheduleTimeoutMs: number;
+  };
   chromiumPath: string;
   noSandbox: boolean;
   localMaxBrowsers: number;
@@ -43,6 +66,17 @@ export function loadAgentConfig(env: Env, isRoot: boolean): AgentConfig {
     clusterId: e.CLUSTER_ID,
     nodeName: e.NODE_NAME ?? hostname(),
     runtime: e.AGENT_RUNTIME,
+    kubernetes: {
+      kubeconfig: e.KUBECONFIG,
+      namespace: e.K8S_NAMESPACE,
+      apiImage: e.BROWSER_API_IMAGE,
+      uiImage: e.BROWSER_UI_IMAGE,
+      apiPort: e.BROWSER_API_PORT,
+      uiPort: e.BROWSER_UI_PORT,
+      jobTtlSeconds: e.JOB_TTL_SECONDS,
+      resources: { cpuRequest: e.POD_CPU_REQUEST, cpuLimit: e.POD_CPU_LIMIT, memoryRequest: e.POD_MEMORY_REQUEST, memoryLimit: e.POD_MEMORY_LIMIT },
+      scheduleTimeoutMs: e.K8S_SCHEDULE_TIMEOUT_MS,
+    },
     chromiumPath: e.CHROMIUM_PATH,
     noSandbox: e.CHROMIUM_NO_SANDBOX === 'auto' ? isRoot : e.CHROMIUM_NO_SANDBOX === 'true',
     localMaxBrowsers: e.LOCAL_MAX_BROWSERS,

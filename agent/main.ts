@@ -25,15 +25,8 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
   const clock = overrides.clock ?? systemClock;
   const logger = overrides.logger ?? createLogger({ level: config.logLevel, base: { component: 'agent', node: config.nodeName } });
   const metrics = createAgentMetrics();
-  const runtime =
-    overrides.runtime ??
-    new LocalChromiumRuntime({
-      executablePath: config.chromiumPath,
-      noSandbox: config.noSandbox,
-      maxBrowsers: config.localMaxBrowsers,
-      startTimeoutMs: config.startTimeoutMs,
-      logger,
-    });
+  const runtime = overrides.runtime ?? (await createRuntime(config, clock, logger));
+  await runtime.init?.();
   // Closures below reach `tunnel` only after it is constructed.
   const reporter = new Reporter({ peer: () => tunnel.current, logger });
   const sessions = new SessionManager({ runtime, clock, logger, metrics, nodeName: config.nodeName, report: (r) => reporter.report(r) });
@@ -59,6 +52,9 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
       })().catch((err) => logger.warn('post-connect sync failed', { err }));
     },
   });
+  // Browsers that outlived a previous agent (Jobs) are adopted before the router hears from us, so
+  // the first sync already lists them.
+  for (const session of (await runtime.recover?.()) ?? []) void sessions.start(session);
   tunnel.start();
 
   const idleLoop = sessions.startIdleLoop(1000);
@@ -84,11 +80,39 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
         await sessions.shutdown();
         await runtime.stopAll();
         await tunnel.stop();
+        await runtime.close?.();
         proxy.close();
         await metricsServer.close();
         logger.info('agent stopped');
       })()),
   };
+}
+
+/** The Kubernetes client is loaded only by agents that use it. */
+async function createRuntime(config: AgentConfig, clock: Clock, logger: Logger): Promise<BrowserRuntime> {
+  if (config.runtime === 'kubernetes') {
+    const { KubeConfig } = await import('@kubernetes/client-node');
+    const { KubernetesRuntime } = await import('./runtime/kubernetes/runtime.js');
+    const k = config.kubernetes;
+    const kc = new KubeConfig();
+    if (k.kubeconfig) kc.loadFromFile(k.kubeconfig);
+    else kc.loadFromCluster();
+    return new KubernetesRuntime({
+      kc,
+      clock,
+      logger,
+      scheduleTimeoutMs: k.scheduleTimeoutMs,
+      startTimeoutMs: config.startTimeoutMs,
+      settings: { cluster: config.clusterId, namespace: k.namespace, apiImage: k.apiImage, uiImage: k.uiImage, apiPort: k.apiPort, uiPort: k.uiPort, jobTtlSeconds: k.jobTtlSeconds, resources: k.resources },
+    });
+  }
+  return new LocalChromiumRuntime({
+    executablePath: config.chromiumPath,
+    noSandbox: config.noSandbox,
+    maxBrowsers: config.localMaxBrowsers,
+    startTimeoutMs: config.startTimeoutMs,
+    logger,
+  });
 }
 
 export async function main(): Promise<void> {

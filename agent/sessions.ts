@@ -16,6 +16,7 @@ type Managed = {
   started: Promise<SessionReport>;
   closeStreams: Set<(code: number, reason: string) => void>;
   failureReason?: string;
+  node?: string;
 };
 
 export type SessionManagerDeps = {
@@ -65,6 +66,7 @@ export class SessionManager {
           return this.reportOf(m);
         }
         m.endpoints = handle.endpoints;
+        m.node = handle.node;
         m.lastActivity = clock.now();
         this.setStatus(m, 'running');
         metrics.observeReady((clock.now() - createdAt) / 1000);
@@ -135,8 +137,18 @@ export class SessionManager {
     return startLoop({ clock: this.deps.clock, intervalMs, tick: () => this.sweepIdle(), onError: (err) => this.deps.logger.error('idle sweep failed', { err }) });
   }
 
+  /** Local browsers die with the agent; browsers that outlive it (Jobs) are left to the next one. */
   async shutdown(): Promise<void> {
-    await Promise.all(this.ids().map((id) => this.stop(id, 'shutdown')));
+    if (!this.deps.runtime.keepsSessionsOnShutdown) {
+      await Promise.all(this.ids().map((id) => this.stop(id, 'shutdown')));
+      return;
+    }
+    for (const m of this.sessions.values()) {
+      m.abort.abort(new Error('agent shutting down'));
+      if (m.hardTimer !== undefined) this.deps.clock.clearTimeout(m.hardTimer);
+      for (const close of m.closeStreams) close(1001, 'agent shutting down');
+    }
+    this.sessions.clear();
   }
 
   private crashed(id: string, reason: string): void {
@@ -166,7 +178,7 @@ export class SessionManager {
     return {
       id: m.session.id,
       status: m.status,
-      node: this.deps.nodeName,
+      node: m.node ?? this.deps.nodeName,
       endpoints: m.status === 'running' ? m.endpoints : undefined,
       failureReason: m.failureReason,
       at: this.deps.clock.now(),

@@ -21,7 +21,14 @@ export function kubeClient(access: KubeAccess) {
       const payload = body === undefined ? undefined : JSON.stringify(body);
       const req = request(
         `${access.server}${path}`,
-        { method, ca, timeout: 15_000, headers: { authorization: `Bearer ${access.token}`, accept: 'application/json', ...(payload ? { 'content-type': contentType } : {}) } },
+        {
+          method,
+          ca,
+          timeout: 15_000,
+          // A fresh connection per call: simple, and no stale keep-alive sockets between tests.
+          agent: false,
+          headers: { authorization: `Bearer ${access.token}`, accept: 'application/json', ...(payload ? { 'content-type': contentType, 'content-length': Buffer.byteLength(payload) } : {}) },
+        },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
@@ -40,7 +47,7 @@ export function kubeClient(access: KubeAccess) {
   /** Streams watch events until `signal` aborts or the server ends the watch; resolves then. */
   const watch = (path: string, onEvent: (type: string, obj: any) => void, signal: AbortSignal): Promise<void> =>
     new Promise((resolve, reject) => {
-      const req = request(`${access.server}${path}`, { ca, signal, headers: { authorization: `Bearer ${access.token}` } }, (res) => {
+      const req = request(`${access.server}${path}`, { ca, signal, agent: false, headers: { authorization: `Bearer ${access.token}` } }, (res) => {
         if ((res.statusCode ?? 0) >= 300) {
           res.resume();
           return reject(new KubeHttpError(res.statusCode ?? 0, '', `WATCH ${path}`));

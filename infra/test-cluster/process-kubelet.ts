@@ -45,6 +45,7 @@ export class ProcessKubelet {
   private nextIp = 1;
   private freeIps: string[] = [];
   private loops: Promise<void>[] = [];
+  private readonly starting = new Set<Promise<void>>();
   private leaseTimer?: NodeJS.Timeout;
 
   constructor(private readonly opts: { access: KubeAccess; nodeName: string; images: Record<string, ContainerRecipe>; chromiumPath: string; log?: (msg: string) => void }) {
@@ -80,8 +81,10 @@ export class ProcessKubelet {
   async stop(): Promise<void> {
     this.stopping.abort();
     clearInterval(this.leaseTimer);
-    await Promise.all([...this.pods.values()].map((p) => this.killPod(p)));
     await Promise.allSettled(this.loops);
+    // Starts in flight finish first, so what they launch is killed too.
+    await Promise.allSettled([...this.starting]);
+    await Promise.all([...this.pods.values()].map((p) => this.killPod(p)));
   }
 
   private log(msg: string): void {
@@ -147,7 +150,10 @@ export class ProcessKubelet {
       else if (!run) void this.kube.call('DELETE', `/api/v1/namespaces/${pod.metadata.namespace}/pods/${pod.metadata.name}`, { gracePeriodSeconds: 0, preconditions: { uid } }).catch(() => {});
       return;
     }
-    if (!run && pod.status?.phase !== 'Succeeded' && pod.status?.phase !== 'Failed') void this.startPod(pod);
+    if (!run && !this.stopping.signal.aborted && pod.status?.phase !== 'Succeeded' && pod.status?.phase !== 'Failed') {
+      const p = this.startPod(pod).finally(() => this.starting.delete(p));
+      this.starting.add(p);
+    }
   }
 
   private allocateIp(): string {
@@ -310,7 +316,9 @@ export class ProcessKubelet {
     await this.killPod(run, Math.min(graceSeconds, 10) * 1000, false);
     this.pushStatus(run);
     await run.writes;
-    await this.kube.call('DELETE', `/api/v1/namespaces/${run.ns}/pods/${run.name}`, { gracePeriodSeconds: 0, preconditions: { uid: run.uid } }).catch(() => {});
+    await this.kube
+      .call('DELETE', `/api/v1/namespaces/${run.ns}/pods/${run.name}`, { gracePeriodSeconds: 0, preconditions: { uid: run.uid } })
+      .catch((err) => this.log(`final delete of ${run.name} failed: ${(err as Error).message}`));
     this.pods.delete(run.uid);
     this.freeIps.push(run.ip);
   }

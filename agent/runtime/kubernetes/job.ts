@@ -1,0 +1,71 @@
+import type { V1Job } from '@kubernetes/client-node';
+import type { Session } from '../../../shared/session.js';
+
+export const APP_LABEL = 'bso-browser';
+export const LABEL_SESSION = 'bso.dev/session-id';
+export const LABEL_CLUSTER = 'bso.dev/cluster';
+export const ANNOTATION_SESSION = 'bso.dev/session';
+
+export type JobSettings = {
+  namespace: string;
+  /** The cluster id this agent serves; its Jobs carry it, and it only watches and adopts those. */
+  cluster: string;
+  apiImage: string;
+  uiImage: string;
+  apiPort: number;
+  uiPort: number;
+  jobTtlSeconds: number;
+  resources: { cpuRequest: string; cpuLimit: string; memoryRequest: string; memoryLimit: string };
+};
+
+export const jobName = (sessionId: string) => `bso-${sessionId}`.slice(0, 63).replace(/-+$/, '');
+
+/**
+ * One Job per session: the browser API container and the UI container, never restarted, with a
+ * deadline from the session's timeout and a TTL after it finishes, so the cluster cleans up even
+ * when every agent is gone. The annotation holds enough of the session to rebuild it.
+ */
+export function buildJob(session: Session, s: JobSettings): V1Job {
+  const labels = { app: APP_LABEL, [LABEL_SESSION]: session.id, [LABEL_CLUSTER]: session.cluster };
+  const resources = { requests: { cpu: s.resources.cpuRequest, memory: s.resources.memoryRequest }, limits: { cpu: s.resources.cpuLimit, memory: s.resources.memoryLimit } };
+  const { endpoints: _endpoints, ...snapshot } = session;
+  return {
+    apiVersion: 'batch/v1',
+    kind: 'Job',
+    metadata: { name: jobName(session.id), namespace: s.namespace, labels, annotations: { [ANNOTATION_SESSION]: JSON.stringify(snapshot) } },
+    spec: {
+      backoffLimit: 0,
+      // The agent ends the session at its timeout; the Job's own deadline is the backstop.
+      activeDeadlineSeconds: session.timeout + 30,
+      ttlSecondsAfterFinished: s.jobTtlSeconds,
+      template: {
+        metadata: { labels },
+        spec: {
+          restartPolicy: 'Never',
+          terminationGracePeriodSeconds: 5,
+          automountServiceAccountToken: false,
+          containers: [
+            {
+              name: 'browser',
+              image: s.apiImage,
+              ports: [{ name: 'cdp', containerPort: s.apiPort }],
+              readinessProbe: { httpGet: { path: '/json/version', port: s.apiPort }, periodSeconds: 1, failureThreshold: 3 },
+              resources,
+              env: sessionEnv(session),
+            },
+            { name: 'ui', image: s.uiImage, ports: [{ name: 'ui', containerPort: s.uiPort }], resources },
+          ],
+        },
+      },
+    },
+  };
+}
+
+function sessionEnv(session: Session): Array<{ name: string; value: string }> {
+  const env = [{ name: 'BSO_SESSION_ID', value: session.id }];
+  const o = session.options;
+  if (o.userAgent) env.push({ name: 'BSO_USER_AGENT', value: o.userAgent });
+  if (o.viewport) env.push({ name: 'BSO_WINDOW_SIZE', value: `${o.viewport.width},${o.viewport.height}` });
+  if (o.locale) env.push({ name: 'BSO_LOCALE', value: o.locale });
+  return env;
+}

@@ -1,0 +1,32 @@
+import { backoffDelay, sleep, type Clock } from '../../../shared/clock.js';
+
+/** HTTP status of a Kubernetes API failure, whatever the client wrapped it in. */
+export function statusOf(err: unknown): number | undefined {
+  const e = err as { code?: unknown; statusCode?: unknown; response?: { statusCode?: unknown } };
+  for (const v of [e.code, e.statusCode, e.response?.statusCode]) if (typeof v === 'number') return v;
+  return undefined;
+}
+
+const retriable = (status: number | undefined) => status === undefined || status === 429 || status >= 500;
+
+/**
+ * Runs an idempotent Kubernetes call with a per-attempt timeout, retrying throttling, server errors
+ * and transport failures with capped, jittered backoff. Callers make a call idempotent first (a 409
+ * on create means it exists; a 404 on delete means it is gone) by handling those statuses in `call`.
+ */
+export async function withRetry<T>(what: string, call: () => Promise<T>, opts: { clock: Clock; attempts?: number; timeoutMs?: number; signal?: AbortSignal }): Promise<T> {
+  const attempts = opts.attempts ?? 6;
+  for (let i = 0; ; i++) {
+    try {
+      return await timeout(call(), opts.timeoutMs ?? 10_000, what);
+    } catch (err) {
+      if (i + 1 >= attempts || !retriable(statusOf(err)) || opts.signal?.aborted) throw err;
+      await sleep(opts.clock, backoffDelay(i, 200, 5000), opts.signal);
+    }
+  }
+}
+
+function timeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms)))]).finally(() => clearTimeout(t));
+}

@@ -1,0 +1,105 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadAllYaml } from '@kubernetes/client-node';
+import { ensureBinaries, startControlPlane, stopControlPlane, type ControlPlane } from '../../infra/test-cluster/control-plane.js';
+import { kubeClient, KubeHttpError, type KubeClient } from '../../infra/test-cluster/kube-http.js';
+import { ProcessKubelet, type ContainerRecipe } from '../../infra/test-cluster/process-kubelet.js';
+import { CHROMIUM, requireBinary } from './processes.js';
+
+export const NODE = 'bso-node-1';
+export const NAMESPACE = 'bso';
+
+/** Images the process kubelet knows; anything else fails to pull. */
+export const TEST_IMAGES: Record<string, ContainerRecipe> = {
+  'bso/browser-api:test': { kind: 'chromium' },
+  'bso/browser-ui:test': { kind: 'http-static', body: 'live view' },
+  'bso/crash:test': { kind: 'exit', afterMs: 300, code: 3 },
+  'bso/never-ready:test': { kind: 'never-ready' },
+};
+
+export type TestCluster = {
+  plane: ControlPlane;
+  kubelet: ProcessKubelet;
+  admin: KubeClient;
+  agentKubeconfig: string;
+  agent: KubeClient;
+  stop(): Promise<void>;
+};
+
+const PATHS: Record<string, (ns?: string) => string> = {
+  Namespace: () => '/api/v1/namespaces',
+  ServiceAccount: (ns) => `/api/v1/namespaces/${ns}/serviceaccounts`,
+  Role: (ns) => `/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/roles`,
+  RoleBinding: (ns) => `/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/rolebindings`,
+};
+
+/** Applies the project's own manifests (create; an existing object is fine). */
+export async function applyManifest(admin: KubeClient, file: string): Promise<void> {
+  for (const doc of loadAllYaml(readFileSync(file, 'utf8')) as Array<{ kind: string; metadata: { namespace?: string } }>) {
+    const path = PATHS[doc.kind];
+    if (!path) throw new Error(`applyManifest: no path for kind ${doc.kind}`);
+    try {
+      await admin.call('POST', path(doc.metadata.namespace), doc);
+    } catch (err) {
+      if (!(err instanceof KubeHttpError && err.status === 409)) throw err;
+    }
+  }
+}
+
+export async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * The real control plane (built from Kubernetes' Go modules), one process-kubelet node, the project's
+ * namespace and RBAC applied, and a kubeconfig holding the agent ServiceAccount's token (TokenRequest).
+ */
+export async function startTestCluster(): Promise<TestCluster> {
+  requireBinary(CHROMIUM, 'install the Debian package chromium');
+  const binDir = ensureBinaries();
+  const dir = await mkdtemp(join(tmpdir(), 'bso-cluster-'));
+  const plane = await startControlPlane({ dir, binDir, nodes: [NODE] });
+  const admin = kubeClient({ server: plane.server, caFile: plane.caFile, token: plane.adminToken });
+  const kubelet = new ProcessKubelet({
+    access: { server: plane.server, caFile: plane.caFile, token: plane.nodeToken(NODE) },
+    nodeName: NODE,
+    images: TEST_IMAGES,
+    chromiumPath: CHROMIUM,
+    log: process.env.TEST_LOG_LEVEL ? (m) => console.log(m) : undefined,
+  });
+  try {
+    await kubelet.start();
+    const manifests = new URL('../../infra/k8s/', import.meta.url).pathname;
+    await applyManifest(admin, join(manifests, 'namespace.yaml'));
+    await applyManifest(admin, join(manifests, 'rbac.yaml'));
+    // Pods are refused until the namespace's default ServiceAccount exists.
+    await until('default ServiceAccount', () => admin.call('GET', `/api/v1/namespaces/${NAMESPACE}/serviceaccounts/default`), 30_000);
+    const tr = await admin.call('POST', `/api/v1/namespaces/${NAMESPACE}/serviceaccounts/bso-agent/token`, { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { expirationSeconds: 3600 } });
+    const token: string = tr.status.token;
+    const agentKubeconfig = plane.kubeconfigFor('bso-agent', token);
+    writeFileSync(join(dir, 'agent-token'), token, { mode: 0o600 });
+    return {
+      plane,
+      kubelet,
+      admin,
+      agentKubeconfig,
+      agent: kubeClient({ server: plane.server, caFile: plane.caFile, token }),
+      stop: async () => {
+        await kubelet.stop();
+        stopControlPlane(dir);
+      },
+    };
+  } catch (err) {
+    await kubelet.stop().catch(() => {});
+    stopControlPlane(dir);
+    throw err;
+  }
+}

@@ -1,0 +1,167 @@
+import { chromium } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadAgentConfig } from '../../agent/config.js';
+import { startAgent, type RunningAgent } from '../../agent/main.js';
+import type { SessionView } from '../../shared/api.js';
+import { NAMESPACE, startTestCluster, until, type TestCluster } from '../helpers/cluster.js';
+import { startPageServer } from '../helpers/pages.js';
+import { pidsMatching } from '../helpers/processes.js';
+import { json, startSystem, TEST_TOKEN, type TestSystem } from '../helpers/system.js';
+
+describe('kubernetes runtime on a real control plane', () => {
+  let cluster: TestCluster;
+  let sys: TestSystem;
+  let pages: Awaited<ReturnType<typeof startPageServer>>;
+  const agents = new Map<string, RunningAgent>();
+
+  const agentEnv = (clusterId: string, extra: Record<string, string> = {}) => ({
+    ROUTER_URL: sys.url,
+    AGENT_TOKEN: TEST_TOKEN,
+    CLUSTER_ID: clusterId,
+    NODE_NAME: `agent-${clusterId}`,
+    AGENT_RUNTIME: 'kubernetes',
+    KUBECONFIG: cluster.agentKubeconfig,
+    K8S_NAMESPACE: NAMESPACE,
+    BROWSER_API_IMAGE: 'bso/browser-api:test',
+    BROWSER_UI_IMAGE: 'bso/browser-ui:test',
+    BROWSER_API_PORT: '9222',
+    BROWSER_UI_PORT: '8080',
+    JOB_TTL_SECONDS: '60',
+    POD_CPU_REQUEST: '100m',
+    POD_MEMORY_REQUEST: '64Mi',
+    START_TIMEOUT_MS: '30000',
+    K8S_SCHEDULE_TIMEOUT_MS: '3000',
+    METRICS_PORT: '0',
+    METRICS_HOST: '127.0.0.1',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    ...extra,
+  });
+  const addAgent = async (clusterId: string, extra: Record<string, string> = {}) => {
+    const a = await startAgent(loadAgentConfig(agentEnv(clusterId, extra), false));
+    agents.set(clusterId, a);
+    await until(`agent ${clusterId}`, async () => (await json(fetch(`${sys.url}/health`))).body.agents.some((x: { cluster: string }) => x.cluster === clusterId), 10_000);
+    return a;
+  };
+  const jobs = async () => (await cluster.admin.call('GET', `/apis/batch/v1/namespaces/${NAMESPACE}/jobs`)).items as Array<{ metadata: { name: string; labels: Record<string, string> } }>;
+  const pods = async () => (await cluster.admin.call('GET', `/api/v1/namespaces/${NAMESPACE}/pods`)).items as Array<{ metadata: { name: string; labels: Record<string, string> } }>;
+  const create = async (body: object, wait = true) =>
+    json<SessionView>(fetch(`${sys.url}/sessions${wait ? '?wait=true' : ''}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }));
+  const statusOf = async (id: string) => (await json(fetch(`${sys.url}/sessions/${id}`))).body as SessionView;
+  const nothingLeft = async (id: string) => {
+    if (process.env.K8S_DEBUG) {
+      for (let i = 0; i < 10; i++) {
+        const js = (await cluster.admin.call('GET', `/apis/batch/v1/namespaces/${NAMESPACE}/jobs`)).items.map((j: any) => [j.metadata.name, j.metadata.deletionTimestamp, j.metadata.finalizers, j.status]);
+        const ps = (await cluster.admin.call('GET', `/api/v1/namespaces/${NAMESPACE}/pods`)).items.map((p: any) => [p.metadata.name, p.metadata.deletionTimestamp, p.metadata.finalizers, p.status.phase, p.metadata.ownerReferences?.length]);
+        console.log(JSON.stringify({ js, ps }));
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+    await until(`job and pod of ${id} gone`, async () => !(await jobs()).some((j) => j.metadata.labels['bso.dev/session-id'] === id) && !(await pods()).some((p) => p.metadata.labels['bso.dev/session-id'] === id), 20_000);
+  };
+
+  beforeAll(async () => {
+    cluster = await startTestCluster();
+    pages = await startPageServer();
+    sys = await startSystem({ agents: 0, routerEnv: { MAX_SESSIONS: '40', START_TIMEOUT_MS: '40000' } });
+    await addAgent('kube');
+  }, 600_000);
+
+  afterAll(async () => {
+    await Promise.all([...agents.values()].map((a) => a.close()));
+    await sys?.close();
+    await pages?.close();
+    await cluster?.stop();
+    expect(await pidsMatching('bso-chromium-')).toEqual([]);
+  }, 120_000);
+
+  it('create → Job and pod → running → Playwright through the router → DELETE → Job and pod gone', async () => {
+    const res = await create({ cluster: 'kube' });
+    expect(res.status).toBe(201);
+    const s = res.body;
+    expect(s.status).toBe('running');
+    expect(s.node).toBe('bso-node-1');
+    const job = (await jobs()).find((j) => j.metadata.labels['bso.dev/session-id'] === s.id);
+    expect(job?.metadata.name).toBe(`bso-${s.id}`);
+    const full = await cluster.admin.call('GET', `/apis/batch/v1/namespaces/${NAMESPACE}/jobs/bso-${s.id}`);
+    expect(full.spec).toMatchObject({ backoffLimit: 0, ttlSecondsAfterFinished: 60, template: { spec: { restartPolicy: 'Never' } } });
+    expect(full.spec.template.spec.containers.map((c: { image: string }) => c.image)).toEqual(['bso/browser-api:test', 'bso/browser-ui:test']);
+    expect(JSON.parse(full.metadata.annotations['bso.dev/session']).id).toBe(s.id);
+
+    const browser = await chromium.connectOverCDP(s.cdpUrl);
+    const page = await (browser.contexts()[0] ?? (await browser.newContext())).newPage();
+    await page.goto(`${pages.url}/`);
+    expect(await page.textContent('#greeting')).toBe('Hello from loopback');
+    await browser.close();
+    const ui = await fetch(`${s.proxyUrl}/ui/`);
+    expect(await ui.text()).toBe('live view');
+
+    const started = Date.now();
+    const del = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }));
+    expect(del.body.status).toBe('terminated');
+    await nothingLeft(s.id);
+    expect(Date.now() - started).toBeLessThan(15_000);
+  });
+
+  it('the agent may manage Jobs and watch pods in its namespace, and nothing else', async () => {
+    await expect(cluster.agent.call('GET', `/apis/batch/v1/namespaces/${NAMESPACE}/jobs`)).resolves.toBeTruthy();
+    await expect(cluster.agent.call('GET', `/api/v1/namespaces/${NAMESPACE}/secrets`)).rejects.toMatchObject({ status: 403 });
+    await expect(cluster.agent.call('GET', '/apis/batch/v1/namespaces/default/jobs')).rejects.toMatchObject({ status: 403 });
+    await expect(cluster.agent.call('DELETE', `/api/v1/namespaces/${NAMESPACE}/pods/anything`)).rejects.toMatchObject({ status: 403 });
+  });
+
+  it('the hard timeout deletes the Job', async () => {
+    const s = (await create({ cluster: 'kube', timeout: 5 })).body;
+    expect(s.status).toBe('running');
+    await until('timed_out', async () => (await statusOf(s.id)).status === 'timed_out', 15_000);
+    await nothingLeft(s.id);
+  });
+
+  it.each([
+    ['image pull error', 'pull', { BROWSER_API_IMAGE: 'bso/not-there:1' }, /ErrImagePull|ImagePullBackOff/],
+    ['crash', 'crash', { BROWSER_API_IMAGE: 'bso/crash:test' }, /terminated with exit code 3/],
+    ['never ready', 'never', { BROWSER_API_IMAGE: 'bso/never-ready:test', START_TIMEOUT_MS: '4000' }, /not ready within 4000 ms/],
+    ['unschedulable', 'huge', { POD_CPU_REQUEST: '500', POD_CPU_LIMIT: '500' }, /unschedulable/],
+  ])('%s ends as failed with its reason and no Job left', async (_name, clusterId, extra, reason) => {
+    await addAgent(clusterId, extra);
+    const res = await create({ cluster: clusterId });
+    expect(res.status).toBe(201);
+    const s = await until('failed', async () => {
+      const v = await statusOf(res.body.id);
+      return v.status === 'failed' ? v : null;
+    }, 30_000);
+    expect(s.failureReason).toMatch(reason);
+    await nothingLeft(s.id);
+  });
+
+  it('twenty sessions at once all reach running and are all cleaned up', async () => {
+    const created = await Promise.all(Array.from({ length: 20 }, () => create({ cluster: 'kube' }, false)));
+    expect(created.every((r) => r.status === 201)).toBe(true);
+    const ids = created.map((r) => r.body.id);
+    for (const id of ids) await until(`${id} running`, async () => (await statusOf(id)).status === 'running', 90_000);
+    await Promise.all(ids.map((id) => fetch(`${sys.url}/sessions/${id}`, { method: 'DELETE' })));
+    await until('all jobs and pods gone', async () => (await jobs()).length === 0 && (await pods()).length === 0, 60_000);
+  }, 240_000);
+
+  it('an agent restarted in the middle of a burst leaves nothing orphaned', async () => {
+    const created = await Promise.all(Array.from({ length: 10 }, () => create({ cluster: 'kube' }, false)));
+    const ids = created.map((r) => r.body.id);
+    await new Promise((r) => setTimeout(r, 300));
+    await agents.get('kube')!.close();
+    agents.delete('kube');
+    await addAgent('kube');
+    // Every session settles one way or the other; none stays pending.
+    for (const id of ids) await until(`${id} settled`, async () => ['running', 'failed'].includes((await statusOf(id)).status), 90_000);
+    const running: string[] = [];
+    for (const id of ids) if ((await statusOf(id)).status === 'running') running.push(id);
+    // Each Job left belongs to a running session; nothing else.
+    const jobIds = (await jobs()).map((j) => j.metadata.labels['bso.dev/session-id']).sort();
+    await until('only running sessions keep jobs', async () => {
+      const now = (await jobs()).map((j) => j.metadata.labels['bso.dev/session-id']).sort();
+      return JSON.stringify(now) === JSON.stringify([...running].sort());
+    }, 30_000).catch((err) => {
+      throw new Error(`${err.message}: jobs ${jobIds.join(',')} vs running ${running.join(',')}`);
+    });
+    await Promise.all(ids.map((id) => fetch(`${sys.url}/sessions/${id}`, { method: 'DELETE' })));
+    await until('all jobs and pods gone', async () => (await jobs()).length === 0 && (await pods()).length === 0, 60_000);
+  }, 240_000);
+});
