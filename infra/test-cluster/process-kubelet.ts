@@ -34,7 +34,7 @@ type ContainerRun = {
   finishedAt?: string;
 };
 
-type PodRun = { uid: string; ns: string; name: string; ip: string; containers: ContainerRun[]; startTime: string; deleting: boolean; writes: Promise<void>; probeTimer?: NodeJS.Timeout; pullTimer?: NodeJS.Timeout };
+type PodRun = { killed?: boolean; uid: string; ns: string; name: string; ip: string; containers: ContainerRun[]; startTime: string; deleting: boolean; writes: Promise<void>; probeTimer?: NodeJS.Timeout; pullTimer?: NodeJS.Timeout };
 
 const now = () => new Date().toISOString().replace(/\.\d+Z$/, 'Z');
 
@@ -43,7 +43,6 @@ export class ProcessKubelet {
   private readonly pods = new Map<string, PodRun>();
   private readonly stopping = new AbortController();
   private nextIp = 1;
-  private freeIps: string[] = [];
   private loops: Promise<void>[] = [];
   private readonly starting = new Set<Promise<void>>();
   private leaseTimer?: NodeJS.Timeout;
@@ -156,10 +155,10 @@ export class ProcessKubelet {
     }
   }
 
+  /** Addresses are never reused: a dying pod may still hold its ports for a moment. */
   private allocateIp(): string {
-    const reused = this.freeIps.pop();
-    if (reused) return reused;
     const n = this.nextIp++;
+    if (n > 65_000) throw new Error('process kubelet ran out of pod addresses');
     return `127.1.${(n >> 8) & 255}.${n & 255}`;
   }
 
@@ -204,7 +203,13 @@ export class ProcessKubelet {
     }
     try {
       if (recipe.kind === 'chromium') {
-        c.chromium = await launchChromium({ executablePath: this.opts.chromiumPath, noSandbox: process.getuid?.() === 0, timeoutMs: 30_000 });
+        const launched = await launchChromium({ executablePath: this.opts.chromiumPath, noSandbox: process.getuid?.() === 0, timeoutMs: 30_000 });
+        // The pod may have been deleted while the browser started.
+        if (run.killed) {
+          await killChromium(launched, 0);
+          return;
+        }
+        c.chromium = launched;
         const target = c.chromium.port;
         c.forwarder = createServer((client) => {
           const up = connect(target, '127.0.0.1');
@@ -320,10 +325,10 @@ export class ProcessKubelet {
       .call('DELETE', `/api/v1/namespaces/${run.ns}/pods/${run.name}`, { gracePeriodSeconds: 0, preconditions: { uid: run.uid } })
       .catch((err) => this.log(`final delete of ${run.name} failed: ${(err as Error).message}`));
     this.pods.delete(run.uid);
-    this.freeIps.push(run.ip);
   }
 
   private async killPod(run: PodRun, graceMs = 2000, forget = true): Promise<void> {
+    run.killed = true;
     clearInterval(run.probeTimer);
     clearTimeout(run.pullTimer);
     await Promise.all(
@@ -345,10 +350,7 @@ export class ProcessKubelet {
         }
       }),
     );
-    if (forget) {
-      this.pods.delete(run.uid);
-      this.freeIps.push(run.ip);
-    }
+    if (forget) this.pods.delete(run.uid);
   }
 }
 

@@ -48,10 +48,16 @@ export async function applyManifest(admin: KubeClient, file: string): Promise<vo
   }
 }
 
+/** Thrown inside an `until` check to stop waiting at once. */
+export class GiveUp extends Error {}
+
 export async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs: number): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const v = await fn().catch(() => undefined);
+    const v = await fn().catch((err) => {
+      if (err instanceof GiveUp) throw err;
+      return undefined;
+    });
     if (v) return v;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));

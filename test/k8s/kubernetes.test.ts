@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAgentConfig } from '../../agent/config.js';
 import { startAgent, type RunningAgent } from '../../agent/main.js';
 import type { SessionView } from '../../shared/api.js';
-import { NAMESPACE, startTestCluster, until, type TestCluster } from '../helpers/cluster.js';
+import { GiveUp, NAMESPACE, startTestCluster, until, type TestCluster } from '../helpers/cluster.js';
 import { startPageServer } from '../helpers/pages.js';
 import { pidsMatching } from '../helpers/processes.js';
 import { json, startSystem, TEST_TOKEN, type TestSystem } from '../helpers/system.js';
@@ -137,7 +137,13 @@ describe('kubernetes runtime on a real control plane', () => {
     const created = await Promise.all(Array.from({ length: 20 }, () => create({ cluster: 'kube' }, false)));
     expect(created.every((r) => r.status === 201)).toBe(true);
     const ids = created.map((r) => r.body.id);
-    for (const id of ids) await until(`${id} running`, async () => (await statusOf(id)).status === 'running', 90_000);
+    for (const id of ids) {
+      await until(`${id} running`, async () => {
+        const s = await statusOf(id);
+        if (s.status === 'failed') throw new GiveUp(`${id} failed: ${s.failureReason}`);
+        return s.status === 'running';
+      }, 90_000);
+    }
     await Promise.all(ids.map((id) => fetch(`${sys.url}/sessions/${id}`, { method: 'DELETE' })));
     await until('all jobs and pods gone', async () => (await jobs()).length === 0 && (await pods()).length === 0, 60_000);
   }, 240_000);
