@@ -16,6 +16,11 @@ have_all() {
 }
 if have_all; then echo "$OUT"; exit 0; fi
 
+# Machines of this kind have Go in /usr/local/go even when it is not on PATH.
+if ! command -v go >/dev/null 2>&1; then
+  if [ -x /usr/local/go/bin/go ]; then export PATH="/usr/local/go/bin:$PATH"
+  else echo "build.sh: Go is required to build the test control plane (go.dev toolchain, 1.26+)" >&2; exit 1; fi
+fi
 export GOFLAGS=-mod=mod GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 SRC="$CACHE/src"
 mkdir -p "$OUT" "$SRC"
