@@ -1,8 +1,10 @@
 /** A small JSON client for the test tooling: token auth, the cluster CA, timeouts, and streaming watches. */
 import { readFileSync } from 'node:fs';
-import { request } from 'node:https';
+import { request, type RequestOptions } from 'node:https';
+import type { KubeConfig } from '@kubernetes/client-node';
 
-export type KubeAccess = { server: string; caFile: string; token: string };
+/** A bearer token and CA file, or a whole kubeconfig (any auth it supports: certs, exec plugins…). */
+export type KubeAccess = { server: string; caFile: string; token: string } | { kubeconfig: KubeConfig };
 
 export class KubeHttpError extends Error {
   constructor(
@@ -15,20 +17,25 @@ export class KubeHttpError extends Error {
 }
 
 export function kubeClient(access: KubeAccess) {
-  const ca = readFileSync(access.caFile);
-  const call = <T = any>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> =>
-    new Promise((resolve, reject) => {
-      const payload = body === undefined ? undefined : JSON.stringify(body);
+  const server = 'kubeconfig' in access ? access.kubeconfig.getCurrentCluster()!.server : access.server;
+  const ca = 'kubeconfig' in access ? undefined : readFileSync(access.caFile);
+  /** Request options with credentials; a fresh connection per call, so no stale keep-alive sockets. */
+  const options = async (method: string, headers: Record<string, string | number>): Promise<RequestOptions> => {
+    const opts: RequestOptions = { method, agent: false, timeout: 15_000, headers: { accept: 'application/json', ...headers } };
+    if ('kubeconfig' in access) await access.kubeconfig.applyToHTTPSOptions(opts);
+    else {
+      opts.ca = ca;
+      opts.headers = { ...opts.headers, authorization: `Bearer ${access.token}` };
+    }
+    return opts;
+  };
+  const call = async <T = any>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const opts = await options(method, payload ? { 'content-type': contentType, 'content-length': Buffer.byteLength(payload) } : {});
+    return new Promise((resolve, reject) => {
       const req = request(
-        `${access.server}${path}`,
-        {
-          method,
-          ca,
-          timeout: 15_000,
-          // A fresh connection per call: simple, and no stale keep-alive sockets between tests.
-          agent: false,
-          headers: { authorization: `Bearer ${access.token}`, accept: 'application/json', ...(payload ? { 'content-type': contentType, 'content-length': Buffer.byteLength(payload) } : {}) },
-        },
+        `${server}${path}`,
+        opts,
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
@@ -43,11 +50,13 @@ export function kubeClient(access: KubeAccess) {
       req.on('error', reject);
       req.end(payload);
     });
+  };
 
   /** Streams watch events until `signal` aborts or the server ends the watch; resolves then. */
-  const watch = (path: string, onEvent: (type: string, obj: any) => void, signal: AbortSignal): Promise<void> =>
-    new Promise((resolve, reject) => {
-      const req = request(`${access.server}${path}`, { ca, signal, agent: false, headers: { authorization: `Bearer ${access.token}` } }, (res) => {
+  const watch = async (path: string, onEvent: (type: string, obj: any) => void, signal: AbortSignal): Promise<void> => {
+    const opts = { ...(await options('GET', {})), timeout: undefined, signal };
+    return new Promise((resolve, reject) => {
+      const req = request(`${server}${path}`, opts, (res) => {
         if ((res.statusCode ?? 0) >= 300) {
           res.resume();
           return reject(new KubeHttpError(res.statusCode ?? 0, '', `WATCH ${path}`));
@@ -71,7 +80,8 @@ export function kubeClient(access: KubeAccess) {
       req.on('error', (err) => (signal.aborted ? resolve() : reject(err)));
       req.end();
     });
+  };
 
-  return { call, watch };
+  return { call, watch, server };
 }
 export type KubeClient = ReturnType<typeof kubeClient>;

@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadAllYaml } from '@kubernetes/client-node';
+import { KubeConfig, loadAllYaml } from '@kubernetes/client-node';
 import { ensureBinaries, startControlPlane, stopControlPlane, type ControlPlane } from '../../infra/test-cluster/control-plane.js';
 import { kubeClient, KubeHttpError, type KubeClient } from '../../infra/test-cluster/kube-http.js';
 import { ProcessKubelet, type ContainerRecipe } from '../../infra/test-cluster/process-kubelet.js';
@@ -19,9 +19,13 @@ export const TEST_IMAGES: Record<string, ContainerRecipe> = {
   'bso/never-ready:test': { kind: 'never-ready' },
 };
 
+/** The images the suite asks for; on an outside cluster they come from the environment. */
+export type SuiteImages = { api: string; ui: string; crash: string; crashReason: RegExp; neverReady: string; missing: string };
+
 export type TestCluster = {
-  plane: ControlPlane;
-  kubelet: ProcessKubelet;
+  plane?: ControlPlane;
+  kubelet?: ProcessKubelet;
+  images: SuiteImages;
   admin: KubeClient;
   agentKubeconfig: string;
   agent: KubeClient;
@@ -69,6 +73,8 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined | n
  * namespace and RBAC applied, and a kubeconfig holding the agent ServiceAccount's token (TokenRequest).
  */
 export async function startTestCluster(): Promise<TestCluster> {
+  const outside = process.env.BSO_TEST_KUBECONFIG;
+  if (outside) return useOutsideCluster(outside);
   requireBinary(CHROMIUM, 'install the Debian package chromium');
   const binDir = ensureBinaries();
   const dir = await mkdtemp(join(tmpdir(), 'bso-cluster-'));
@@ -95,6 +101,7 @@ export async function startTestCluster(): Promise<TestCluster> {
     return {
       plane,
       kubelet,
+      images: { api: 'bso/browser-api:test', ui: 'bso/browser-ui:test', crash: 'bso/crash:test', crashReason: /terminated with exit code 3/, neverReady: 'bso/never-ready:test', missing: 'bso/not-there:1' },
       admin,
       agentKubeconfig,
       agent: kubeClient({ server: plane.server, caFile: plane.caFile, token }),
@@ -108,4 +115,46 @@ export async function startTestCluster(): Promise<TestCluster> {
     stopControlPlane(dir);
     throw err;
   }
+}
+
+/**
+ * Any cluster named by BSO_TEST_KUBECONFIG (kind, minikube, a real one): the project's manifests are
+ * applied there and the agent runs here with its ServiceAccount's token, so pod IPs must be reachable
+ * from this machine. Images come from BSO_TEST_BROWSER_API_IMAGE (serves CDP on 9222, required),
+ * BSO_TEST_BROWSER_UI_IMAGE, BSO_TEST_CRASH_IMAGE and BSO_TEST_NEVER_READY_IMAGE.
+ */
+async function useOutsideCluster(path: string): Promise<TestCluster> {
+  const kc = new KubeConfig();
+  kc.loadFromFile(path);
+  const admin = kubeClient({ kubeconfig: kc });
+  const api = process.env.BSO_TEST_BROWSER_API_IMAGE;
+  if (!api) throw new Error('BSO_TEST_KUBECONFIG is set: BSO_TEST_BROWSER_API_IMAGE must name a browser image serving CDP on port 9222');
+  const manifests = new URL('../../infra/k8s/', import.meta.url).pathname;
+  await applyManifest(admin, join(manifests, 'namespace.yaml'));
+  await applyManifest(admin, join(manifests, 'rbac.yaml'));
+  await until('default ServiceAccount', () => admin.call('GET', `/api/v1/namespaces/${NAMESPACE}/serviceaccounts/default`), 30_000);
+  const tr = await admin.call('POST', `/api/v1/namespaces/${NAMESPACE}/serviceaccounts/bso-agent/token`, { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { expirationSeconds: 3600 } });
+  const cluster = kc.getCurrentCluster()!;
+  const dir = await mkdtemp(join(tmpdir(), 'bso-outside-'));
+  const agentKubeconfig = join(dir, 'agent.kubeconfig');
+  const ca = cluster.caData ? `    certificate-authority-data: ${cluster.caData}` : cluster.caFile ? `    certificate-authority: ${cluster.caFile}` : '    insecure-skip-tls-verify: true';
+  writeFileSync(agentKubeconfig, ['apiVersion: v1', 'kind: Config', 'clusters:', '- name: c', '  cluster:', `    server: ${cluster.server}`, ca, 'users:', '- name: bso-agent', '  user:', `    token: ${tr.status.token}`, 'contexts:', '- name: c', '  context: { cluster: c, user: bso-agent }', 'current-context: c', ''].join('\n'), { mode: 0o600 });
+  const agentKc = new KubeConfig();
+  agentKc.loadFromFile(agentKubeconfig);
+  return {
+    images: {
+      api,
+      ui: process.env.BSO_TEST_BROWSER_UI_IMAGE ?? 'nginx:1.27-alpine',
+      crash: process.env.BSO_TEST_CRASH_IMAGE ?? 'busybox:1.36',
+      crashReason: /terminated with exit code/,
+      neverReady: process.env.BSO_TEST_NEVER_READY_IMAGE ?? 'registry.k8s.io/pause:3.10',
+      missing: 'registry.invalid/bso/not-there:1',
+    },
+    admin,
+    agentKubeconfig,
+    agent: kubeClient({ kubeconfig: agentKc }),
+    stop: async () => {
+      await admin.call('DELETE', `/apis/batch/v1/namespaces/${NAMESPACE}/jobs?labelSelector=app%3Dbso-browser&propagationPolicy=Background`).catch(() => {});
+    },
+  };
 }

@@ -22,8 +22,8 @@ describe('kubernetes runtime on a real control plane', () => {
     AGENT_RUNTIME: 'kubernetes',
     KUBECONFIG: cluster.agentKubeconfig,
     K8S_NAMESPACE: NAMESPACE,
-    BROWSER_API_IMAGE: 'bso/browser-api:test',
-    BROWSER_UI_IMAGE: 'bso/browser-ui:test',
+    BROWSER_API_IMAGE: cluster.images.api,
+    BROWSER_UI_IMAGE: cluster.images.ui,
     BROWSER_API_PORT: '9222',
     BROWSER_UI_PORT: '8080',
     JOB_TTL_SECONDS: '60',
@@ -79,12 +79,12 @@ describe('kubernetes runtime on a real control plane', () => {
     expect(res.status).toBe(201);
     const s = res.body;
     expect(s.status).toBe('running');
-    expect(s.node).toBe('bso-node-1');
+    if (cluster.kubelet) expect(s.node).toBe('bso-node-1');
     const job = (await jobs()).find((j) => j.metadata.labels['bso.dev/session-id'] === s.id);
     expect(job?.metadata.name).toBe(`bso-${s.id}`);
     const full = await cluster.admin.call('GET', `/apis/batch/v1/namespaces/${NAMESPACE}/jobs/bso-${s.id}`);
     expect(full.spec).toMatchObject({ backoffLimit: 0, ttlSecondsAfterFinished: 60, template: { spec: { restartPolicy: 'Never' } } });
-    expect(full.spec.template.spec.containers.map((c: { image: string }) => c.image)).toEqual(['bso/browser-api:test', 'bso/browser-ui:test']);
+    expect(full.spec.template.spec.containers.map((c: { image: string }) => c.image)).toEqual([cluster.images.api, cluster.images.ui]);
     expect(JSON.parse(full.metadata.annotations['bso.dev/session']).id).toBe(s.id);
 
     const browser = await chromium.connectOverCDP(s.cdpUrl);
@@ -93,7 +93,8 @@ describe('kubernetes runtime on a real control plane', () => {
     expect(await page.textContent('#greeting')).toBe('Hello from loopback');
     await browser.close();
     const ui = await fetch(`${s.proxyUrl}/ui/`);
-    expect(await ui.text()).toBe('live view');
+    expect(ui.status).toBe(200);
+    if (cluster.kubelet) expect(await ui.text()).toBe('live view');
 
     const started = Date.now();
     const del = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }));
@@ -117,12 +118,13 @@ describe('kubernetes runtime on a real control plane', () => {
   });
 
   it.each([
-    ['image pull error', 'pull', { BROWSER_API_IMAGE: 'bso/not-there:1' }, /ErrImagePull|ImagePullBackOff/],
-    ['crash', 'crash', { BROWSER_API_IMAGE: 'bso/crash:test' }, /terminated with exit code 3/],
-    ['never ready', 'never', { BROWSER_API_IMAGE: 'bso/never-ready:test', START_TIMEOUT_MS: '4000' }, /not ready within 4000 ms/],
-    ['unschedulable', 'huge', { POD_CPU_REQUEST: '500', POD_CPU_LIMIT: '500' }, /unschedulable/],
-  ])('%s ends as failed with its reason and no Job left', async (_name, clusterId, extra, reason) => {
-    await addAgent(clusterId, extra);
+    ['image pull error', 'pull', () => ({ BROWSER_API_IMAGE: cluster.images.missing }), () => /ErrImagePull|ImagePullBackOff/],
+    ['crash', 'crash', () => ({ BROWSER_API_IMAGE: cluster.images.crash }), () => cluster.images.crashReason],
+    ['never ready', 'never', () => ({ BROWSER_API_IMAGE: cluster.images.neverReady, START_TIMEOUT_MS: '4000' }), () => /not ready within 4000 ms/],
+    ['unschedulable', 'huge', () => ({ POD_CPU_REQUEST: '5000', POD_CPU_LIMIT: '5000' }), () => /unschedulable/],
+  ])('%s ends as failed with its reason and no Job left', async (_name, clusterId, extra, reasonOf) => {
+    const reason = reasonOf();
+    await addAgent(clusterId, extra());
     const res = await create({ cluster: clusterId });
     expect(res.status).toBe(201);
     const s = await until('failed', async () => {
