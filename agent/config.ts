@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import type { JobSettings } from './runtime/kubernetes/job.js';
 import { intVar, logLevelVar, optionalString, parseEnv, type Env } from '../shared/env.js';
 
 const AgentEnv = z.object({
@@ -36,17 +37,7 @@ export type AgentConfig = {
   clusterId: string;
   nodeName: string;
   runtime: 'local' | 'kubernetes';
-  kubernetes: {
-    kubeconfig?: string;
-    namespace: string;
-    apiImage: string;
-    uiImage: string;
-    apiPort: number;
-    uiPort: number;
-    jobTtlSeconds: number;
-    resources: { cpuRequest: string; cpuLimit: string; memoryRequest: string; memoryLimit: string };
-    scheduleTimeoutMs: number;
-  };
+  kubernetes: Omit<JobSettings, 'cluster'> & { kubeconfig?: string; scheduleTimeoutMs: number };
   chromiumPath: string;
   noSandbox: boolean;
   localMaxBrowsers: number;

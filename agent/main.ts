@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { startLoop, systemClock, type Clock } from '../shared/clock.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { readNodeEnv } from '../shared/node-env.js';
+import { runIfMain } from '../shared/node-main.js';
 import { loadAgentConfig, type AgentConfig } from './config.js';
 import { checkBrowsers } from './health.js';
 import { createAgentMetrics, serveMetrics } from './metrics.js';
@@ -93,18 +94,11 @@ async function createRuntime(config: AgentConfig, clock: Clock, logger: Logger):
   if (config.runtime === 'kubernetes') {
     const { KubeConfig } = await import('@kubernetes/client-node');
     const { KubernetesRuntime } = await import('./runtime/kubernetes/runtime.js');
-    const k = config.kubernetes;
+    const { kubeconfig, scheduleTimeoutMs, ...settings } = config.kubernetes;
     const kc = new KubeConfig();
-    if (k.kubeconfig) kc.loadFromFile(k.kubeconfig);
+    if (kubeconfig) kc.loadFromFile(kubeconfig);
     else kc.loadFromCluster();
-    return new KubernetesRuntime({
-      kc,
-      clock,
-      logger,
-      scheduleTimeoutMs: k.scheduleTimeoutMs,
-      startTimeoutMs: config.startTimeoutMs,
-      settings: { cluster: config.clusterId, namespace: k.namespace, apiImage: k.apiImage, uiImage: k.uiImage, apiPort: k.apiPort, uiPort: k.uiPort, jobTtlSeconds: k.jobTtlSeconds, resources: k.resources },
-    });
+    return new KubernetesRuntime({ kc, clock, logger, scheduleTimeoutMs, startTimeoutMs: config.startTimeoutMs, settings: { ...settings, cluster: config.clusterId } });
   }
   return new LocalChromiumRuntime({
     executablePath: config.chromiumPath,
@@ -115,17 +109,4 @@ async function createRuntime(config: AgentConfig, clock: Clock, logger: Logger):
   });
 }
 
-export async function main(): Promise<void> {
-  const config = loadAgentConfig(readNodeEnv(), process.getuid?.() === 0);
-  const agent = await startAgent(config);
-  const stop = () => void agent.close().then(() => process.exit(0));
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
-}
-
-if (import.meta.url === `file://${process.argv[1]}`) {
-  main().catch((err) => {
-    console.error(err instanceof Error ? err.message : err);
-    process.exit(1);
-  });
-}
+runIfMain(import.meta.url, () => startAgent(loadAgentConfig(readNodeEnv(), process.getuid?.() === 0)));

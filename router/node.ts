@@ -4,6 +4,7 @@ import { getRequestListener } from '@hono/node-server';
 import { systemClock, type Clock } from '../shared/clock.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { readNodeEnv } from '../shared/node-env.js';
+import { runIfMain } from '../shared/node-main.js';
 import { loadRouterConfig, type RouterConfig } from './config.js';
 import { createApp, type App } from './http/app.js';
 import { AGENT_PATH, createAgentEndpoint } from './node/agent-endpoint.js';
@@ -101,17 +102,4 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
   };
 }
 
-export async function main(): Promise<void> {
-  const config = loadRouterConfig(readNodeEnv());
-  const router = await startRouter(config);
-  const stop = () => void router.close().then(() => process.exit(0));
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
-}
-
-if (import.meta.url === `file://${process.argv[1]}`) {
-  main().catch((err) => {
-    console.error(err instanceof Error ? err.message : err);
-    process.exit(1);
-  });
-}
+runIfMain(import.meta.url, () => startRouter(loadRouterConfig(readNodeEnv())));
