@@ -37,19 +37,30 @@ const PATHS: Record<string, (ns?: string) => string> = {
   ServiceAccount: (ns) => `/api/v1/namespaces/${ns}/serviceaccounts`,
   Role: (ns) => `/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/roles`,
   RoleBinding: (ns) => `/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/rolebindings`,
+  ConfigMap: (ns) => `/api/v1/namespaces/${ns}/configmaps`,
+  Secret: (ns) => `/api/v1/namespaces/${ns}/secrets`,
+  Service: (ns) => `/api/v1/namespaces/${ns}/services`,
+  DaemonSet: (ns) => `/apis/apps/v1/namespaces/${ns}/daemonsets`,
+  Deployment: (ns) => `/apis/apps/v1/namespaces/${ns}/deployments`,
 };
 
-/** Applies the project's own manifests (create; an existing object is fine). */
-export async function applyManifest(admin: KubeClient, file: string): Promise<void> {
+/**
+ * Applies the project's own manifests (create; an existing object is fine). Strict field validation
+ * makes the real apiserver reject unknown or misspelled fields. `dryRun` validates without keeping.
+ */
+export async function applyManifest(admin: KubeClient, file: string, opts: { dryRun?: boolean } = {}): Promise<string[]> {
+  const kinds: string[] = [];
   for (const doc of loadAllYaml(readFileSync(file, 'utf8')) as Array<{ kind: string; metadata: { namespace?: string } }>) {
     const path = PATHS[doc.kind];
     if (!path) throw new Error(`applyManifest: no path for kind ${doc.kind}`);
+    kinds.push(doc.kind);
     try {
-      await admin.call('POST', path(doc.metadata.namespace), doc);
+      await admin.call('POST', `${path(doc.metadata.namespace)}?fieldValidation=Strict${opts.dryRun ? '&dryRun=All' : ''}`, doc);
     } catch (err) {
       if (!(err instanceof KubeHttpError && err.status === 409)) throw err;
     }
   }
+  return kinds;
 }
 
 /** Thrown inside an `until` check to stop waiting at once. */

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAgentConfig } from '../../agent/config.js';
 import { startAgent, type RunningAgent } from '../../agent/main.js';
 import type { SessionView } from '../../shared/api.js';
-import { GiveUp, NAMESPACE, startTestCluster, until, type TestCluster } from '../helpers/cluster.js';
+import { applyManifest, GiveUp, NAMESPACE, startTestCluster, until, type TestCluster } from '../helpers/cluster.js';
 import { startPageServer } from '../helpers/pages.js';
 import { pidsMatching } from '../helpers/processes.js';
 import { json, startSystem, TEST_TOKEN, type TestSystem } from '../helpers/system.js';
@@ -101,6 +101,12 @@ describe('kubernetes runtime on a real control plane', () => {
     expect(del.body.status).toBe('terminated');
     await nothingLeft(s.id);
     expect(Date.now() - started).toBeLessThan(15_000);
+  });
+
+  it('the agent and router manifests are accepted by the real apiserver under strict validation', async () => {
+    const dir = new URL('../../infra/k8s/', import.meta.url).pathname;
+    expect(await applyManifest(cluster.admin, `${dir}agent.yaml`, { dryRun: true })).toEqual(['ConfigMap', 'Secret', 'DaemonSet']);
+    expect(await applyManifest(cluster.admin, `${dir}router.yaml`, { dryRun: true })).toEqual(['Secret', 'Deployment', 'Service']);
   });
 
   it('the agent may manage Jobs and watch pods in its namespace, and nothing else', async () => {
