@@ -14,6 +14,7 @@ import { createNodeHttpProxy } from './node/http-proxy.js';
 import { createWsProxy, isProxyPath, proxySessionId } from './node/ws-proxy.js';
 import { SessionService } from './sessions/service.js';
 import { MemorySessionStore } from './store/memory.js';
+import { IoredisCommands } from './store/ioredis-commands.js';
 import { RedisSessionStore } from './store/redis.js';
 import type { SessionStore } from './store/types.js';
 import { InProcessHub } from './tunnel/in-process-hub.js';
@@ -27,7 +28,7 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
   const store: SessionStore =
     overrides.store ??
     (config.redis
-      ? new RedisSessionStore({ connection: config.redis, keyPrefix: config.redisKeyPrefix, retentionSec: config.retentionSec })
+      ? new RedisSessionStore({ commands: new IoredisCommands(config.redis), keyPrefix: config.redisKeyPrefix, retentionSec: config.retentionSec })
       : new MemorySessionStore({ retentionSec: config.retentionSec, now: () => clock.now() }));
   const metrics = createRouterMetrics();
   // The hub needs the service's handlers and the service needs the hub; handlers are bound lazily.

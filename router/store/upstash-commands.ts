@@ -1,0 +1,87 @@
+import { Redis } from '@upstash/redis';
+import { CREATE_SESSION, UPDATE_SESSION } from './redis-scripts.js';
+import type { RedisCommands, ScriptName } from './redis-commands.js';
+
+const SCRIPTS: Record<ScriptName, string> = { create: CREATE_SESSION, update: UPDATE_SESSION };
+
+/**
+ * @upstash/redis (Redis over HTTPS): what the Workers router uses. Results stay raw strings (no
+ * automatic JSON parsing: the store parses and validates itself); scripts go by EVALSHA, falling back
+ * to EVAL once when the server does not know them yet.
+ */
+export class UpstashCommands implements RedisCommands {
+  private readonly redis: Redis;
+  private readonly shas = new Map<ScriptName, Promise<string>>();
+
+  constructor(opts: { url: string; token: string; timeoutMs?: number }) {
+    this.redis = new Redis({
+      url: opts.url,
+      token: opts.token,
+      automaticDeserialization: false,
+      // Each HTTP call is bounded; the store's callers map failures to 503.
+      signal: () => AbortSignal.timeout(opts.timeoutMs ?? 3000),
+      retry: { retries: 2, backoff: (n) => Math.min(1000, 50 * 2 ** n) + Math.random() * 50 },
+    });
+  }
+
+  async script(name: ScriptName, keys: string[], args: Array<string | number>): Promise<unknown> {
+    const sha = await this.sha(name);
+    const argv = args.map(String);
+    try {
+      return await this.redis.evalsha(sha, keys, argv);
+    } catch (err) {
+      if (!String((err as Error).message).includes('NOSCRIPT')) throw err;
+      return this.redis.eval(SCRIPTS[name], keys, argv);
+    }
+  }
+
+  async hget(key: string, field: string): Promise<string | null> {
+    return ((await this.redis.hget(key, field)) as string | null) ?? null;
+  }
+
+  async hmget(key: string, fields: string[]): Promise<Array<string | null>> {
+    // With automatic deserialization off the SDK hands back the raw array; with it on, an object.
+    const res = (await this.redis.hmget(key, ...fields)) as unknown as Array<string | null> | Record<string, string | null> | null;
+    if (Array.isArray(res)) return fields.map((_, i) => res[i] ?? null);
+    return fields.map((f) => res?.[f] ?? null);
+  }
+
+  async hgetMany(keys: string[], field: string): Promise<Array<string | null>> {
+    if (keys.length === 0) return [];
+    const p = this.redis.pipeline();
+    for (const k of keys) p.hget(k, field);
+    return ((await p.exec()) as Array<string | null>).map((v) => v ?? null);
+  }
+
+  async zrevrangeByLex(key: string, max: string, min: string, count: number): Promise<string[]> {
+    type Lex = '+' | '-' | `(${string}` | `[${string}`;
+    return (await this.redis.zrange(key, max as Lex, min as Lex, { byLex: true, rev: true, offset: 0, count })) as string[];
+  }
+
+  async zrem(key: string, members: string[]): Promise<void> {
+    if (members.length) await this.redis.zrem(key, ...members);
+  }
+
+  async smembers(key: string): Promise<string[]> {
+    return (await this.redis.smembers(key)) as string[];
+  }
+
+  scard(key: string): Promise<number> {
+    return this.redis.scard(key);
+  }
+
+  async ping(): Promise<void> {
+    await this.redis.ping();
+  }
+
+  async close(): Promise<void> {}
+
+  private sha(name: ScriptName): Promise<string> {
+    let p = this.shas.get(name);
+    if (!p) {
+      p = crypto.subtle.digest('SHA-1', new TextEncoder().encode(SCRIPTS[name])).then((d) => [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, '0')).join(''));
+      this.shas.set(name, p);
+    }
+    return p;
+  }
+}
