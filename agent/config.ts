@@ -27,6 +27,7 @@ const AgentEnv = z.object({
   METRICS_PORT: intVar(9464, 0, 65535),
   METRICS_HOST: z.string().default('0.0.0.0'),
   HEALTH_INTERVAL_MS: intVar(5000, 100),
+  SYNC_INTERVAL_MS: intVar(30_000, 100),
   START_TIMEOUT_MS: intVar(30_000, 1000),
   LOG_LEVEL: logLevelVar(),
 });
@@ -44,6 +45,7 @@ export type AgentConfig = {
   metricsPort: number;
   metricsHost: string;
   healthIntervalMs: number;
+  syncIntervalMs: number;
   startTimeoutMs: number;
   logLevel: z.infer<ReturnType<typeof logLevelVar>>;
 };
@@ -74,6 +76,7 @@ export function loadAgentConfig(env: Env, isRoot: boolean): AgentConfig {
     metricsPort: e.METRICS_PORT,
     metricsHost: e.METRICS_HOST,
     healthIntervalMs: e.HEALTH_INTERVAL_MS,
+    syncIntervalMs: e.SYNC_INTERVAL_MS,
     startTimeoutMs: e.START_TIMEOUT_MS,
     logLevel: e.LOG_LEVEL,
   };

@@ -44,12 +44,10 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
       'session.stop': async ({ id, reason }) => ({ stopped: await sessions.stop(id, reason) }),
     },
     onStreamOpen: (stream, spec) => proxy.onStreamOpen(stream, spec),
-    onConnected: (peer) => {
+    onConnected: () => {
       void (async () => {
         await reporter.flush();
-        // Sessions the router no longer wants (deleted while we were away) must not keep running.
-        const { stop } = await peer.call('agent.sync', { running: sessions.ids() }, 10_000);
-        await Promise.all(stop.map((id) => sessions.stop(id, 'orphaned')));
+        await sync();
       })().catch((err) => logger.warn('post-connect sync failed', { err }));
     },
   });
@@ -58,6 +56,14 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
   for (const session of (await runtime.recover?.()) ?? []) void sessions.start(session);
   tunnel.start();
 
+  /** Reconcile with the router: it stops what it no longer wants and rebuilds what its store lost. */
+  async function sync(): Promise<void> {
+    const peer = tunnel.current;
+    if (!peer) return;
+    const { stop } = await peer.call('agent.sync', { running: sessions.ids(), snapshots: sessions.snapshots() }, 10_000);
+    await Promise.all(stop.map((id) => sessions.stop(id, 'orphaned')));
+  }
+  const syncLoop = startLoop({ clock, intervalMs: config.syncIntervalMs, tick: sync, onError: (err) => logger.warn('sync failed', { err }) });
   const idleLoop = sessions.startIdleLoop(1000);
   const healthLoop = startLoop({
     clock,
@@ -77,7 +83,7 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
     tunnel,
     close: () =>
       (closing ??= (async () => {
-        await Promise.all([idleLoop.stop(), healthLoop.stop()]);
+        await Promise.all([idleLoop.stop(), healthLoop.stop(), syncLoop.stop()]);
         await sessions.shutdown();
         await runtime.stopAll();
         await tunnel.stop();

@@ -17,6 +17,7 @@ type Managed = {
   closeStreams: Set<(code: number, reason: string) => void>;
   failureReason?: string;
   node?: string;
+  startedAt?: number;
 };
 
 export type SessionManagerDeps = {
@@ -68,6 +69,7 @@ export class SessionManager {
         m.endpoints = handle.endpoints;
         m.node = handle.node;
         m.lastActivity = clock.now();
+        m.startedAt = clock.now();
         this.setStatus(m, 'running');
         metrics.observeReady((clock.now() - createdAt) / 1000);
         void handle.exited.then((reason) => this.crashed(session.id, reason));
@@ -119,6 +121,13 @@ export class SessionManager {
 
   ids(): string[] {
     return [...this.sessions.keys()];
+  }
+
+  /** Running sessions as the agent knows them, for a router that has to rebuild its records. */
+  snapshots(): Session[] {
+    return [...this.sessions.values()]
+      .filter((m) => m.status === 'running')
+      .map((m) => ({ ...m.session, status: 'running' as const, node: m.node ?? this.deps.nodeName, endpoints: m.endpoints, startedAt: m.startedAt }));
   }
 
   running(): Array<{ id: string; endpoints: SessionEndpoints }> {

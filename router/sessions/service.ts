@@ -99,16 +99,30 @@ export class SessionService {
   agentHandlers(agent: AgentInfo): RpcHandlers {
     return {
       'session.report': async (report) => ({ accepted: await this.applyReport(report, agent) }),
-      'agent.sync': async ({ running }) => {
+      'agent.sync': async ({ running, snapshots }) => {
         const stop: string[] = [];
+        const rebuilt: string[] = [];
+        const now = this.deps.clock.now();
         for (const id of running) {
           const s = await this.get(id);
-          if (!s || isTerminal(s.status)) stop.push(id);
+          if (s && !isTerminal(s.status)) continue;
+          const snapshot = snapshots.find((x) => x.id === id);
+          // The cluster says it runs; the store has no record at all: the store lost it, so rebuild it.
+          if (!s && snapshot && snapshot.status === 'running' && snapshot.expiresAt > now && (await this.rebuild(snapshot))) rebuilt.push(id);
+          else stop.push(id);
         }
+        if (rebuilt.length) this.deps.logger.warn('rebuilt sessions the store had lost, from the agent', { agent: agent.agentId, sessions: rebuilt });
         if (stop.length) this.deps.logger.warn('agent runs sessions that ended; asking it to stop them', { agent: agent.agentId, sessions: stop });
-        return { stop };
+        return { stop, rebuilt };
       },
     };
+  }
+
+  /** Puts back a running session the store lost. It already runs, so capacity cannot refuse it. */
+  private async rebuild(snapshot: Session): Promise<boolean> {
+    const res = await this.storeCall(() => this.deps.store.create({ ...snapshot, updatedAt: this.deps.clock.now() }, Number.MAX_SAFE_INTEGER));
+    if (res.ok) this.deps.onChange?.(snapshot, null);
+    return res.ok;
   }
 
   /** Enforces deadlines the agents should have enforced, for when an agent is gone. */

@@ -44,7 +44,12 @@ export const Rpc = {
   'session.start': { params: z.object({ session: Session }), result: SessionReport },
   'session.stop': { params: z.object({ id: z.string(), reason: z.enum(['deleted', 'timed_out', 'orphaned']) }), result: z.object({ stopped: z.boolean() }) },
   'session.report': { params: SessionReport, result: z.object({ accepted: z.boolean() }) },
-  'agent.sync': { params: z.object({ running: z.array(z.string()) }), result: z.object({ stop: z.array(z.string()) }) },
+  /** The agent's view of its sessions: ids it runs, and full snapshots of the running ones, so a
+   * router whose store lost them (Redis data loss) can rebuild them instead of stopping them. */
+  'agent.sync': {
+    params: z.object({ running: z.array(z.string()), snapshots: z.array(Session).default([]) }),
+    result: z.object({ stop: z.array(z.string()), rebuilt: z.array(z.string()).default([]) }),
+  },
   'agent.health': {
     params: z.object({ checkedAt: z.number().int(), sessions: z.array(z.object({ id: z.string(), reachable: z.boolean() })) }),
     result: z.object({}),

@@ -161,6 +161,36 @@ describe(`agent loss (${wsMode} WebSocket proxy)`, () => {
   });
 });
 
+describe('store data loss', () => {
+  let redis: RedisServer;
+  let sys: TestSystem;
+  beforeAll(async () => {
+    redis = await startRedis();
+    sys = await startSystem({ routerEnv: { REDIS_URL: redis.url }, agentEnv: { SYNC_INTERVAL_MS: '300' } });
+  });
+  afterAll(async () => {
+    await sys?.close();
+    await redis?.stop();
+    expect(await pidsMatching('bso-chromium-')).toEqual([]);
+  });
+
+  it('running sessions are rebuilt from the agent after Redis loses its data, and keep working', async () => {
+    const s = await createSession(sys.url);
+    const { Redis } = await import('ioredis');
+    const r = new Redis(redis.url);
+    await r.flushall();
+    r.disconnect();
+    expect((await fetch(`${sys.url}/sessions/${s.id}`)).status).toBe(404);
+    await waitFor(async () => (await fetch(`${sys.url}/sessions/${s.id}`)).status === 200, 5000, 'rebuild');
+    const back = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`));
+    expect(back.body).toMatchObject({ id: s.id, status: 'running', createdAt: s.createdAt, expiresAt: s.expiresAt });
+    expect((await fetch(`${s.proxyUrl}/json/version`)).status).toBe(200);
+    // It holds a capacity slot again, and deleting it stops the browser.
+    expect((await json(fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }))).body.status).toBe('terminated');
+    await waitFor(async () => (await pidsMatching('bso-chromium-')).length === 0, 5000, 'browser gone');
+  });
+});
+
 describe('store outage', () => {
   let redis: RedisServer;
   let sys: TestSystem;

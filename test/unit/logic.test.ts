@@ -122,3 +122,22 @@ describe('backoff and loops', () => {
     expect(maxConcurrent).toBe(1);
   });
 });
+
+describe('.env', () => {
+  it('fills what the environment lacks and never overrides it', async () => {
+    const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { readNodeEnv } = await import('../../shared/node-env.js');
+    const dir = await mkdtemp(join(tmpdir(), 'bso-env-'));
+    try {
+      await writeFile(join(dir, '.env'), 'BSO_TEST_FROM_FILE=file\nPATH=/from/file\n');
+      const env = readNodeEnv({ dotenvPath: join(dir, '.env') });
+      expect(env.BSO_TEST_FROM_FILE).toBe('file');
+      expect(env.PATH).toBe(process.env.PATH);
+      expect(readNodeEnv({ dotenvPath: join(dir, 'missing.env') }).BSO_TEST_FROM_FILE).toBeUndefined();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

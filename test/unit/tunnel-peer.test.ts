@@ -47,8 +47,8 @@ describe('frames', () => {
 
 describe('TunnelPeer RPC', () => {
   it('answers a call with the validated result', async () => {
-    const { a } = pair({ handlers: { 'agent.sync': async ({ running }) => ({ stop: running.filter((id) => id.startsWith('x')) }) } });
-    await expect(a.call('agent.sync', { running: ['x1', 'y1'] }, 1000)).resolves.toEqual({ stop: ['x1'] });
+    const { a } = pair({ handlers: { 'agent.sync': async ({ running }) => ({ stop: running.filter((id) => id.startsWith('x')), rebuilt: [] }) } });
+    await expect(a.call('agent.sync', { running: ['x1', 'y1'], snapshots: [] }, 1000)).resolves.toEqual({ stop: ['x1'], rebuilt: [] });
   });
 
   it('carries a handler error back with its code', async () => {
@@ -64,14 +64,14 @@ describe('TunnelPeer RPC', () => {
 
   it('rejects invalid params before the handler runs', async () => {
     let ran = false;
-    const { a } = pair({ handlers: { 'agent.sync': async () => ((ran = true), { stop: [] }) } });
+    const { a } = pair({ handlers: { 'agent.sync': async () => ((ran = true), { stop: [], rebuilt: [] }) } });
     await expect(a.call('agent.sync', { running: 'no' } as never, 1000)).rejects.toMatchObject({ code: 'VALIDATION_FAILED' });
     expect(ran).toBe(false);
   });
 
   it('fails a call at its deadline, driven by the clock', async () => {
     const { a, clock } = pair({ handlers: { 'agent.sync': () => new Promise(() => {}) } });
-    const p = a.call('agent.sync', { running: [] }, 500);
+    const p = a.call('agent.sync', { running: [], snapshots: [] }, 500);
     await flush();
     clock.advance(499);
     let settled = false;
@@ -84,12 +84,12 @@ describe('TunnelPeer RPC', () => {
 
   it('fails every pending call when the transport closes', async () => {
     const { a } = pair({ handlers: { 'agent.sync': () => new Promise(() => {}) } });
-    const p1 = a.call('agent.sync', { running: [] }, 10_000);
-    const p2 = a.call('agent.sync', { running: [] }, 10_000);
+    const p1 = a.call('agent.sync', { running: [], snapshots: [] }, 10_000);
+    const p2 = a.call('agent.sync', { running: [], snapshots: [] }, 10_000);
     a.handleTransportClosed('AGENT_DISCONNECTED', 'agent went away');
     await expect(p1).rejects.toBeInstanceOf(RpcError);
     await expect(p2).rejects.toMatchObject({ code: 'AGENT_DISCONNECTED' });
-    await expect(a.call('agent.sync', { running: [] }, 10)).rejects.toMatchObject({ code: 'AGENT_DISCONNECTED' });
+    await expect(a.call('agent.sync', { running: [], snapshots: [] }, 10)).rejects.toMatchObject({ code: 'AGENT_DISCONNECTED' });
   });
 
   it('drops garbage without throwing', () => {
