@@ -5,7 +5,7 @@ import type { Clock } from '../../shared/clock.js';
 import { AppError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { isTerminal, SessionId } from '../../shared/session.js';
-import { proxyHttp, withTimeout } from '../proxy/http-proxy.js';
+import { withTimeout } from '../proxy/http-proxy.js';
 import { assertProxyable, upstreamPath } from '../proxy/target.js';
 import type { SessionService } from '../sessions/service.js';
 import type { SessionStore } from '../store/types.js';
@@ -84,7 +84,7 @@ export function createApp(deps: AppDeps) {
   app.openapi(sessionStatusRoute, async (c) => {
     const s = await service.require(c.req.valid('param').id);
     const placement = { cluster: s.cluster, node: s.node };
-    const health = hub.browserHealth(s.id);
+    const [health, connected] = await Promise.all([hub.browserHealth(placement, s.id), isTerminal(s.status) ? false : hub.isConnected(placement)]);
     return c.json(
       {
         id: s.id,
@@ -92,7 +92,7 @@ export function createApp(deps: AppDeps) {
         failureReason: s.failureReason,
         expiresAt: s.expiresAt,
         health: {
-          agentConnected: isTerminal(s.status) ? false : hub.isConnected(placement),
+          agentConnected: connected,
           lastReportAt: health?.checkedAt ?? null,
           browserReachable: s.status === 'running' ? (health?.reachable ?? null) : null,
         },
@@ -115,7 +115,7 @@ export function createApp(deps: AppDeps) {
     } catch (err) {
       store = { ok: false, latencyMs: null, error: (err as Error).message };
     }
-    const agents = hub.agents().map((a) => ({ cluster: a.cluster, node: a.node, runtime: a.runtime, connectedAt: a.connectedAt }));
+    const agents = (await hub.agents()).map((a) => ({ cluster: a.cluster, node: a.node, runtime: a.runtime, connectedAt: a.connectedAt }));
     const body = { status: store.ok ? ('ok' as const) : ('degraded' as const), store, agents };
     return c.json(body, store.ok ? 200 : 503);
   });
@@ -129,12 +129,7 @@ export function createApp(deps: AppDeps) {
     if (!SessionId.safeParse(id).success) throw new AppError('VALIDATION_FAILED', 'invalid session id');
     const s = await service.forProxy(id);
     assertProxyable(s);
-    if (req.headers.get('upgrade')?.toLowerCase() === 'websocket') {
-      // Reached only when the runtime adapter did not take the upgrade itself.
-      throw new AppError('BAD_REQUEST', 'WebSocket upgrade is not supported on this listener');
-    }
-    const url = new URL(req.url);
-    return proxyHttp({ hub, clock }, s, req, upstreamPath(url, id), publicBases(webRequestInfo(req), config.publicUrl).ws);
+    return hub.proxy(s, req, upstreamPath(new URL(req.url), id), publicBases(webRequestInfo(req), config.publicUrl).ws);
   }
 
   app.doc('/openapi.json', {

@@ -8,7 +8,7 @@ import { publicBases, type RequestInfo } from '../http/views.js';
 import { withTimeout } from '../proxy/http-proxy.js';
 import { assertProxyable, isDevtoolsJsonPath, rewriteDevtoolsUrls, streamSpecFor, upstreamPath } from '../proxy/target.js';
 import type { SessionService } from '../sessions/service.js';
-import type { TunnelHub } from '../tunnel/hub.js';
+import type { InProcessHub } from '../tunnel/in-process-hub.js';
 
 const HEAD_TIMEOUT_MS = 30_000;
 const REQUEST_HOP_BY_HOP = new Set([
@@ -22,7 +22,7 @@ const RESPONSE_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encod
  * runtime-neutral proxy (router/proxy/http-proxy.ts, used on Workers) does, without building
  * web-standard Request and Response objects per request, which cost more than the tunnel itself.
  */
-export function createNodeHttpProxy(deps: { service: SessionService; hub: TunnelHub; clock: Clock; logger: Logger; publicUrl?: string }) {
+export function createNodeHttpProxy(deps: { service: SessionService; hub: InProcessHub; clock: Clock; logger: Logger; publicUrl?: string }) {
   return async (req: IncomingMessage, res: ServerResponse, id: string, url: URL): Promise<void> => {
     try {
       if (!SessionId.safeParse(id).success) throw new AppError('VALIDATION_FAILED', 'invalid session id');

@@ -13,7 +13,7 @@ import { withTimeout } from '../proxy/http-proxy.js';
 import { assertProxyable, forwardableHeaders, streamSpecFor, upstreamPath } from '../proxy/target.js';
 import { bridgeWebSocket } from '../proxy/ws-bridge.js';
 import type { SessionService } from '../sessions/service.js';
-import type { TunnelHub } from '../tunnel/hub.js';
+import type { InProcessHub } from '../tunnel/in-process-hub.js';
 import { asBytes } from './agent-endpoint.js';
 import { rejectUpgrade } from './upgrade.js';
 
@@ -33,7 +33,7 @@ export type WsProxyMode = 'splice' | 'messages';
  * WebSocket (CDP) proxy on Node: the browser side is opened through the tunnel first, and only when it
  * accepted is the client's upgrade completed, so every failure is an HTTP error with a JSON body.
  */
-export function createWsProxy(deps: { service: SessionService; hub: TunnelHub; clock: Clock; logger: Logger; mode: WsProxyMode }) {
+export function createWsProxy(deps: { service: SessionService; hub: InProcessHub; clock: Clock; logger: Logger; mode: WsProxyMode }) {
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 256 * 1024 * 1024, skipUTF8Validation: true });
   const spliced = new Set<Socket>();
   return {

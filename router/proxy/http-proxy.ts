@@ -2,13 +2,14 @@ import type { Clock } from '../../shared/clock.js';
 import { AppError } from '../../shared/errors.js';
 import type { Session } from '../../shared/session.js';
 import type { TunnelStream } from '../../shared/tunnel/stream.js';
-import type { TunnelHub } from '../tunnel/hub.js';
+import type { StreamSpec } from '../../shared/tunnel/protocol.js';
+import type { Placement } from '../tunnel/hub.js';
 import { forwardableHeaders, isDevtoolsJsonPath, rewriteDevtoolsUrls, streamSpecFor } from './target.js';
 
 const RESPONSE_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length']);
 const HEAD_TIMEOUT_MS = 30_000;
 
-export type HttpProxyDeps = { hub: TunnelHub; clock: Clock };
+export type HttpProxyDeps = { hub: { openStream(to: Placement, spec: StreamSpec, opts?: { bodyless?: boolean }): TunnelStream }; clock: Clock };
 
 /** Carries one HTTP exchange to the session's browser over the tunnel, streaming both bodies. */
 export async function proxyHttp(deps: HttpProxyDeps, session: Session, req: Request, path: string, wsBase: string): Promise<Response> {

@@ -15,6 +15,8 @@ export type SessionServiceDeps = {
   logger: Logger;
   limits: { maxSessions: number; defaultTimeoutSec: number; defaultIdleTimeoutSec: number; startTimeoutMs: number };
   onChange?: (session: Session, previous: Session['status'] | null) => void;
+  /** Keeps work alive past the response where the runtime needs telling (Workers' waitUntil). */
+  background?: (work: Promise<unknown>) => void;
 };
 
 const STOP_TIMEOUT_MS = 15_000;
@@ -39,7 +41,7 @@ export class SessionService {
 
   async create(body: CreateSessionBody, wait: { waitMs: number } | null): Promise<Session> {
     const { store, hub, clock, limits } = this.deps;
-    const agent = hub.place(body.cluster);
+    const agent = await hub.place(body.cluster);
     if (!agent) {
       throw new AppError('NO_AGENT', body.cluster ? `no agent of cluster "${body.cluster}" is connected` : 'no agent is connected');
     }
@@ -161,6 +163,7 @@ export class SessionService {
       })
       .finally(() => this.inFlightStarts.delete(session.id));
     this.inFlightStarts.set(session.id, p);
+    this.deps.background?.(p);
     return p;
   }
 

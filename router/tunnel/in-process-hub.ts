@@ -4,6 +4,8 @@ import type { Logger } from '../../shared/logger.js';
 import { TunnelPeer, type RpcHandlers, type TunnelTransport } from '../../shared/tunnel/peer.js';
 import type { RpcMethod, RpcParams, RpcResult, StreamSpec } from '../../shared/tunnel/protocol.js';
 import type { TunnelStream } from '../../shared/tunnel/stream.js';
+import type { Session } from '../../shared/session.js';
+import { proxyHttp } from '../proxy/http-proxy.js';
 import type { AgentInfo, BrowserHealth, Placement, TunnelHub } from './hub.js';
 
 type Connection = { info: AgentInfo; peer: TunnelPeer; sessions: number };
@@ -49,25 +51,29 @@ export class InProcessHub implements TunnelHub {
     peer.onClose((reason) => {
       if (this.conns.get(info.agentId) === conn) this.conns.delete(info.agentId);
       this.deps.logger.warn('agent disconnected', { agent: info.agentId, cluster: info.cluster, node: info.node, reason });
-      this.deps.onAgentsChanged?.(this.agents());
+      this.deps.onAgentsChanged?.(this.agentList());
     });
     this.deps.logger.info('agent connected', { agent: info.agentId, cluster: info.cluster, node: info.node, runtime: info.runtime });
-    this.deps.onAgentsChanged?.(this.agents());
+    this.deps.onAgentsChanged?.(this.agentList());
     return peer;
   }
 
-  agents(): AgentInfo[] {
+  agents(): Promise<AgentInfo[]> {
+    return Promise.resolve(this.agentList());
+  }
+
+  agentList(): AgentInfo[] {
     return [...this.conns.values()].map((c) => c.info);
   }
 
-  place(requestedCluster?: string): AgentInfo | null {
+  async place(requestedCluster?: string): Promise<AgentInfo | null> {
     const candidates = [...this.conns.values()].filter((c) => !requestedCluster || c.info.cluster === requestedCluster);
     if (candidates.length === 0) return null;
     const pick = candidates[this.roundRobin++ % candidates.length]!;
     return pick.info;
   }
 
-  isConnected(to: Placement): boolean {
+  async isConnected(to: Placement): Promise<boolean> {
     return this.find(to) !== undefined;
   }
 
@@ -83,8 +89,16 @@ export class InProcessHub implements TunnelHub {
     return conn.peer.openStream(spec, opts);
   }
 
-  browserHealth(sessionId: string): BrowserHealth | null {
+  async browserHealth(_to: Placement, sessionId: string): Promise<BrowserHealth | null> {
     return this.health.get(sessionId) ?? null;
+  }
+
+  /** HTTP through a stream of this hub; WebSocket upgrades are taken by the runtime's adapter. */
+  async proxy(session: Session, req: Request, path: string, wsBase: string): Promise<Response> {
+    if (req.headers.get('upgrade')?.toLowerCase() === 'websocket') {
+      throw new AppError('BAD_REQUEST', 'WebSocket upgrade is not supported on this listener');
+    }
+    return proxyHttp({ hub: this, clock: this.deps.clock }, session, req, path, wsBase);
   }
 
   forgetHealth(sessionId: string): void {
