@@ -54,7 +54,8 @@ export function loadAgentConfig(env: Env, isRoot: boolean): AgentConfig {
   const e = parseEnv(AgentEnv, env);
   const base = e.ROUTER_URL.replace(/^http/, 'ws').replace(/\/+$/, '');
   return {
-    routerUrl: base.endsWith('/agent/connect') ? base : `${base}/agent/connect`,
+    // The cluster rides in the URL too: the Workers router routes the upgrade to that cluster's hub.
+    routerUrl: `${base.endsWith('/agent/connect') ? base : `${base}/agent/connect`}?cluster=${encodeURIComponent(e.CLUSTER_ID)}`,
     token: e.AGENT_TOKEN,
     clusterId: e.CLUSTER_ID,
     nodeName: e.NODE_NAME ?? hostname(),

@@ -33,6 +33,7 @@ export type TunnelPeerOptions = {
   /** Per-stream credit window in bytes. */
   windowBytes?: number;
   heartbeatMs?: number;
+  /** 0 turns the timer off. */
   /** Declare the link dead when nothing arrived for this long. */
   deadAfterMs?: number;
 };
@@ -40,6 +41,10 @@ export type TunnelPeerOptions = {
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: TimerHandle; method: RpcMethod };
 
 const textDecoder = new TextDecoder();
+
+/** Heartbeats are constant strings, so a Durable Object can answer them without waking up. */
+export const PING = '{"t":"ping","ts":0}';
+export const PONG = '{"t":"pong","ts":0}';
 
 /**
  * One end of the multiplexed tunnel: RPC calls with ids and deadlines, many flow-controlled byte
@@ -177,7 +182,7 @@ export class TunnelPeer {
   private dispatch(msg: ControlMessage): void {
     switch (msg.t) {
       case 'ping':
-        this.sendRaw(JSON.stringify({ t: 'pong', ts: msg.ts }));
+        this.sendRaw(PONG);
         return;
       case 'pong':
       case 'hello':
@@ -257,6 +262,8 @@ export class TunnelPeer {
 
   private scheduleHeartbeat(): void {
     const every = this.opts.heartbeatMs ?? 10_000;
+    // 0: the owner watches the link itself (a Durable Object uses auto-response and alarms).
+    if (every === 0) return;
     const deadAfter = this.opts.deadAfterMs ?? every * 3;
     this.heartbeatTimer = this.opts.clock.setTimeout(() => {
       if (this.closedWith) return;
@@ -265,7 +272,7 @@ export class TunnelPeer {
         this.close(4000, 'heartbeat timeout');
         return;
       }
-      this.sendRaw(JSON.stringify({ t: 'ping', ts: this.opts.clock.now() }));
+      this.sendRaw(PING);
       this.scheduleHeartbeat();
     }, every);
   }

@@ -14,7 +14,7 @@ export function requireBinary(path: string, hint: string): void {
 
 export { freePort };
 
-export type RedisServer = { host: string; port: number; url: string; stop(): Promise<void> };
+export type RedisServer = { host: string; port: number; url: string; pid: number; stop(): Promise<void> };
 
 /** A real redis-server on a free loopback port, with a throwaway data dir and no persistence. */
 export async function startRedis(): Promise<RedisServer> {
@@ -40,6 +40,7 @@ export async function startRedis(): Promise<RedisServer> {
         host: '127.0.0.1',
         port,
         url: `redis://127.0.0.1:${port}`,
+        pid: proc.pid!,
         stop: async () => {
           await killGroup(proc);
           await rm(dir, { recursive: true, force: true });

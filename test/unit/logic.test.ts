@@ -45,7 +45,7 @@ describe('config', () => {
     const c = loadRouterConfig({ AGENT_TOKEN: 'x'.repeat(20), REDIS_HOST: 'r', REDIS_PORT: '6380', REDIS_PASSWORD: 'p', SESSION_TIMEOUT: '60', MAX_SESSIONS: '3', LOG_LEVEL: 'WARN' });
     expect(c).toMatchObject({ redis: { host: 'r', port: 6380, password: 'p' }, sessionTimeoutSec: 60, maxSessions: 3, logLevel: 'warn' });
     expect(loadRouterConfig({ AGENT_TOKEN: 'x'.repeat(20) }).redis).toBeNull();
-    expect(loadAgentConfig({ AGENT_TOKEN: 'x'.repeat(20), ROUTER_URL: 'http://r:3000' }, true)).toMatchObject({ routerUrl: 'ws://r:3000/agent/connect', noSandbox: true });
+    expect(loadAgentConfig({ AGENT_TOKEN: 'x'.repeat(20), ROUTER_URL: 'http://r:3000' }, true)).toMatchObject({ routerUrl: 'ws://r:3000/agent/connect?cluster=local', noSandbox: true });
   });
 });
 

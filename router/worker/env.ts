@@ -1,0 +1,21 @@
+import { z } from 'zod';
+import { parseEnv, type Env } from '../../shared/env.js';
+import { loadRouterConfig, type RouterConfig } from '../config.js';
+import type { DurableObjectNamespace } from './platform.js';
+
+/** Bindings from wrangler.toml: vars, secrets, and the Durable Object namespaces. */
+export type WorkerEnv = Record<string, unknown> & { HUB: DurableObjectNamespace; DIRECTORY: DurableObjectNamespace };
+
+const UpstashEnv = z.object({
+  UPSTASH_REDIS_REST_URL: z.url(),
+  UPSTASH_REDIS_REST_TOKEN: z.string().min(1),
+});
+
+export type EdgeConfig = RouterConfig & { upstash: { url: string; token: string } };
+
+/** The same router configuration as on Node, plus where Upstash is; validated once per isolate. */
+export function loadEdgeConfig(env: WorkerEnv): EdgeConfig {
+  const vars: Env = Object.fromEntries(Object.entries(env).filter(([, v]) => typeof v === 'string')) as Env;
+  const up = parseEnv(UpstashEnv, vars);
+  return { ...loadRouterConfig({ PORT: '0', ...vars }), upstash: { url: up.UPSTASH_REDIS_REST_URL, token: up.UPSTASH_REDIS_REST_TOKEN } };
+}

@@ -1,0 +1,54 @@
+import type { Session } from '../../shared/session.js';
+import { RpcError } from '../../shared/tunnel/peer.js';
+import type { RpcMethod, RpcParams, RpcResult } from '../../shared/tunnel/protocol.js';
+import type { AgentInfo, BrowserHealth, Placement, TunnelHub } from '../tunnel/hub.js';
+import type { WorkerEnv } from './env.js';
+
+/** The stateless Worker's hub: every question goes to the cluster's Durable Object, or the directory. */
+export class RemoteHub implements TunnelHub {
+  constructor(private readonly env: WorkerEnv) {}
+
+  async agents(): Promise<AgentInfo[]> {
+    return (await (await this.directory('/agents')).json()) as AgentInfo[];
+  }
+
+  async place(requestedCluster?: string): Promise<AgentInfo | null> {
+    const q = requestedCluster ? `?cluster=${encodeURIComponent(requestedCluster)}` : '';
+    return (await (await this.directory(`/place${q}`)).json()) as AgentInfo | null;
+  }
+
+  async call<M extends RpcMethod>(to: Placement, method: M, params: RpcParams<M>, timeoutMs: number): Promise<RpcResult<M>> {
+    const res = await this.hub(to.cluster).fetch('https://hub/rpc', { method: 'POST', body: JSON.stringify({ to, method, params, timeoutMs }) });
+    const body = (await res.json()) as { ok: true; value: RpcResult<M> } | { ok: false; error: { code: string; message: string; status?: number } };
+    if (!body.ok) throw new RpcError(body.error.code, body.error.message, body.error.status);
+    return body.value;
+  }
+
+  async isConnected(to: Placement): Promise<boolean> {
+    return (await (await this.hub(to.cluster).fetch(`https://hub/connected?${query(to)}`)).json()) as boolean;
+  }
+
+  async browserHealth(to: Placement, sessionId: string): Promise<BrowserHealth | null> {
+    return (await (await this.hub(to.cluster).fetch(`https://hub/health?${query(to)}&session=${encodeURIComponent(sessionId)}`)).json()) as BrowserHealth | null;
+  }
+
+  /** The whole request, upgrade included, goes to the hub holding the agent's tunnel. */
+  async proxy(session: Session, req: Request, path: string, wsBase: string): Promise<Response> {
+    const headers = new Headers(req.headers);
+    headers.set('x-bso-session', JSON.stringify(session));
+    headers.set('x-bso-path', path);
+    headers.set('x-bso-ws-base', wsBase);
+    const body = req.method === 'GET' || req.method === 'HEAD' ? undefined : req.body;
+    return this.hub(session.cluster).fetch(new Request('https://hub/proxy', { method: req.method, headers, body, duplex: 'half' } as RequestInit));
+  }
+
+  private hub(cluster: string) {
+    return this.env.HUB.get(this.env.HUB.idFromName(cluster));
+  }
+
+  private directory(path: string): Promise<Response> {
+    return this.env.DIRECTORY.get(this.env.DIRECTORY.idFromName('directory')).fetch(`https://directory${path}`);
+  }
+}
+
+const query = (to: Placement) => `cluster=${encodeURIComponent(to.cluster)}${to.node ? `&node=${encodeURIComponent(to.node)}` : ''}`;

@@ -1,0 +1,41 @@
+/**
+ * `npm run dev:edge`: the Workers router locally in workerd (miniflare), bundled from router/worker.ts
+ * with the Durable Object bindings of wrangler.toml. Uses UPSTASH_REDIS_REST_URL/TOKEN when set;
+ * otherwise starts a local redis-server behind an Upstash-compatible REST endpoint. Point an agent
+ * at the printed URL (ROUTER_URL) with the same AGENT_TOKEN.
+ */
+import { randomBytes } from 'node:crypto';
+import { readNodeEnv } from '../shared/node-env.js';
+import { startEdgeRouter } from '../test/helpers/edge.js';
+import { startRedis } from '../test/helpers/processes.js';
+import { startUpstashRest } from '../test/helpers/upstash-rest.js';
+
+const env = readNodeEnv();
+const token = env.AGENT_TOKEN ?? randomBytes(24).toString('hex');
+const cleanups: Array<() => Promise<void>> = [];
+let upstash = { url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN };
+if (!upstash.url || !upstash.token) {
+  const redis = await startRedis();
+  const restToken = randomBytes(16).toString('hex');
+  const rest = await startUpstashRest(redis.url, restToken);
+  cleanups.push(() => rest.close(), () => redis.stop());
+  // However this process ends, its redis-server (own process group) ends with it.
+  process.once('exit', () => {
+    try {
+      process.kill(-redis.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
+  upstash = { url: rest.url, token: restToken };
+}
+const vars = Object.fromEntries(Object.entries(env).filter(([k, v]) => v !== undefined && /^(MAX_SESSIONS|SESSION_|LOG_LEVEL|PUBLIC_URL|START_TIMEOUT_MS|MAX_BODY_BYTES)/.test(k))) as Record<string, string>;
+const edge = await startEdgeRouter({ bindings: { ...vars, AGENT_TOKEN: token, UPSTASH_REDIS_REST_URL: upstash.url!, UPSTASH_REDIS_REST_TOKEN: upstash.token! } });
+console.log(JSON.stringify({ msg: 'edge router listening', url: edge.url, agentToken: env.AGENT_TOKEN ? '(from env)' : token }));
+const stop = async () => {
+  await edge.close();
+  for (const c of cleanups.reverse()) await c();
+  process.exit(0);
+};
+process.once('SIGINT', () => void stop());
+process.once('SIGTERM', () => void stop());

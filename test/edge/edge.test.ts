@@ -1,0 +1,118 @@
+import { chromium } from 'playwright-core';
+import WebSocket from 'ws';
+import puppeteer from 'puppeteer-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadAgentConfig } from '../../agent/config.js';
+import { startAgent, type RunningAgent } from '../../agent/main.js';
+import type { SessionView } from '../../shared/api.js';
+import { startEdgeRouter } from '../helpers/edge.js';
+import { startPageServer } from '../helpers/pages.js';
+import { CHROMIUM, isAlive, pidsMatching, requireBinary, startRedis, type RedisServer } from '../helpers/processes.js';
+import { json, TEST_TOKEN, waitFor } from '../helpers/system.js';
+import { startUpstashRest } from '../helpers/upstash-rest.js';
+import type { LocalChromiumRuntime } from '../../agent/runtime/local.js';
+
+describe('the router on the Workers runtime (miniflare/workerd), Upstash over real Redis', () => {
+  let redis: RedisServer;
+  let rest: Awaited<ReturnType<typeof startUpstashRest>>;
+  let edge: Awaited<ReturnType<typeof startEdgeRouter>>;
+  let agent: RunningAgent;
+  let pages: Awaited<ReturnType<typeof startPageServer>>;
+
+  beforeAll(async () => {
+    requireBinary(CHROMIUM, 'install the Debian package chromium');
+    redis = await startRedis();
+    rest = await startUpstashRest(redis.url, 'edge-rest-token');
+    pages = await startPageServer();
+    edge = await startEdgeRouter({
+      bindings: {
+        AGENT_TOKEN: TEST_TOKEN,
+        UPSTASH_REDIS_REST_URL: rest.url,
+        UPSTASH_REDIS_REST_TOKEN: 'edge-rest-token',
+        MAX_SESSIONS: '2',
+        LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+      },
+    });
+    agent = await startAgent(
+      loadAgentConfig({ ROUTER_URL: edge.url, AGENT_TOKEN: TEST_TOKEN, NODE_NAME: 'edge-node', METRICS_PORT: '0', CHROMIUM_PATH: CHROMIUM, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent' }, process.getuid?.() === 0),
+    );
+    await waitFor(async () => (await json(fetch(`${edge.url}/health`))).body.agents?.length === 1, 15_000, 'agent on the edge');
+  }, 120_000);
+
+  afterAll(async () => {
+    await agent?.close();
+    await edge?.close();
+    await pages?.close();
+    await rest?.close();
+    await redis?.stop();
+    expect(await pidsMatching('bso-chromium-')).toEqual([]);
+  });
+
+  const create = async () => {
+    const res = await json<SessionView>(fetch(`${edge.url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }));
+    expect(res.status).toBe(201);
+    expect(res.body.status).toBe('running');
+    return res.body;
+  };
+
+  it('a raw CDP socket gets every reply, in order, then the close the browser sent', async () => {
+    const s = await create();
+    const ws = new WebSocket(s.cdpUrl);
+    await new Promise((r, j) => ws.once('open', r).once('error', j));
+    const got: Array<{ id: number }> = [];
+    ws.on('message', (d) => got.push(JSON.parse(d.toString())));
+    const closed = new Promise<[number, string]>((r) => ws.once('close', (c, why) => r([c, why.toString()])));
+    for (let id = 1; id <= 20; id++) ws.send(JSON.stringify({ id, method: 'Browser.getVersion' }));
+    await waitFor(() => got.length === 20, 5000, 'replies');
+    ws.send(JSON.stringify({ id: 21, method: 'Browser.close' }));
+    expect(await closed).toEqual([1000, '']);
+    expect(got.map((m) => m.id)).toEqual(Array.from({ length: 21 }, (_, i) => i + 1));
+    await fetch(`${edge.url}/sessions/${s.id}`, { method: 'DELETE' });
+  });
+
+  it('Playwright through Worker → Durable Object → agent → Chromium, then DELETE leaves nothing', async () => {
+    const s = await create();
+    const pid = (agent.runtime as LocalChromiumRuntime).pidOf(s.id)!;
+    const browser = await chromium.connectOverCDP(s.cdpUrl);
+    const page = await (browser.contexts()[0] ?? (await browser.newContext())).newPage();
+    await page.goto(`${pages.url}/`);
+    expect(await page.evaluate(() => (window as unknown as { answer: number }).answer)).toBe(42);
+    const png = await page.screenshot();
+    expect(png.byteLength).toBeGreaterThan(1000);
+    await browser.close();
+    const version = await json(fetch(`${s.proxyUrl}/json/version`));
+    expect(version.body.webSocketDebuggerUrl).toContain(`/sessions/${s.id}/proxy/devtools/browser/`);
+    const status = await json(fetch(`${edge.url}/sessions/${s.id}/status`));
+    expect(status.body).toMatchObject({ status: 'running', health: { agentConnected: true } });
+    const del = await json<SessionView>(fetch(`${edge.url}/sessions/${s.id}`, { method: 'DELETE' }));
+    expect(del.body.status).toBe('terminated');
+    expect(isAlive(pid)).toBe(false);
+  });
+
+  it('Puppeteer through the Worker', async () => {
+    const s = await create();
+    const browser = await puppeteer.connect({ browserWSEndpoint: s.cdpUrl, protocolTimeout: 20_000 });
+    const page = await browser.newPage();
+    await page.goto(`${pages.url}/`);
+    expect(await page.evaluate(() => document.title)).toBe('bso test page');
+    await browser.disconnect();
+    expect((await json(fetch(`${edge.url}/sessions/${s.id}`, { method: 'DELETE' }))).body.status).toBe('terminated');
+  });
+
+  it('answers bad input with the same errors as the Node router', async () => {
+    const post = (body: string) => json(fetch(`${edge.url}/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body }));
+    expect(await post('{"timeout":')).toMatchObject({ status: 400, body: { error: { code: 'INVALID_JSON' } } });
+    expect(await post('{"timeout":"soon"}')).toMatchObject({ status: 400, body: { error: { code: 'VALIDATION_FAILED' } } });
+    expect(await post('{"flags":[]}')).toMatchObject({ status: 400, body: { error: { code: 'VALIDATION_FAILED' } } });
+    expect(await json(fetch(`${edge.url}/sessions/00000000-0000-4000-8000-000000000000`))).toMatchObject({ status: 404, body: { error: { code: 'SESSION_NOT_FOUND' } } });
+    expect(await post('{"cluster":"nowhere"}')).toMatchObject({ status: 503, body: { error: { code: 'NO_AGENT' } } });
+    const wrong = await new Promise<number>((resolve) => {
+      const ws = new WebSocket(`${edge.url.replace('http', 'ws')}/agent/connect?cluster=local`, { headers: { authorization: 'Bearer nope' } });
+      ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      ws.on('error', () => {});
+    });
+    expect(wrong).toBe(401);
+    const metrics = await (await fetch(`${edge.url}/metrics`)).text();
+    expect(metrics).toMatch(/bso_agents_connected 1/);
+  });
+});
