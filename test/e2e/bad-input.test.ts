@@ -14,10 +14,11 @@ function expectError(res: { status: number; body: any }, status: number, code: s
 const post = (url: string, body: string, headers: Record<string, string> = { 'content-type': 'application/json' }) =>
   json(fetch(url, { method: 'POST', headers, body }));
 
-describe('bad input', () => {
+for (const runtime of ['node', 'edge'] as const)
+describe(`bad input (${runtime} router)`, () => {
   let sys: TestSystem;
   beforeAll(async () => {
-    sys = await startSystem({ routerEnv: { MAX_SESSIONS: '1', MAX_BODY_BYTES: '2048' } });
+    sys = await startSystem({ runtime, routerEnv: { MAX_SESSIONS: '1', MAX_BODY_BYTES: '2048' } });
   });
   afterAll(async () => {
     await sys?.close();
@@ -119,7 +120,7 @@ describe('bad input', () => {
 
   it('a socket that authenticates but speaks garbage is dropped', async () => {
     const code = await new Promise<number>((resolve) => {
-      const ws = new WebSocket(`${sys.url.replace('http', 'ws')}/agent/connect`, { headers: { authorization: `Bearer ${TEST_TOKEN}` } });
+      const ws = new WebSocket(`${sys.url.replace('http', 'ws')}/agent/connect?cluster=local`, { headers: { authorization: `Bearer ${TEST_TOKEN}` } });
       ws.on('open', () => ws.send('{"t":"hello","v":1}'));
       ws.on('close', (c) => resolve(c));
       ws.on('error', () => {});

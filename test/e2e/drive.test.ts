@@ -10,9 +10,10 @@ import { json, startSystem, waitFor, type TestSystem } from '../helpers/system.j
 
 const PNG_MAGIC = [0x89, 0x50, 0x4e, 0x47];
 
-// Both stores and both WebSocket proxy modes (raw splice, Node's default; message by message, as on Workers).
-for (const [storeKind, wsMode] of [['memory', 'messages'], ['redis', 'splice']] as const) {
-  describe(`end to end: ${storeKind} store, ${wsMode} WebSocket proxy`, () => {
+// The Node router with both stores and both WebSocket proxy modes (raw splice, its default; message by
+// message), and the Workers router in miniflare (Upstash over real Redis, Durable Object hub).
+for (const [storeKind, wsMode, runtime] of [['memory', 'messages', 'node'], ['redis', 'splice', 'node'], ['upstash', 'messages', 'edge']] as const) {
+  describe(`end to end: ${runtime} router, ${storeKind} store, ${wsMode} WebSocket proxy`, () => {
     let sys: TestSystem;
     let redis: RedisServer | undefined;
     let pages: Awaited<ReturnType<typeof startPageServer>>;
@@ -20,7 +21,7 @@ for (const [storeKind, wsMode] of [['memory', 'messages'], ['redis', 'splice']] 
     beforeAll(async () => {
       if (storeKind === 'redis') redis = await startRedis();
       pages = await startPageServer();
-      sys = await startSystem({ routerEnv: { WS_PROXY_MODE: wsMode, ...(redis ? { REDIS_URL: redis.url } : {}) } });
+      sys = await startSystem({ runtime, routerEnv: { WS_PROXY_MODE: wsMode, ...(redis ? { REDIS_URL: redis.url } : {}) } });
     });
     afterAll(async () => {
       await sys?.close();
@@ -37,12 +38,12 @@ for (const [storeKind, wsMode] of [['memory', 'messages'], ['redis', 'splice']] 
       expect(s.status).toBe('running');
       return s;
     };
-    const runtime = () => sys.agents[0]!.runtime as LocalChromiumRuntime;
+    const localRuntime = () => sys.agents[0]!.runtime as LocalChromiumRuntime;
 
     it('Playwright: create → connectOverCDP → page → evaluate → screenshot → DELETE leaves nothing', async () => {
       const s = await create({ options: { viewport: { width: 1024, height: 700 } } });
       expect(s.cdpUrl).toBe(`ws://${new URL(sys.url).host}/sessions/${s.id}/proxy/devtools/browser`);
-      const pid = runtime().pidOf(s.id)!;
+      const pid = localRuntime().pidOf(s.id)!;
       expect(isAlive(pid)).toBe(true);
 
       const browser = await chromium.connectOverCDP(s.cdpUrl);
@@ -71,7 +72,7 @@ for (const [storeKind, wsMode] of [['memory', 'messages'], ['redis', 'splice']] 
 
     it('Puppeteer: browserWSEndpoint = cdpUrl, same journey', async () => {
       const s = await create();
-      const pid = runtime().pidOf(s.id)!;
+      const pid = localRuntime().pidOf(s.id)!;
       const browser = await puppeteer.connect({ browserWSEndpoint: s.cdpUrl, protocolTimeout: 20_000 });
       const page = await browser.newPage();
       await page.goto(`${pages.url}/`);
@@ -99,11 +100,13 @@ for (const [storeKind, wsMode] of [['memory', 'messages'], ['redis', 'splice']] 
 
     it('the runtime-neutral fetch path (what Workers use) proxies and rewrites the same way', async () => {
       const s = await create();
-      const res = await sys.router.app.fetch(new Request(`${s.proxyUrl}/json/version`));
+      // On Node, call the Hono app directly (not the Node fast path); on Workers it is the only path.
+      const viaFetch = (req: Request) => (sys.router ? sys.router.app.fetch(req) : fetch(req));
+      const res = await viaFetch(new Request(`${s.proxyUrl}/json/version`));
       expect(res.status).toBe(200);
       const version = (await res.json()) as { webSocketDebuggerUrl: string };
       expect(version.webSocketDebuggerUrl).toContain(`/sessions/${s.id}/proxy/devtools/browser/`);
-      const opened = await sys.router.app.fetch(new Request(`${s.proxyUrl}/json/new?about:blank`, { method: 'PUT' }));
+      const opened = await viaFetch(new Request(`${s.proxyUrl}/json/new?about:blank`, { method: 'PUT' }));
       expect(opened.status).toBe(200);
       expect(((await opened.json()) as { webSocketDebuggerUrl: string }).webSocketDebuggerUrl).toContain(`/sessions/${s.id}/proxy/devtools/page/`);
       await fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
@@ -111,7 +114,7 @@ for (const [storeKind, wsMode] of [['memory', 'messages'], ['redis', 'splice']] 
 
     it('a browser that crashes marks its session failed with a reason, and the profile is removed', async () => {
       const s = await create();
-      const pid = runtime().pidOf(s.id)!;
+      const pid = localRuntime().pidOf(s.id)!;
       const dir = (await pidsMatching('bso-chromium-')).length;
       expect(dir).toBeGreaterThan(0);
       process.kill(-pid, 'SIGKILL');

@@ -116,7 +116,7 @@ describe(`agent loss (${wsMode} WebSocket proxy)`, () => {
     expect(viaNode.status).toBe(200);
     expect(viaNode.headers.get('x-method')).toBe('POST');
     expect(Buffer.from(await viaNode.arrayBuffer()).equals(body)).toBe(true);
-    const viaFetch = await sys.router.app.fetch(new Request(`${s.proxyUrl}/ui/echo`, { method: 'PUT', body }));
+    const viaFetch = await sys.router!.app.fetch(new Request(`${s.proxyUrl}/ui/echo`, { method: 'PUT', body }));
     expect(viaFetch.headers.get('x-method')).toBe('PUT');
     expect(Buffer.from(await viaFetch.arrayBuffer()).equals(body)).toBe(true);
     await fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
