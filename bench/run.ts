@@ -7,6 +7,8 @@ import { Redis } from 'ioredis';
 import { killChromium, launchChromium } from '../agent/runtime/chromium.js';
 import { CHROMIUM, pidsMatching, requireBinary, startRedis } from '../test/helpers/processes.js';
 import { spawnEntry, type Spawned } from '../test/helpers/spawn.js';
+import { startEdgeRouter } from '../test/helpers/edge.js';
+import { startUpstashRest } from '../test/helpers/upstash-rest.js';
 import { cdpClient, cdpRoundTrips, cdpThroughput, httpLoad, stats } from './load.js';
 
 const TOKEN = 'bench-token-0123456789abcdef';
@@ -98,6 +100,37 @@ async function main(): Promise<void> {
     rows.push({ metric: 'GET /sessions/:id/status req/s (Redis)', tunnel: f(status.rps, 0), ratio: '', floor: '≥ 8000', ok: status.rps >= 8000 });
 
     await fetch(`${routerUrl}/sessions/${session.id}`, { method: 'DELETE' });
+
+    // --- the Workers router (miniflare/workerd, Durable Object hub, Upstash REST over the same Redis) ---
+    const rest = await startUpstashRest(redis.url, 'bench-rest-token');
+    const edge = await startEdgeRouter({ bindings: { AGENT_TOKEN: TOKEN, UPSTASH_REDIS_REST_URL: rest.url, UPSTASH_REDIS_REST_TOKEN: 'bench-rest-token', MAX_SESSIONS: '50', LOG_LEVEL: 'error' } });
+    try {
+      const edgeAgent = spawnEntry('agent/main.ts', { ROUTER_URL: edge.url, AGENT_TOKEN: TOKEN, NODE_NAME: 'bench-edge', CLUSTER_ID: 'edge', METRICS_PORT: '0', CHROMIUM_PATH: CHROMIUM, LOG_LEVEL: 'warn' });
+      procs.push(edgeAgent);
+      await waitForAgent(edge.url);
+      const es = (await (await fetch(`${edge.url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ timeout: 3600, idleTimeout: 3600 }) })).json()) as { id: string; status: string; cdpUrl: string };
+      if (es.status !== 'running') throw new Error(`edge session did not start: ${JSON.stringify(es)}`);
+      const ec = await cdpClient(es.cdpUrl);
+      await cdpRoundTrips(ec, 200);
+      await cdpThroughput(ec, 32, 300);
+      const ert: number[] = [];
+      const etp: number[] = [];
+      for (let round = 0; round < ROUNDS; round++) {
+        ert.push((await cdpRoundTrips(ec, ROUND_TRIPS)).p50);
+        etp.push(await cdpThroughput(ec, 32, LOAD_MS));
+      }
+      await ec.close();
+      const edgeTp = median(etp);
+      rows.push({ metric: `Workers router: CDP evaluate p50 (ms)`, tunnel: f(median(ert), 3), ratio: `Node router ${f(rt.tunnel!.p50, 3)}`, floor: '', ok: null });
+      rows.push({ metric: `Workers router: CDP evaluate/s, 32 in flight`, tunnel: f(edgeTp, 0), ratio: `${f(edgeTp / tp.tunnel!)}× Node router`, floor: '≥ 0.5× Node', ok: edgeTp >= 0.5 * tp.tunnel! });
+      await httpLoad(`${edge.url}/sessions/${es.id}/status`, 64, 300);
+      const edgeStatus = await httpLoad(`${edge.url}/sessions/${es.id}/status`, 64, LOAD_MS);
+      rows.push({ metric: 'Workers router: GET /sessions/:id/status req/s', tunnel: f(edgeStatus.rps, 0), ratio: `${f(edgeStatus.rps / status.rps)}× Node router`, floor: '', ok: null });
+      await fetch(`${edge.url}/sessions/${es.id}`, { method: 'DELETE' });
+    } finally {
+      await edge.close();
+      await rest.close();
+    }
 
     // --- create-to-ready vs a bare launch, interleaved so drift hits both alike ---
     const bare: number[] = [];

@@ -3,8 +3,8 @@
  * session store on Upstash (REST) and agent tunnels held by one Durable Object per cluster.
  */
 import { systemClock } from '../shared/clock.js';
-import { createLogger } from '../shared/logger.js';
-import { createApp, type MetricsPort } from './http/app.js';
+import { createLogger, type Logger } from '../shared/logger.js';
+import { createApp, type App, type MetricsPort } from './http/app.js';
 import { SessionService } from './sessions/service.js';
 import { RedisSessionStore } from './store/redis.js';
 import { UpstashCommands } from './store/upstash-commands.js';
@@ -18,17 +18,24 @@ export { TunnelHubObject } from './worker/hub-object.js';
 
 const CLUSTER_ID = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
-/** Per isolate: configuration is validated once, clients are reused across requests. */
-let isolate: { config: EdgeConfig; store: SessionStore; hub: RemoteHub } | null = null;
+/** Per isolate: configuration is validated once; clients, service and app serve every request. */
+let isolate: { config: EdgeConfig; logger: Logger; app: App } | null = null;
 
 function setup(env: WorkerEnv) {
   if (!isolate) {
     const config = loadEdgeConfig(env);
-    isolate = {
-      config,
-      store: new RedisSessionStore({ commands: new UpstashCommands(config.upstash), keyPrefix: config.redisKeyPrefix, retentionSec: config.retentionSec }),
-      hub: new RemoteHub(env),
-    };
+    const logger = createLogger({ level: config.logLevel, base: { component: 'edge-router' }, write: (l) => console.log(l) });
+    const store = new RedisSessionStore({ commands: new UpstashCommands(config.upstash), keyPrefix: config.redisKeyPrefix, retentionSec: config.retentionSec });
+    const hub = new RemoteHub(env);
+    const service = new SessionService({
+      store,
+      hub,
+      clock: systemClock,
+      logger,
+      limits: { maxSessions: config.maxSessions, defaultTimeoutSec: config.sessionTimeoutSec, defaultIdleTimeoutSec: config.sessionIdleTimeoutSec, startTimeoutMs: config.startTimeoutMs },
+    });
+    const app = createApp({ service, store, hub, clock: systemClock, logger, metrics: edgeMetrics(store, hub), config: { maxBodyBytes: config.maxBodyBytes, publicUrl: config.publicUrl } });
+    isolate = { config, logger, app };
   }
   return isolate;
 }
@@ -69,8 +76,7 @@ const jsonError = (status: number, code: string, message: string) => Response.js
 
 export default {
   async fetch(req: Request, env: WorkerEnv, ctx: ExecutionContext): Promise<Response> {
-    const { config, store, hub } = setup(env);
-    const logger = createLogger({ level: config.logLevel, base: { component: 'edge-router' }, write: (l) => console.log(l) });
+    const { config, logger, app } = setup(env);
     const url = new URL(req.url);
     if (url.pathname === '/agent/connect') {
       const token = /^Bearer\s+(.+)$/i.exec(req.headers.get('authorization') ?? '')?.[1]?.trim();
@@ -83,15 +89,6 @@ export default {
       if (req.headers.get('upgrade')?.toLowerCase() !== 'websocket') return jsonError(426, 'BAD_REQUEST', 'WebSocket upgrade required');
       return env.HUB.get(env.HUB.idFromName(cluster)).fetch(new Request('https://hub/agent', req));
     }
-    const service = new SessionService({
-      store,
-      hub,
-      clock: systemClock,
-      logger,
-      limits: { maxSessions: config.maxSessions, defaultTimeoutSec: config.sessionTimeoutSec, defaultIdleTimeoutSec: config.sessionIdleTimeoutSec, startTimeoutMs: config.startTimeoutMs },
-      background: (p) => ctx.waitUntil(p),
-    });
-    const app = createApp({ service, store, hub, clock: systemClock, logger, metrics: edgeMetrics(store, hub), config: { maxBodyBytes: config.maxBodyBytes, publicUrl: config.publicUrl } });
     return app.fetch(req, env, ctx as never);
   },
 };

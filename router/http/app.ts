@@ -65,7 +65,7 @@ export function createApp(deps: AppDeps) {
     const query = c.req.valid('query');
     const body = c.req.valid('json') ?? {};
     const wait = query.wait === 'true' ? { waitMs: (query.waitTimeout ?? config.defaultWaitSec ?? 60) * 1000 } : null;
-    const session = await service.create(body, wait);
+    const session = await service.create(body, wait, backgroundOf(c));
     return c.json(toView(session, publicBases(webRequestInfo(c.req.raw), config.publicUrl)), 201);
   });
 
@@ -84,7 +84,7 @@ export function createApp(deps: AppDeps) {
   app.openapi(sessionStatusRoute, async (c) => {
     const s = await service.require(c.req.valid('param').id);
     const placement = { cluster: s.cluster, node: s.node };
-    const [health, connected] = await Promise.all([hub.browserHealth(placement, s.id), isTerminal(s.status) ? false : hub.isConnected(placement)]);
+    const { connected, health } = isTerminal(s.status) ? { connected: false, health: null } : await hub.observe(placement, s.id);
     return c.json(
       {
         id: s.id,
@@ -147,3 +147,13 @@ export function createApp(deps: AppDeps) {
 }
 
 export type App = ReturnType<typeof createApp>;
+
+/** Workers hand each request an execution context whose waitUntil keeps work alive; Node has none. */
+function backgroundOf(c: { executionCtx: { waitUntil(p: Promise<unknown>): void } }): ((p: Promise<unknown>) => void) | undefined {
+  try {
+    const ctx = c.executionCtx;
+    return (p) => ctx.waitUntil(p);
+  } catch {
+    return undefined;
+  }
+}

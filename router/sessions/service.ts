@@ -15,9 +15,10 @@ export type SessionServiceDeps = {
   logger: Logger;
   limits: { maxSessions: number; defaultTimeoutSec: number; defaultIdleTimeoutSec: number; startTimeoutMs: number };
   onChange?: (session: Session, previous: Session['status'] | null) => void;
-  /** Keeps work alive past the response where the runtime needs telling (Workers' waitUntil). */
-  background?: (work: Promise<unknown>) => void;
 };
+
+/** Keeps work alive past the response where the runtime needs telling (Workers' waitUntil). */
+export type Background = (work: Promise<unknown>) => void;
 
 const STOP_TIMEOUT_MS = 15_000;
 
@@ -39,7 +40,7 @@ export class SessionService {
     return s;
   }
 
-  async create(body: CreateSessionBody, wait: { waitMs: number } | null): Promise<Session> {
+  async create(body: CreateSessionBody, wait: { waitMs: number } | null, background?: Background): Promise<Session> {
     const { store, hub, clock, limits } = this.deps;
     const agent = await hub.place(body.cluster);
     if (!agent) {
@@ -71,6 +72,7 @@ export class SessionService {
     this.deps.logger.info('session created', { session: session.id, cluster: session.cluster, node: session.node, timeout, idleTimeout: session.idleTimeout });
     this.deps.onChange?.(session, null);
     const started = this.start(session);
+    background?.(started);
     if (!wait) return session;
     await raceWithTimeout(clock, started, wait.waitMs);
     return (await this.get(session.id)) ?? session;
@@ -133,16 +135,21 @@ export class SessionService {
       clock: this.deps.clock,
       intervalMs,
       onError: (err) => this.deps.logger.error('reaper pass failed', { err }),
-      tick: async () => {
-        const now = this.deps.clock.now();
-        for (const s of await this.deps.store.listActive()) {
-          if (s.expiresAt + 5000 < now) await this.stop(s, 'timed_out', 'timed_out');
-          else if (s.status === 'pending' && s.createdAt + this.deps.limits.startTimeoutMs + 5000 < now && !this.inFlightStarts.has(s.id)) {
-            await this.transition(s.id, { status: 'failed', failureReason: 'start did not finish in time' });
-          }
-        }
-      },
+      tick: async () => void (await this.reapOnce()),
     });
+  }
+
+  /** One reaper pass over the active sessions `which` selects; returns how many stay active. */
+  async reapOnce(which: (s: Session) => boolean = () => true): Promise<number> {
+    const now = this.deps.clock.now();
+    let remaining = 0;
+    for (const s of (await this.deps.store.listActive()).filter(which)) {
+      if (s.expiresAt + 5000 < now) await this.stop(s, 'timed_out', 'timed_out');
+      else if (s.status === 'pending' && s.createdAt + this.deps.limits.startTimeoutMs + 5000 < now && !this.inFlightStarts.has(s.id)) {
+        await this.transition(s.id, { status: 'failed', failureReason: 'start did not finish in time' });
+      } else remaining++;
+    }
+    return remaining;
   }
 
   private start(session: Session): Promise<void> {
@@ -163,7 +170,6 @@ export class SessionService {
       })
       .finally(() => this.inFlightStarts.delete(session.id));
     this.inFlightStarts.set(session.id, p);
-    this.deps.background?.(p);
     return p;
   }
 

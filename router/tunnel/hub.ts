@@ -15,9 +15,9 @@ export interface TunnelHub {
   /** The agent that will run a new session (of the requested cluster); null when none is connected. */
   place(requestedCluster?: string): Promise<AgentInfo | null>;
   call<M extends RpcMethod>(to: Placement, method: M, params: RpcParams<M>, timeoutMs: number): Promise<RpcResult<M>>;
-  isConnected(to: Placement): Promise<boolean>;
-  /** The last health report about a session's browser, if an agent sent one. */
-  browserHealth(to: Placement, sessionId: string): Promise<BrowserHealth | null>;
+  /** Is an agent for `to` connected, and the last health report about the session's browser (one call,
+   * so a remote hub answers a status request in one round trip). */
+  observe(to: Placement, sessionId: string): Promise<{ connected: boolean; health: BrowserHealth | null }>;
   /** Carries one proxied request (HTTP, or a WebSocket upgrade where the runtime can) to the browser. */
   proxy(session: Session, req: Request, path: string, wsBase: string): Promise<Response>;
 }

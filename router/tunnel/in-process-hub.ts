@@ -73,8 +73,8 @@ export class InProcessHub implements TunnelHub {
     return pick.info;
   }
 
-  async isConnected(to: Placement): Promise<boolean> {
-    return this.find(to) !== undefined;
+  async observe(to: Placement, sessionId: string): Promise<{ connected: boolean; health: BrowserHealth | null }> {
+    return { connected: this.find(to) !== undefined, health: this.health.get(sessionId) ?? null };
   }
 
   call<M extends RpcMethod>(to: Placement, method: M, params: RpcParams<M>, timeoutMs: number): Promise<RpcResult<M>> {
@@ -87,10 +87,6 @@ export class InProcessHub implements TunnelHub {
     const conn = this.find(to);
     if (!conn) throw noAgent(to);
     return conn.peer.openStream(spec, opts);
-  }
-
-  async browserHealth(_to: Placement, sessionId: string): Promise<BrowserHealth | null> {
-    return this.health.get(sessionId) ?? null;
   }
 
   /** HTTP through a stream of this hub; WebSocket upgrades are taken by the runtime's adapter. */

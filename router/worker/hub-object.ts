@@ -68,10 +68,8 @@ export class TunnelHubObject {
           const { to, method, params, timeoutMs } = (await req.json()) as { to: Placement; method: 'session.start'; params: never; timeoutMs: number };
           return Response.json({ ok: true, value: await this.hub.call(to, method, params, timeoutMs) });
         }
-        case '/connected':
-          return Response.json(await this.hub.isConnected(placementOf(url)));
-        case '/health':
-          return Response.json(await this.hub.browserHealth(placementOf(url), url.searchParams.get('session') ?? ''));
+        case '/observe':
+          return Response.json(await this.hub.observe(placementOf(url), url.searchParams.get('session') ?? ''));
         case '/proxy':
           return await this.proxy(req);
         default:
@@ -99,6 +97,8 @@ export class TunnelHubObject {
     const info: AgentInfo = { agentId: hello.agentId, cluster: hello.clusterId, node: hello.nodeName, runtime: hello.runtime, connectedAt: Date.now() };
     ws.serializeAttachment({ phase: 'agent', info } satisfies Attachment);
     ws.send(JSON.stringify({ t: 'welcome', v: PROTOCOL_VERSION }));
+    // The object's name is its cluster; remember it for the reaper, which runs with no request.
+    await this.state.storage.put('cluster', info.cluster);
     this.attach(ws, info);
     await this.directory('/register', info);
     await this.scheduleCheck();
@@ -112,7 +112,10 @@ export class TunnelHubObject {
     await this.dropped(ws, 'agent tunnel failed');
   }
 
-  /** Dead-link check on an alarm: timers would keep the object awake; alarms let it hibernate. */
+  /**
+   * On an alarm, not timers (timers would keep the object awake and die with it): drop silent agent
+   * links, and end this cluster's sessions past their deadline, as the Node router's reaper does.
+   */
   async alarm(): Promise<void> {
     const now = Date.now();
     for (const ws of this.state.getWebSockets()) {
@@ -124,7 +127,9 @@ export class TunnelHubObject {
         await this.dropped(ws, 'heartbeat timeout');
       }
     }
-    if (this.state.getWebSockets().length) await this.scheduleCheck();
+    const cluster = await this.state.storage.get<string>('cluster');
+    const active = cluster ? await this.service.reapOnce((s) => s.cluster === cluster).catch((err) => (this.logger.error('reaper pass failed', { err }), 1)) : 0;
+    if (this.state.getWebSockets().length || active > 0) await this.scheduleCheck();
   }
 
   private acceptAgent(): Response {

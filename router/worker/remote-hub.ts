@@ -24,12 +24,9 @@ export class RemoteHub implements TunnelHub {
     return body.value;
   }
 
-  async isConnected(to: Placement): Promise<boolean> {
-    return (await (await this.hub(to.cluster).fetch(`https://hub/connected?${query(to)}`)).json()) as boolean;
-  }
-
-  async browserHealth(to: Placement, sessionId: string): Promise<BrowserHealth | null> {
-    return (await (await this.hub(to.cluster).fetch(`https://hub/health?${query(to)}&session=${encodeURIComponent(sessionId)}`)).json()) as BrowserHealth | null;
+  async observe(to: Placement, sessionId: string): Promise<{ connected: boolean; health: BrowserHealth | null }> {
+    const res = await this.hub(to.cluster).fetch(`https://hub/observe?${query(to)}&session=${encodeURIComponent(sessionId)}`);
+    return (await res.json()) as { connected: boolean; health: BrowserHealth | null };
   }
 
   /** The whole request, upgrade included, goes to the hub holding the agent's tunnel. */
