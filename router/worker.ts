@@ -87,7 +87,9 @@ export default {
       const cluster = url.searchParams.get('cluster') ?? '';
       if (!CLUSTER_ID.test(cluster)) return jsonError(400, 'BAD_REQUEST', 'the agent must name its cluster (?cluster=)');
       if (req.headers.get('upgrade')?.toLowerCase() !== 'websocket') return jsonError(426, 'BAD_REQUEST', 'WebSocket upgrade required');
-      return env.HUB.get(env.HUB.idFromName(cluster)).fetch(new Request('https://hub/agent', req));
+      const forward = new Request('https://hub/agent', req);
+      forward.headers.set('x-bso-cluster', cluster);
+      return env.HUB.get(env.HUB.idFromName(cluster)).fetch(forward);
     }
     return app.fetch(req, env, ctx as never);
   },

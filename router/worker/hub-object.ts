@@ -16,7 +16,7 @@ import { InProcessHub } from '../tunnel/in-process-hub.js';
 import { loadEdgeConfig, type WorkerEnv } from './env.js';
 import { asBytes, autoResponse, newWebSocketPair, upgradeResponse, type DurableObjectState, type WorkerWebSocket } from './platform.js';
 
-type Attachment = { phase: 'hello'; since: number } | { phase: 'agent'; info: AgentInfo };
+type Attachment = { phase: 'hello'; since: number; cluster: string } | { phase: 'agent'; info: AgentInfo };
 
 const DEAD_AFTER_MS = 45_000;
 const CHECK_EVERY_MS = 15_000;
@@ -63,7 +63,7 @@ export class TunnelHubObject {
     try {
       switch (url.pathname) {
         case '/agent':
-          return this.acceptAgent();
+          return this.acceptAgent(req.headers.get('x-bso-cluster') ?? '');
         case '/rpc': {
           const { to, method, params, timeoutMs } = (await req.json()) as { to: Placement; method: 'session.start'; params: never; timeoutMs: number };
           return Response.json({ ok: true, value: await this.hub.call(to, method, params, timeoutMs) });
@@ -93,6 +93,8 @@ export class TunnelHubObject {
     const parsed = typeof message === 'string' ? ControlMessage.safeParse(safeJson(message)) : null;
     if (!parsed?.success || parsed.data.t !== 'hello') return ws.close(4002, 'expected hello');
     const hello = parsed.data;
+    // The Worker routed this socket here by the cluster in the URL; the hello must say the same.
+    if (a?.phase === 'hello' && hello.clusterId !== a.cluster) return ws.close(4004, `hello names cluster ${hello.clusterId}, URL named ${a.cluster}`);
     if (hello.v !== PROTOCOL_VERSION) return ws.close(4003, `protocol version ${hello.v} unsupported; router speaks ${PROTOCOL_VERSION}`);
     const info: AgentInfo = { agentId: hello.agentId, cluster: hello.clusterId, node: hello.nodeName, runtime: hello.runtime, connectedAt: Date.now() };
     ws.serializeAttachment({ phase: 'agent', info } satisfies Attachment);
@@ -132,10 +134,10 @@ export class TunnelHubObject {
     if (this.state.getWebSockets().length || active > 0) await this.scheduleCheck();
   }
 
-  private acceptAgent(): Response {
+  private acceptAgent(cluster: string): Response {
     const [client, server] = newWebSocketPair();
     this.state.acceptWebSocket(server);
-    server.serializeAttachment({ phase: 'hello', since: Date.now() } satisfies Attachment);
+    server.serializeAttachment({ phase: 'hello', since: Date.now(), cluster } satisfies Attachment);
     return upgradeResponse(client);
   }
 

@@ -112,6 +112,14 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
       ws.on('error', () => {});
     });
     expect(wrong).toBe(401);
+    // A hello for another cluster than the one the URL named is refused.
+    const mismatch = await new Promise<number>((resolve) => {
+      const ws = new WebSocket(`${edge.url.replace('http', 'ws')}/agent/connect?cluster=local`, { headers: { authorization: `Bearer ${TEST_TOKEN}` } });
+      ws.on('open', () => ws.send(JSON.stringify({ t: 'hello', v: 1, clusterId: 'other', nodeName: 'n', agentId: 'a', runtime: 'local' })));
+      ws.on('close', (code) => resolve(code));
+      ws.on('error', () => {});
+    });
+    expect(mismatch).toBe(4004);
     const metrics = await (await fetch(`${edge.url}/metrics`)).text();
     expect(metrics).toMatch(/bso_agents_connected 1/);
   });
