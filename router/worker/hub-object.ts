@@ -33,7 +33,8 @@ export class TunnelHubObject {
   private readonly logger: Logger;
   private readonly hub: InProcessHub;
   private readonly service: SessionService;
-  private readonly peers = new Map<WorkerWebSocket, ReturnType<InProcessHub['attach']>>();
+  /** By agent id: after a wake-up the runtime may hand back other objects for the same sockets. */
+  private readonly peers = new Map<string, { peer: ReturnType<InProcessHub['attach']>; since: number }>();
 
   constructor(
     private readonly state: DurableObjectState,
@@ -86,7 +87,8 @@ export class TunnelHubObject {
   async webSocketMessage(ws: WorkerWebSocket, message: string | ArrayBuffer): Promise<void> {
     const a = ws.deserializeAttachment() as Attachment | null;
     if (a?.phase === 'agent') {
-      const peer = this.peers.get(ws) ?? this.attach(ws, a.info);
+      const known = this.peers.get(a.info.agentId);
+      const peer = known?.since === a.info.connectedAt ? known.peer : this.attach(ws, a.info);
       peer.receive(asBytes(message));
       return;
     }
@@ -143,16 +145,19 @@ export class TunnelHubObject {
 
   private attach(ws: WorkerWebSocket, info: AgentInfo) {
     const peer = this.hub.attach(info, { send: (d) => ws.send(d), close: (code, reason) => ws.close(code, reason) });
-    this.peers.set(ws, peer);
+    this.peers.set(info.agentId, { peer, since: info.connectedAt });
     return peer;
   }
 
   private async dropped(ws: WorkerWebSocket, reason: string): Promise<void> {
-    const peer = this.peers.get(ws);
-    this.peers.delete(ws);
-    peer?.handleTransportClosed('AGENT_DISCONNECTED', reason);
     const a = ws.deserializeAttachment() as Attachment | null;
-    if (a?.phase === 'agent') await this.directory('/unregister', { agentId: a.info.agentId });
+    if (a?.phase !== 'agent') return;
+    const known = this.peers.get(a.info.agentId);
+    // A reconnect of the same agent may already have replaced this socket; leave the new one alone.
+    if (known?.since !== a.info.connectedAt) return;
+    this.peers.delete(a.info.agentId);
+    known.peer.handleTransportClosed('AGENT_DISCONNECTED', reason);
+    await this.directory('/unregister', { agentId: a.info.agentId });
   }
 
   private async scheduleCheck(): Promise<void> {

@@ -99,6 +99,18 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
     expect((await json(fetch(`${edge.url}/sessions/${s.id}`, { method: 'DELETE' }))).body.status).toBe('terminated');
   });
 
+  it('an agent whose tunnel drops reconnects to its hub, and its running session keeps working', async () => {
+    const s = await create();
+    agent.tunnel.disconnect();
+    await waitFor(async () => (await fetch(`${s.proxyUrl}/json/version`)).status === 200 && (await json(fetch(`${edge.url}/health`))).body.agents.length === 1, 15_000, 'reconnect');
+    const status = await json(fetch(`${edge.url}/sessions/${s.id}/status`));
+    expect(status.body).toMatchObject({ status: 'running', health: { agentConnected: true } });
+    const browser = await chromium.connectOverCDP(s.cdpUrl);
+    expect(browser.contexts().length).toBeGreaterThan(0);
+    await browser.close();
+    expect((await json(fetch(`${edge.url}/sessions/${s.id}`, { method: 'DELETE' }))).body.status).toBe('terminated');
+  });
+
   it('answers bad input with the same errors as the Node router', async () => {
     const post = (body: string) => json(fetch(`${edge.url}/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body }));
     expect(await post('{"timeout":')).toMatchObject({ status: 400, body: { error: { code: 'INVALID_JSON' } } });
