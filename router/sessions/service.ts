@@ -195,17 +195,16 @@ export class SessionService {
   }
 
   private async transition(id: string, change: SessionChange): Promise<Session | null> {
-    const before = await this.get(id);
     const res = await this.storeCall(() => this.deps.store.transition(id, change, this.deps.clock.now()));
     if (!res) return null;
     if (res.changed) {
       const s = res.session;
       this.proxyCache.put(s);
-      const fields: Record<string, unknown> = { session: id, status: s.status, from: before?.status };
+      const fields: Record<string, unknown> = { session: id, status: s.status, from: res.previous };
       if (s.failureReason) fields.reason = s.failureReason;
       if (s.status === 'running' && s.startedAt) fields.createToReadyMs = s.startedAt - s.createdAt;
       this.deps.logger.info('session status changed', fields);
-      this.deps.onChange?.(s, before?.status ?? null);
+      this.deps.onChange?.(s, res.previous);
     }
     return res.session;
   }

@@ -27,11 +27,12 @@ export class MemorySessionStore implements SessionStore {
   async transition(id: string, change: SessionChange, now: number) {
     const e = this.live(id);
     if (!e) return null;
+    const previous = e.session.status;
     const next = applyChange(e.session, change, now);
-    if (next === e.session) return { session: structuredClone(e.session), changed: false };
+    if (next === e.session) return { session: structuredClone(e.session), changed: false, previous };
     e.session = next;
     if (isTerminal(next.status)) e.expiresAt = this.deps.now() + this.deps.retentionSec * 1000;
-    return { session: structuredClone(next), changed: true };
+    return { session: structuredClone(next), changed: true, previous };
   }
 
   async list(q: ListQuery): Promise<ListPage> {

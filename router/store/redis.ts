@@ -42,13 +42,13 @@ export class RedisSessionStore implements SessionStore {
       if (rev == null || data == null) return null;
       const current = Session.parse(JSON.parse(data));
       const next = applyChange(current, change, now);
-      if (next === current) return { session: current, changed: false };
+      if (next === current) return { session: current, changed: false, previous: current.status };
       const res = Number(
         await this.r.script('update', [this.k.session(id), this.k.active], [
           rev, JSON.stringify(next), id, isTerminal(next.status) ? '1' : '0', this.opts.retentionSec,
         ]),
       );
-      if (res === 1) return { session: next, changed: true };
+      if (res === 1) return { session: next, changed: true, previous: current.status };
       if (res === -1) return null;
     }
     throw new Error(`session ${id}: too many concurrent updates`);

@@ -4,6 +4,9 @@ export type CreateResult = { ok: true } | { ok: false; reason: 'capacity'; activ
 
 export type SessionChange = Partial<Pick<Session, 'status' | 'node' | 'endpoints' | 'failureReason'>>;
 
+/** The session after the change, whether anything changed, and the status it had before. */
+export type TransitionResult = { session: Session; changed: boolean; previous: Session['status'] };
+
 export type ListQuery = { status?: SessionStatus; cursor?: string; limit: number };
 export type ListPage = { items: Session[]; nextCursor: string | null };
 
@@ -20,7 +23,7 @@ export interface SessionStore {
    * Applies `change` when the status transition is allowed (see shared/session.ts). A terminal status
    * releases the slot and starts the retention clock. Returns null for an unknown id.
    */
-  transition(id: string, change: SessionChange, now: number): Promise<{ session: Session; changed: boolean } | null>;
+  transition(id: string, change: SessionChange, now: number): Promise<TransitionResult | null>;
   /** Newest first. */
   list(query: ListQuery): Promise<ListPage>;
   /** Sessions holding a slot (not terminal). */

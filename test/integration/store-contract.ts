@@ -62,7 +62,7 @@ export function storeContract(name: string, make: () => Promise<{ store: Session
       const s = newSession();
       await store.create(s, 10);
       const r1 = await store.transition(s.id, { status: 'running', node: 'n9', endpoints: { host: '127.0.0.1', apiPort: 9222, browserWsPath: '/devtools/browser/x' } }, 2000);
-      expect(r1).toMatchObject({ changed: true, session: { status: 'running', node: 'n9', startedAt: 2000 } });
+      expect(r1).toMatchObject({ changed: true, previous: 'pending', session: { status: 'running', node: 'n9', startedAt: 2000 } });
       const again = await store.transition(s.id, { status: 'running' }, 2500);
       expect(again?.changed).toBe(false);
       const failed = await store.transition(s.id, { status: 'failed', failureReason: 'crash' }, 3000);
