@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseEnv, type Env } from '../../shared/env.js';
+import { intVar, parseEnv, type Env } from '../../shared/env.js';
 import { loadRouterConfig, type RouterConfig } from '../config.js';
 import type { DurableObjectNamespace } from './platform.js';
 
@@ -9,13 +9,15 @@ export type WorkerEnv = Record<string, unknown> & { HUB: DurableObjectNamespace;
 const UpstashEnv = z.object({
   UPSTASH_REDIS_REST_URL: z.url(),
   UPSTASH_REDIS_REST_TOKEN: z.string().min(1),
+  /** How often a cluster hub's alarm checks its links and reaps expired sessions. */
+  EDGE_ALARM_INTERVAL_MS: intVar(15_000, 100),
 });
 
-export type EdgeConfig = RouterConfig & { upstash: { url: string; token: string } };
+export type EdgeConfig = RouterConfig & { upstash: { url: string; token: string }; alarmIntervalMs: number };
 
 /** The same router configuration as on Node, plus where Upstash is; validated once per isolate. */
 export function loadEdgeConfig(env: WorkerEnv): EdgeConfig {
   const vars: Env = Object.fromEntries(Object.entries(env).filter(([, v]) => typeof v === 'string')) as Env;
   const up = parseEnv(UpstashEnv, vars);
-  return { ...loadRouterConfig({ PORT: '0', ...vars }), upstash: { url: up.UPSTASH_REDIS_REST_URL, token: up.UPSTASH_REDIS_REST_TOKEN } };
+  return { ...loadRouterConfig({ PORT: '0', ...vars }), upstash: { url: up.UPSTASH_REDIS_REST_URL, token: up.UPSTASH_REDIS_REST_TOKEN }, alarmIntervalMs: up.EDGE_ALARM_INTERVAL_MS };
 }

@@ -19,7 +19,6 @@ import { asBytes, autoResponse, newWebSocketPair, upgradeResponse, type DurableO
 type Attachment = { phase: 'hello'; since: number; cluster: string } | { phase: 'agent'; info: AgentInfo };
 
 const DEAD_AFTER_MS = 45_000;
-const CHECK_EVERY_MS = 15_000;
 const OPEN_TIMEOUT_MS = 15_000;
 const textDecoder = new TextDecoder();
 const textEncoder = new TextEncoder();
@@ -33,6 +32,7 @@ export class TunnelHubObject {
   private readonly logger: Logger;
   private readonly hub: InProcessHub;
   private readonly service: SessionService;
+  private readonly checkEveryMs: number;
   /** By agent id: after a wake-up the runtime may hand back other objects for the same sockets. */
   private readonly peers = new Map<string, { peer: ReturnType<InProcessHub['attach']>; since: number }>();
 
@@ -41,6 +41,7 @@ export class TunnelHubObject {
     private readonly env: WorkerEnv,
   ) {
     const config = loadEdgeConfig(env);
+    this.checkEveryMs = config.alarmIntervalMs;
     this.logger = createLogger({ level: config.logLevel, base: { component: 'edge-hub' }, write: (l) => console.log(l) });
     const store = new RedisSessionStore({ commands: new UpstashCommands(config.upstash), keyPrefix: config.redisKeyPrefix, retentionSec: config.retentionSec });
     this.hub = new InProcessHub({ clock: systemClock, logger: this.logger, handlersFor: (a) => this.service.agentHandlers(a), heartbeatMs: 0 });
@@ -161,7 +162,7 @@ export class TunnelHubObject {
   }
 
   private async scheduleCheck(): Promise<void> {
-    if ((await this.state.storage.getAlarm()) === null) await this.state.storage.setAlarm(Date.now() + CHECK_EVERY_MS);
+    if ((await this.state.storage.getAlarm()) === null) await this.state.storage.setAlarm(Date.now() + this.checkEveryMs);
   }
 
   private async directory(path: string, body: unknown): Promise<void> {

@@ -1,3 +1,4 @@
+import { readFileSync, rmSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
 import puppeteer from 'puppeteer-core';
@@ -8,6 +9,7 @@ import type { SessionView } from '../../shared/api.js';
 import { startEdgeRouter } from '../helpers/edge.js';
 import { startPageServer } from '../helpers/pages.js';
 import { CHROMIUM, isAlive, pidsMatching, requireBinary, startRedis, type RedisServer } from '../helpers/processes.js';
+import { spawnEntry } from '../helpers/spawn.js';
 import { json, TEST_TOKEN, waitFor } from '../helpers/system.js';
 import { startUpstashRest } from '../helpers/upstash-rest.js';
 import type { LocalChromiumRuntime } from '../../agent/runtime/local.js';
@@ -134,5 +136,54 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
     expect(mismatch).toBe(4004);
     const metrics = await (await fetch(`${edge.url}/metrics`)).text();
     expect(metrics).toMatch(/bso_agents_connected 1/);
+  });
+});
+
+describe('the Workers router reaps on Durable Object alarms when the agent is gone', () => {
+  let redis: RedisServer;
+  let rest: Awaited<ReturnType<typeof startUpstashRest>>;
+  let edge: Awaited<ReturnType<typeof startEdgeRouter>>;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    rest = await startUpstashRest(redis.url, 'edge-rest-token');
+    edge = await startEdgeRouter({
+      bindings: { AGENT_TOKEN: TEST_TOKEN, UPSTASH_REDIS_REST_URL: rest.url, UPSTASH_REDIS_REST_TOKEN: 'edge-rest-token', EDGE_ALARM_INTERVAL_MS: '500', LOG_LEVEL: 'silent' },
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await edge?.close();
+    await rest?.close();
+    await redis?.stop();
+  });
+
+  it('a session whose agent died without a word is timed out at its deadline by the hub', async () => {
+    const profiles = new Set<string>();
+    const agentProc = spawnEntry('agent/main.ts', { ROUTER_URL: edge.url, AGENT_TOKEN: TEST_TOKEN, NODE_NAME: 'doomed', METRICS_PORT: '0', CHROMIUM_PATH: CHROMIUM, LOG_LEVEL: 'info' });
+    try {
+      await agentProc.waitForLine(/tunnel connected/);
+      const res = await json<SessionView>(fetch(`${edge.url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ timeout: 5 }) }));
+      expect(res.body.status).toBe('running');
+      const browsers = await pidsMatching('bso-chromium-');
+      for (const pid of browsers) {
+        const dir = /--user-data-dir=(\S+)/.exec(readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' '))?.[1];
+        if (dir) profiles.add(dir);
+      }
+      // SIGKILL: the agent gets no chance to stop its browser or report anything.
+      process.kill(-agentProc.proc.pid!, 'SIGKILL');
+      for (const pid of browsers) {
+        try {
+          process.kill(-pid, 'SIGKILL');
+        } catch {
+          // not a group leader; the group leader's kill takes it
+        }
+      }
+      await waitFor(async () => (await json(fetch(`${edge.url}/sessions/${res.body.id}`))).body.status === 'timed_out', 20_000, 'hub reaper');
+    } finally {
+      await agentProc.stop();
+      // The killed agent could not remove its browser's profile; the test does.
+      for (const dir of profiles) rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
