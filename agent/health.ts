@@ -9,5 +9,5 @@ export async function checkBrowsers(deps: { sessions: SessionManager; clock: Clo
   const sessions = await Promise.all(
     running.map(async ({ id, endpoints }) => ({ id, reachable: await cdpAnswers(endpoints.apiPort, deps.timeoutMs, endpoints.host) })),
   );
-  if (deps.peer && sessions.length) await deps.peer.call('agent.health', { checkedAt: deps.clock.now(), sessions }, 5000);
+  if (deps.peer) await deps.peer.call('agent.health', { checkedAt: deps.clock.now(), sessions }, 5000);
 }

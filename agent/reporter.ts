@@ -19,10 +19,6 @@ export class Reporter {
     void this.flush();
   }
 
-  get backlog(): number {
-    return this.pending.size;
-  }
-
   async flush(): Promise<void> {
     if (this.flushing) return;
     this.flushing = true;

@@ -36,7 +36,6 @@ export class AppError extends Error {
   }
 }
 
-export const isAppError = (e: unknown): e is AppError => e instanceof AppError;
 
 export function asErrorCode(code: string): ErrorCode {
   return code in ERROR_STATUS ? (code as ErrorCode) : 'AGENT_ERROR';

@@ -51,10 +51,6 @@ export class ProcessKubelet {
     this.kube = kubeClient(opts.access);
   }
 
-  get runningPods(): number {
-    return this.pods.size;
-  }
-
   /** Registers the node and starts serving; resolves once the scheduler may place pods here. */
   async start(): Promise<void> {
     const { call } = this.kube;

@@ -1,7 +1,7 @@
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { AppError, asErrorCode, ERROR_STATUS } from '../../shared/errors.js';
+import { AppError, asErrorCode } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { RpcError } from '../../shared/tunnel/peer.js';
 import { StreamClosedError } from '../../shared/tunnel/stream.js';
@@ -33,4 +33,3 @@ export function errorResponse(c: Context, err: unknown, logger: Logger): Respons
   return c.json(errorBody(e), e.status as ContentfulStatusCode);
 }
 
-export const statusOf = (code: keyof typeof ERROR_STATUS) => ERROR_STATUS[code];

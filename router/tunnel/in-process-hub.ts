@@ -23,6 +23,8 @@ export type InProcessHubDeps = {
 export class InProcessHub implements TunnelHub {
   private readonly conns = new Map<string, Connection>();
   private readonly health = new Map<string, BrowserHealth>();
+  /** Which sessions each agent reported last, so entries of ended sessions are dropped. */
+  private readonly reported = new Map<string, Set<string>>();
   private roundRobin = 0;
 
   constructor(private readonly deps: InProcessHubDeps) {}
@@ -35,6 +37,9 @@ export class InProcessHub implements TunnelHub {
     const handlers: RpcHandlers = {
       ...base,
       'agent.health': async (p) => {
+        const now = new Set(p.sessions.map((s) => s.id));
+        for (const id of this.reported.get(info.agentId) ?? []) if (!now.has(id)) this.health.delete(id);
+        this.reported.set(info.agentId, now);
         for (const s of p.sessions) this.health.set(s.id, { reachable: s.reachable, checkedAt: p.checkedAt });
         return {};
       },
@@ -95,10 +100,6 @@ export class InProcessHub implements TunnelHub {
       throw new AppError('BAD_REQUEST', 'WebSocket upgrade is not supported on this listener');
     }
     return proxyHttp({ hub: this, clock: this.deps.clock }, session, req, path, wsBase);
-  }
-
-  forgetHealth(sessionId: string): void {
-    this.health.delete(sessionId);
   }
 
   closeAll(reason: string): void {

@@ -40,7 +40,6 @@ export type TunnelPeerOptions = {
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: TimerHandle; method: RpcMethod };
 
-const textDecoder = new TextDecoder();
 
 /** Heartbeats are constant strings, so a Durable Object can answer them without waking up. */
 export const PING = '{"t":"ping","ts":0}';
@@ -278,4 +277,3 @@ export class TunnelPeer {
   }
 }
 
-export const textOf = (payload: Uint8Array): string => textDecoder.decode(payload);

@@ -21,10 +21,9 @@ function encode(v: Reply | Error, base64: boolean): unknown {
 
 const isCommand = (c: unknown): c is Array<string | number> => Array.isArray(c) && c.length > 0 && c.every((x) => typeof x === 'string' || typeof x === 'number');
 
-export async function startUpstashRest(redisUrl: string, token: string): Promise<{ url: string; requests: () => number; close(): Promise<void> }> {
+export async function startUpstashRest(redisUrl: string, token: string): Promise<{ url: string; close(): Promise<void> }> {
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
   redis.on('error', () => {});
-  let count = 0;
   const send = (res: ServerResponse, status: number, body: unknown) => {
     const text = JSON.stringify(body);
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
@@ -34,7 +33,6 @@ export async function startUpstashRest(redisUrl: string, token: string): Promise
     return (await redis.callBuffer(String(name), ...args.map(String))) as Reply;
   };
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
-    count++;
     if (req.method !== 'POST') return send(res, 405, { error: 'only POST is served' });
     if (req.headers.authorization !== `Bearer ${token}`) return send(res, 401, { error: 'Unauthorized' });
     const chunks: Buffer[] = [];
@@ -68,7 +66,6 @@ export async function startUpstashRest(redisUrl: string, token: string): Promise
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    requests: () => count,
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
