@@ -11,7 +11,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['test/**', 'bench/**', 'infra/**'],
+    files: ['test/**', 'harness/**', 'bench/**', 'infra/**'],
     rules: { '@typescript-eslint/no-explicit-any': 'off', 'no-restricted-properties': 'off' },
   },
 );

@@ -2,15 +2,19 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 import type { JobSettings } from './runtime/kubernetes/job.js';
 import { intVar, logLevelVar, optionalString, parseEnv, type Env } from '../shared/env.js';
+import { CLUSTER_ID } from '../shared/tunnel/protocol.js';
 
 const AgentEnv = z.object({
   ROUTER_URL: z.url().refine((u) => /^(wss?|https?):\/\//.test(u), 'must be a ws://, wss://, http:// or https:// URL'),
   AGENT_TOKEN: z.string().min(16, 'must be at least 16 characters'),
-  CLUSTER_ID: z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be a DNS label').default('local'),
+  CLUSTER_ID: z.string().regex(CLUSTER_ID, 'must be a DNS label').default('local'),
   NODE_NAME: optionalString(),
   AGENT_RUNTIME: z.enum(['local', 'kubernetes']).default('local'),
   KUBECONFIG: optionalString(),
-  K8S_NAMESPACE: z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be a DNS label').default('default'),
+  K8S_NAMESPACE: z
+    .string()
+    .regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be a DNS label')
+    .default('default'),
   BROWSER_API_IMAGE: z.string().min(1).default('bso/browser-api:latest'),
   BROWSER_UI_IMAGE: z.string().min(1).default('bso/browser-ui:latest'),
   BROWSER_API_PORT: intVar(9222, 1, 65535),

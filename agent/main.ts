@@ -31,7 +31,7 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
   // Closures below reach `tunnel` only after it is constructed.
   const reporter = new Reporter({ peer: () => tunnel.current, logger });
   const sessions = new SessionManager({ runtime, clock, logger, metrics, nodeName: config.nodeName, report: (r) => reporter.report(r) });
-  const proxy = createProxyHandler({ sessions, logger });
+  const proxy = createProxyHandler({ sessions, clock, logger });
 
   const tunnel: TunnelClient = new TunnelClient({
     url: config.routerUrl,
@@ -53,7 +53,7 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
   });
   // Browsers that outlived a previous agent (Jobs) are adopted before the router hears from us, so
   // the first sync already lists them.
-  for (const session of (await runtime.recover?.()) ?? []) void sessions.start(session);
+  for (const session of (await runtime.recover?.()) ?? []) void sessions.adopt(session);
   tunnel.start();
 
   /** Reconcile with the router: it stops what it no longer wants and rebuilds what its store lost. */

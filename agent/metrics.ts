@@ -5,7 +5,8 @@ import type { SessionStatus } from '../shared/session.js';
 
 export type AgentMetrics = {
   registry: Registry;
-  sessionStarted(): void;
+  /** A session this agent now tracks: asked to start it, or adopted it from a previous agent. */
+  sessionTracked(adopted: boolean): void;
   sessionFailed(): void;
   transition(from: SessionStatus, to: SessionStatus): void;
   observeReady(seconds: number): void;
@@ -27,8 +28,8 @@ export function createAgentMetrics(): AgentMetrics {
   const gauges: Partial<Record<SessionStatus, Gauge>> = { running, pending };
   return {
     registry,
-    sessionStarted: () => {
-      total.inc();
+    sessionTracked: (adopted) => {
+      if (!adopted) total.inc();
       pending.inc();
     },
     sessionFailed: () => failed.inc(),
@@ -59,6 +60,10 @@ export async function serveMetrics(metrics: AgentMetrics, host: string, port: nu
   return {
     server,
     port: (server.address() as AddressInfo).port,
-    close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
   };
 }

@@ -1,10 +1,10 @@
-import { startLoop, type Clock, type TimerHandle } from '../shared/clock.js';
+import { startLoop, withDeadline, type Clock, type TimerHandle } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
 import { isTerminal, type Session, type SessionEndpoints, type SessionReport, type SessionStatus } from '../shared/session.js';
 import type { AgentMetrics } from './metrics.js';
-import type { BrowserRuntime } from './runtime/types.js';
+import type { BrowserExit, BrowserHandle, BrowserRuntime } from './runtime/types.js';
 
-type StopReason = 'deleted' | 'timed_out' | 'orphaned' | 'idle' | 'shutdown';
+export type StopReason = 'deleted' | 'timed_out' | 'orphaned' | 'idle' | 'shutdown';
 
 type Managed = {
   session: Session;
@@ -13,6 +13,7 @@ type Managed = {
   endpoints?: SessionEndpoints;
   lastActivity: number;
   hardTimer?: TimerHandle;
+  /** Settles with the outcome of the start (or adoption), whatever it was; never rejects. */
   started: Promise<SessionReport>;
   closeStreams: Set<(code: number, reason: string) => void>;
   failureReason?: string;
@@ -38,62 +39,59 @@ const CLOSE_REASON: Record<StopReason, [SessionStatus, string]> = {
   idle: ['timed_out', 'session idle timeout reached'],
 };
 
-/** The agent's sessions: start, deadlines (hard and idle), health, stop. */
+/** How long shutdown waits for starts in flight to settle after aborting them. */
+const SHUTDOWN_SETTLE_MS = 20_000;
+
+/**
+ * The agent's sessions: start, adoption after a restart, deadlines (hard and idle), the browser's own
+ * end, stop. Status reaches the router on one channel per change: the outcome of a `start` is the
+ * answer to the router's `session.start` call; everything after it (and an adoption's outcome) is a
+ * report.
+ */
 export class SessionManager {
   private readonly sessions = new Map<string, Managed>();
 
   constructor(private readonly deps: SessionManagerDeps) {}
 
+  /** The router's `session.start`: resolves with the outcome, running or failed. */
   start(session: Session): Promise<SessionReport> {
     const existing = this.sessions.get(session.id);
     if (existing) return existing.started; // a retried start is answered by the first one
-    const { clock, metrics } = this.deps;
-    const m: Managed = {
-      session,
-      status: 'pending',
-      abort: new AbortController(),
-      lastActivity: clock.now(),
-      closeStreams: new Set(),
-      started: Promise.resolve(null as never),
-    };
-    this.sessions.set(session.id, m);
-    metrics.sessionStarted();
-    const createdAt = clock.now();
-    m.hardTimer = clock.setTimeout(() => void this.stop(session.id, 'timed_out'), Math.max(0, session.expiresAt - clock.now()));
-    m.started = this.deps.runtime.start(session, m.abort.signal).then(
-      (handle) => {
-        if (m.status !== 'pending') {
-          void this.deps.runtime.stop(session.id);
-          return this.reportOf(m);
-        }
-        m.endpoints = handle.endpoints;
-        m.node = handle.node;
-        m.lastActivity = clock.now();
-        m.startedAt = clock.now();
-        this.setStatus(m, 'running');
-        metrics.observeReady((clock.now() - createdAt) / 1000);
-        void handle.exited.then((reason) => this.crashed(session.id, reason));
-        return this.reportOf(m);
-      },
-      (err: unknown) => {
-        if (m.status === 'pending') this.fail(m, `browser failed to start: ${(err as Error).message}`);
-        return this.reportOf(m);
-      },
-    );
+    const m = this.track(session, false);
+    m.started = this.launch(m, (signal) => this.deps.runtime.start(session, signal), false);
+    return m.started;
+  }
+
+  /** A browser that outlived the previous agent (a Job): take it back. Nobody asked for this, so the
+   * outcome goes to the router as a report. */
+  adopt(session: Session): Promise<SessionReport> {
+    const existing = this.sessions.get(session.id);
+    if (existing) return existing.started;
+    const { adopt } = this.deps.runtime;
+    if (!adopt) throw new Error(`the ${this.deps.runtime.name} runtime cannot adopt browsers`);
+    const m = this.track(session, true);
+    this.deps.logger.info('adopting session', { session: session.id });
+    m.started = this.launch(m, (signal) => adopt.call(this.deps.runtime, session, signal), true);
     return m.started;
   }
 
   async stop(id: string, why: StopReason): Promise<boolean> {
     const m = this.sessions.get(id);
-    if (!m) return false;
+    if (!m) {
+      // Not ours, but the runtime may still hold it (a Job no agent knew about): the router said stop.
+      if (!this.deps.runtime.present?.().includes(id)) return false;
+      this.deps.logger.info('stopping a browser no session of this agent owns', { session: id, why });
+      await this.deps.runtime.stop(id);
+      return true;
+    }
     if (!isTerminal(m.status)) {
       const [status, reason] = CLOSE_REASON[why];
       this.deps.logger.info('stopping session', { session: id, why });
       m.abort.abort(new Error(reason));
-      this.setStatus(m, status, why === 'idle' ? 'idle timeout' : undefined);
+      this.setStatus(m, status, { reason: why === 'idle' ? 'idle timeout' : undefined, report: true });
       for (const close of m.closeStreams) close(1001, reason);
     }
-    // A start still in flight sees the abort and kills what it launched; wait for that too.
+    // A start still in flight sees the abort and cleans up what it launched; wait for that too.
     await m.started;
     await this.deps.runtime.stop(id);
     this.forget(id);
@@ -119,8 +117,9 @@ export class SessionManager {
     return () => m.closeStreams.delete(close);
   }
 
+  /** Every session this agent runs or holds a browser for (the runtime may know some it does not). */
   ids(): string[] {
-    return [...this.sessions.keys()];
+    return [...new Set([...this.sessions.keys(), ...(this.deps.runtime.present?.() ?? [])])];
   }
 
   /** Running sessions as the agent knows them, for a router that has to rebuild its records. */
@@ -146,41 +145,91 @@ export class SessionManager {
     return startLoop({ clock: this.deps.clock, intervalMs, tick: () => this.sweepIdle(), onError: (err) => this.deps.logger.error('idle sweep failed', { err }) });
   }
 
-  /** Local browsers die with the agent; browsers that outlive it (Jobs) are left to the next one. */
+  /**
+   * Local browsers die with the agent. Browsers that outlive it (Jobs) are left to the next agent,
+   * except those still starting: their starts are aborted and awaited, so no Job is created after
+   * this returns, where the next agent would not find it.
+   */
   async shutdown(): Promise<void> {
     if (!this.deps.runtime.keepsSessionsOnShutdown) {
-      await Promise.all(this.ids().map((id) => this.stop(id, 'shutdown')));
+      await Promise.all([...this.sessions.keys()].map((id) => this.stop(id, 'shutdown')));
       return;
     }
+    const starting: Array<Promise<unknown>> = [];
     for (const m of this.sessions.values()) {
-      m.abort.abort(new Error('agent shutting down'));
+      if (m.status === 'pending') {
+        m.abort.abort(new Error('agent shutting down'));
+        starting.push(m.started);
+      }
       if (m.hardTimer !== undefined) this.deps.clock.clearTimeout(m.hardTimer);
       for (const close of m.closeStreams) close(1001, 'agent shutting down');
     }
+    await withDeadline(this.deps.clock, Promise.all(starting), SHUTDOWN_SETTLE_MS, { error: () => new Error('starts did not settle') }).catch((err) =>
+      this.deps.logger.warn('shutdown: leaving starts behind', { err }),
+    );
     this.sessions.clear();
   }
 
-  private crashed(id: string, reason: string): void {
+  private track(session: Session, adopted: boolean): Managed {
+    const { clock } = this.deps;
+    this.deps.metrics.sessionTracked(adopted);
+    const m: Managed = { session, status: 'pending', abort: new AbortController(), lastActivity: clock.now(), closeStreams: new Set(), started: Promise.resolve(null as never) };
+    this.sessions.set(session.id, m);
+    m.hardTimer = clock.setTimeout(() => void this.stop(session.id, 'timed_out'), Math.max(0, session.expiresAt - clock.now()));
+    return m;
+  }
+
+  /** Brings a tracked session to running (or failed) through `open`; `report`: tell the router by report. */
+  private launch(m: Managed, open: (signal: AbortSignal) => Promise<BrowserHandle>, report: boolean): Promise<SessionReport> {
+    const { clock, metrics } = this.deps;
+    const id = m.session.id;
+    const begun = clock.now();
+    return open(m.abort.signal).then(
+      (handle) => {
+        if (m.status !== 'pending') {
+          void this.deps.runtime.stop(id);
+          return this.reportOf(m);
+        }
+        m.endpoints = handle.endpoints;
+        m.node = handle.node;
+        m.lastActivity = clock.now();
+        m.startedAt = clock.now();
+        this.setStatus(m, 'running', { report });
+        metrics.observeReady((clock.now() - begun) / 1000);
+        void handle.exited.then((exit) => this.ended(id, exit));
+        return this.reportOf(m);
+      },
+      (err: unknown) => {
+        if (m.status === 'pending') {
+          this.deps.logger.warn('browser did not start', { session: id, err });
+          this.setStatus(m, 'failed', { reason: `browser failed to start: ${(err as Error).message}`, report });
+          // Nothing runs: the record goes once the router heard the outcome (with this answer).
+          this.forget(id);
+        }
+        return this.reportOf(m);
+      },
+    );
+  }
+
+  /** The browser ended by itself: closed by its client (terminated), or crashed (failed). */
+  private ended(id: string, exit: BrowserExit): void {
     const m = this.sessions.get(id);
     if (!m || isTerminal(m.status)) return;
-    this.deps.logger.warn('browser died', { session: id, reason });
-    this.fail(m, reason);
-    for (const close of m.closeStreams) close(1011, 'browser crashed');
+    this.deps.logger.info(exit.clean ? 'browser closed by its client' : 'browser died', { session: id, reason: exit.reason });
+    this.setStatus(m, exit.clean ? 'terminated' : 'failed', { reason: exit.reason, report: true });
+    const [code, why] = exit.clean ? [1000, ''] : [1011, 'browser crashed'];
+    for (const close of m.closeStreams) close(code, why);
     void this.deps.runtime.stop(id).finally(() => this.forget(id));
   }
 
-  private fail(m: Managed, reason: string): void {
-    this.setStatus(m, 'failed', reason);
-    this.deps.metrics.sessionFailed();
-  }
-
-  private setStatus(m: Managed, status: SessionStatus, failureReason?: string): void {
+  private setStatus(m: Managed, status: SessionStatus, opts: { reason?: string; report: boolean }): void {
     const from = m.status;
     m.status = status;
-    if (failureReason) m.failureReason = failureReason;
+    if (opts.reason) m.failureReason = opts.reason;
     this.deps.metrics.transition(from, status);
+    if (status === 'failed') this.deps.metrics.sessionFailed();
     if (isTerminal(status) && m.hardTimer !== undefined) this.deps.clock.clearTimeout(m.hardTimer);
-    this.deps.report(this.reportOf(m));
+    if (opts.report) this.deps.report(this.reportOf(m));
   }
 
   private reportOf(m: Managed): SessionReport {

@@ -1,15 +1,16 @@
+import type { Socket } from 'node:net';
 import WebSocket from 'ws';
 import { backoffDelay, sleep, type Clock } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
-import { corkPerTick, zeroMask } from '../shared/node-socket.js';
+import { messageSender, zeroMask } from '../shared/node-socket.js';
 import { TunnelPeer, type RpcHandlers } from '../shared/tunnel/peer.js';
-import { ControlMessage, PROTOCOL_VERSION, type StreamSpec } from '../shared/tunnel/protocol.js';
+import { ControlMessage, PROTOCOL_VERSION, TunnelClose, type Hello, type StreamSpec } from '../shared/tunnel/protocol.js';
 import type { TunnelStream } from '../shared/tunnel/stream.js';
 
 export type TunnelClientDeps = {
   url: string;
   token: string;
-  hello: { clusterId: string; nodeName: string; agentId: string; runtime: string };
+  hello: Omit<Hello, 't' | 'v'>;
   clock: Clock;
   logger: Logger;
   handlers: RpcHandlers;
@@ -79,6 +80,7 @@ export class TunnelClient {
         generateMask: zeroMask,
       });
       this.socket = ws;
+      let socket: Socket | null = null;
       let peer: TunnelPeer | null = null;
       const welcomeTimer = deps.clock.setTimeout(() => ws.terminate(), HANDSHAKE_TIMEOUT_MS);
       ws.on('unexpected-response', (_req, res) => {
@@ -86,7 +88,8 @@ export class TunnelClient {
         ws.terminate();
         reject(new Error(res.statusCode === 401 ? 'router rejected the agent token (401)' : `router answered ${res.statusCode} to the tunnel upgrade`));
       });
-      ws.on('open', () => ws.send(JSON.stringify({ t: 'hello', v: PROTOCOL_VERSION, ...deps.hello })));
+      ws.on('upgrade', (res) => (socket = res.socket as Socket));
+      ws.on('open', () => ws.send(JSON.stringify({ t: 'hello', v: PROTOCOL_VERSION, ...deps.hello } satisfies Hello)));
       ws.on('message', (data: Buffer, isBinary: boolean) => {
         if (peer) return peer.receive(isBinary ? data : data.toString());
         let msg: ReturnType<typeof ControlMessage.safeParse> | null = null;
@@ -96,13 +99,13 @@ export class TunnelClient {
           // handled below
         }
         if (!msg?.success || msg.data.t !== 'welcome') {
-          ws.close(4002, 'expected welcome');
+          ws.close(TunnelClose.BAD_HELLO, 'expected welcome');
           return;
         }
         deps.clock.clearTimeout(welcomeTimer);
-        corkPerTick(ws);
+        const sender = messageSender(ws, socket!);
         peer = new TunnelPeer({
-          transport: { send: (d) => ws.send(d), close: (code, reason) => ws.close(code, reason) },
+          transport: { send: (d) => sender.send(d), close: (code, reason) => ws.close(code, reason) },
           clock: deps.clock,
           logger: deps.logger,
           handlers: deps.handlers,

@@ -5,8 +5,8 @@
  */
 import { loadAgentConfig } from '../agent/config.js';
 import { startAgent } from '../agent/main.js';
-import { NAMESPACE, startTestCluster } from '../test/helpers/cluster.js';
-import { startSystem, TEST_TOKEN } from '../test/helpers/system.js';
+import { NAMESPACE, startTestCluster } from '../harness/cluster.js';
+import { startSystem, TEST_TOKEN } from '../harness/system.js';
 import { stats } from './load.js';
 
 const N = Number(process.argv.find((a) => a.startsWith('--n='))?.slice(4) ?? 20);
@@ -34,9 +34,19 @@ try {
     await startAgent(
       loadAgentConfig(
         {
-          ROUTER_URL: sys.url, AGENT_TOKEN: TEST_TOKEN, CLUSTER_ID: 'kube', NODE_NAME: 'agent-kube', AGENT_RUNTIME: 'kubernetes',
-          KUBECONFIG: cluster.agentKubeconfig, K8S_NAMESPACE: NAMESPACE, BROWSER_API_IMAGE: cluster.images.api, BROWSER_UI_IMAGE: cluster.images.ui,
-          POD_CPU_REQUEST: '100m', POD_MEMORY_REQUEST: '64Mi', METRICS_PORT: '0', LOG_LEVEL: 'silent',
+          ROUTER_URL: sys.url,
+          AGENT_TOKEN: TEST_TOKEN,
+          CLUSTER_ID: 'kube',
+          NODE_NAME: 'agent-kube',
+          AGENT_RUNTIME: 'kubernetes',
+          KUBECONFIG: cluster.agentKubeconfig,
+          K8S_NAMESPACE: NAMESPACE,
+          BROWSER_API_IMAGE: cluster.images.api,
+          BROWSER_UI_IMAGE: cluster.images.ui,
+          POD_CPU_REQUEST: '100m',
+          POD_MEMORY_REQUEST: '64Mi',
+          METRICS_PORT: '0',
+          LOG_LEVEL: 'silent',
         },
         false,
       ),
@@ -46,7 +56,8 @@ try {
   await createToRunning(sys.url, 'kube'); // warm-up pass is not reported separately; it is the same run twice
   const kube = stats(await createToRunning(sys.url, 'kube'));
   const local = stats(await createToRunning(sys.url, 'local'));
-  const row = (name: string, s: ReturnType<typeof stats>) => `| ${name.padEnd(34)} | ${s.p50.toFixed(0).padStart(6)} | ${s.p99.toFixed(0).padStart(6)} | ${String(s.n).padStart(3)} |`;
+  const row = (name: string, s: ReturnType<typeof stats>) =>
+    `| ${name.padEnd(34)} | ${s.p50.toFixed(0).padStart(6)} | ${s.p99.toFixed(0).padStart(6)} | ${String(s.n).padStart(3)} |`;
   console.log(`control plane start (warm binary cache, incl. node registration and RBAC): ${clusterStartMs.toFixed(0)} ms`);
   console.log('| create → running (ms)              |    p50 |    p99 |   n |');
   console.log('|------------------------------------|--------|--------|-----|');

@@ -5,10 +5,10 @@
  */
 import { Redis } from 'ioredis';
 import { killChromium, launchChromium } from '../agent/runtime/chromium.js';
-import { CHROMIUM, pidsMatching, requireBinary, startRedis } from '../test/helpers/processes.js';
-import { spawnEntry, type Spawned } from '../test/helpers/spawn.js';
-import { startEdgeRouter } from '../test/helpers/edge.js';
-import { startUpstashRest } from '../test/helpers/upstash-rest.js';
+import { CHROMIUM, pidsMatching, requireBinary, startRedis } from '../harness/processes.js';
+import { spawnEntry, type Spawned } from '../harness/spawn.js';
+import { startEdgeRouter } from '../harness/edge.js';
+import { startUpstashRest } from '../harness/upstash-rest.js';
 import { cdpClient, cdpRoundTrips, cdpThroughput, httpLoad, stats } from './load.js';
 
 const TOKEN = 'bench-token-0123456789abcdef';
@@ -37,7 +37,11 @@ async function main(): Promise<void> {
     procs.push(agent);
     await waitForAgent(routerUrl);
 
-    const created = await fetch(`${routerUrl}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ timeout: 3600, idleTimeout: 3600 }) });
+    const created = await fetch(`${routerUrl}/sessions?wait=true`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ timeout: 3600, idleTimeout: 3600 }),
+    });
     const session = (await created.json()) as { id: string; status: string; cdpUrl: string; proxyUrl: string };
     if (session.status !== 'running') throw new Error(`session did not start: ${JSON.stringify(session)}`);
     // The same browser for all three paths: its real address is in the session record.
@@ -71,11 +75,35 @@ async function main(): Promise<void> {
     const rt = Object.fromEntries(Object.entries(rtRounds).map(([k, v]) => [k, { p50: median(v.map((x) => x.p50)), p99: median(v.map((x) => x.p99)) }]));
     const tp = Object.fromEntries(Object.entries(tpRounds).map(([k, v]) => [k, median(v)]));
     const addedP50 = rt.tunnel!.p50 - rt.direct!.p50;
-    rows.push({ metric: `CDP Runtime.evaluate p50 (ms, median of ${ROUNDS})`, direct: f(rt.direct!.p50, 3), proxy: f(rt.proxy!.p50, 3), tunnel: f(rt.tunnel!.p50, 3), ratio: `+${f(addedP50, 3)} ms vs direct`, floor: '≤ +0.5 ms', ok: addedP50 <= 0.5 });
-    rows.push({ metric: 'CDP Runtime.evaluate p99 (ms)', direct: f(rt.direct!.p99, 3), proxy: f(rt.proxy!.p99, 3), tunnel: f(rt.tunnel!.p99, 3), ratio: `${f(rt.tunnel!.p99 / rt.direct!.p99)}× direct`, floor: '', ok: null });
+    rows.push({
+      metric: `CDP Runtime.evaluate p50 (ms, median of ${ROUNDS})`,
+      direct: f(rt.direct!.p50, 3),
+      proxy: f(rt.proxy!.p50, 3),
+      tunnel: f(rt.tunnel!.p50, 3),
+      ratio: `+${f(addedP50, 3)} ms vs direct`,
+      floor: '≤ +0.5 ms',
+      ok: addedP50 <= 0.5,
+    });
+    rows.push({
+      metric: 'CDP Runtime.evaluate p99 (ms)',
+      direct: f(rt.direct!.p99, 3),
+      proxy: f(rt.proxy!.p99, 3),
+      tunnel: f(rt.tunnel!.p99, 3),
+      ratio: `${f(rt.tunnel!.p99 / rt.direct!.p99)}× direct`,
+      floor: '',
+      ok: null,
+    });
     const tpRatio = tp.tunnel! / tp.proxy!;
     const tpRange = range(tpRounds.tunnel!.map((t, i) => t / tpRounds.proxy![i]!));
-    rows.push({ metric: `CDP evaluate/s, 32 in flight (median of ${ROUNDS})`, direct: f(tp.direct!, 0), proxy: f(tp.proxy!, 0), tunnel: f(tp.tunnel!, 0), ratio: `${f(tpRatio)}× proxy (rounds ${tpRange})`, floor: '≥ 0.8× proxy', ok: tpRatio >= 0.8 });
+    rows.push({
+      metric: `CDP evaluate/s, 32 in flight (median of ${ROUNDS})`,
+      direct: f(tp.direct!, 0),
+      proxy: f(tp.proxy!, 0),
+      tunnel: f(tp.tunnel!, 0),
+      ratio: `${f(tpRatio)}× proxy (rounds ${tpRange})`,
+      floor: '≥ 0.8× proxy',
+      ok: tpRatio >= 0.8,
+    });
 
     // --- HTTP /json/version ---
     const httpRounds: Record<string, number[]> = { direct: [], proxy: [], tunnel: [] };
@@ -91,7 +119,15 @@ async function main(): Promise<void> {
     const httpRps = Object.fromEntries(Object.entries(httpRounds).map(([k, v]) => [k, median(v)]));
     const httpRatio = httpRps.tunnel! / httpRps.proxy!;
     const httpRange = range(httpRounds.tunnel!.map((t, i) => t / httpRounds.proxy![i]!));
-    rows.push({ metric: `HTTP GET /json/version req/s, 16 conns (median of ${ROUNDS})`, direct: f(httpRps.direct!, 0), proxy: f(httpRps.proxy!, 0), tunnel: f(httpRps.tunnel!, 0), ratio: `${f(httpRatio)}× proxy (rounds ${httpRange})`, floor: '≥ 0.7× proxy', ok: httpRatio >= 0.7 });
+    rows.push({
+      metric: `HTTP GET /json/version req/s, 16 conns (median of ${ROUNDS})`,
+      direct: f(httpRps.direct!, 0),
+      proxy: f(httpRps.proxy!, 0),
+      tunnel: f(httpRps.tunnel!, 0),
+      ratio: `${f(httpRatio)}× proxy (rounds ${httpRange})`,
+      floor: '≥ 0.7× proxy',
+      ok: httpRatio >= 0.7,
+    });
 
     // --- status reads against Redis ---
     await httpLoad(`${routerUrl}/sessions/${session.id}/status`, 64, 500);
@@ -103,12 +139,28 @@ async function main(): Promise<void> {
 
     // --- the Workers router (miniflare/workerd, Durable Object hub, Upstash REST over the same Redis) ---
     const rest = await startUpstashRest(redis.url, 'bench-rest-token');
-    const edge = await startEdgeRouter({ bindings: { AGENT_TOKEN: TOKEN, UPSTASH_REDIS_REST_URL: rest.url, UPSTASH_REDIS_REST_TOKEN: 'bench-rest-token', MAX_SESSIONS: '50', LOG_LEVEL: 'error' } });
+    const edge = await startEdgeRouter({
+      bindings: { AGENT_TOKEN: TOKEN, UPSTASH_REDIS_REST_URL: rest.url, UPSTASH_REDIS_REST_TOKEN: 'bench-rest-token', MAX_SESSIONS: '50', LOG_LEVEL: 'error' },
+    });
     try {
-      const edgeAgent = spawnEntry('agent/main.ts', { ROUTER_URL: edge.url, AGENT_TOKEN: TOKEN, NODE_NAME: 'bench-edge', CLUSTER_ID: 'edge', METRICS_PORT: '0', CHROMIUM_PATH: CHROMIUM, LOG_LEVEL: 'warn' });
+      const edgeAgent = spawnEntry('agent/main.ts', {
+        ROUTER_URL: edge.url,
+        AGENT_TOKEN: TOKEN,
+        NODE_NAME: 'bench-edge',
+        CLUSTER_ID: 'edge',
+        METRICS_PORT: '0',
+        CHROMIUM_PATH: CHROMIUM,
+        LOG_LEVEL: 'warn',
+      });
       procs.push(edgeAgent);
       await waitForAgent(edge.url);
-      const es = (await (await fetch(`${edge.url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ timeout: 3600, idleTimeout: 3600 }) })).json()) as { id: string; status: string; cdpUrl: string };
+      const es = (await (
+        await fetch(`${edge.url}/sessions?wait=true`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ timeout: 3600, idleTimeout: 3600 }),
+        })
+      ).json()) as { id: string; status: string; cdpUrl: string };
       if (es.status !== 'running') throw new Error(`edge session did not start: ${JSON.stringify(es)}`);
       const ec = await cdpClient(es.cdpUrl);
       await cdpRoundTrips(ec, 200);
@@ -122,10 +174,22 @@ async function main(): Promise<void> {
       await ec.close();
       const edgeTp = median(etp);
       rows.push({ metric: `Workers router: CDP evaluate p50 (ms)`, tunnel: f(median(ert), 3), ratio: `Node router ${f(rt.tunnel!.p50, 3)}`, floor: '', ok: null });
-      rows.push({ metric: `Workers router: CDP evaluate/s, 32 in flight`, tunnel: f(edgeTp, 0), ratio: `${f(edgeTp / tp.tunnel!)}× Node router`, floor: '≥ 0.5× Node', ok: edgeTp >= 0.5 * tp.tunnel! });
+      rows.push({
+        metric: `Workers router: CDP evaluate/s, 32 in flight`,
+        tunnel: f(edgeTp, 0),
+        ratio: `${f(edgeTp / tp.tunnel!)}× Node router`,
+        floor: '≥ 0.5× Node',
+        ok: edgeTp >= 0.5 * tp.tunnel!,
+      });
       await httpLoad(`${edge.url}/sessions/${es.id}/status`, 64, 300);
       const edgeStatus = await httpLoad(`${edge.url}/sessions/${es.id}/status`, 64, LOAD_MS);
-      rows.push({ metric: 'Workers router: GET /sessions/:id/status req/s', tunnel: f(edgeStatus.rps, 0), ratio: `${f(edgeStatus.rps / status.rps)}× Node router`, floor: '', ok: null });
+      rows.push({
+        metric: 'Workers router: GET /sessions/:id/status req/s',
+        tunnel: f(edgeStatus.rps, 0),
+        ratio: `${f(edgeStatus.rps / status.rps)}× Node router`,
+        floor: '',
+        ok: null,
+      });
       await fetch(`${edge.url}/sessions/${es.id}`, { method: 'DELETE' });
     } finally {
       await edge.close();
@@ -150,7 +214,13 @@ async function main(): Promise<void> {
     const b = stats(bare);
     const a = stats(viaApi);
     rows.push({ metric: `bare launch → CDP ready p50/p99 (ms, n=${STARTS})`, direct: `${f(b.p50, 0)}/${f(b.p99, 0)}`, tunnel: '', ratio: '', floor: '', ok: null });
-    rows.push({ metric: `create → running p50/p99 (ms, n=${STARTS})`, tunnel: `${f(a.p50, 0)}/${f(a.p99, 0)}`, ratio: `${f(a.p50 / b.p50)}× bare (p50)`, floor: '≤ 1.2× bare', ok: a.p50 <= 1.2 * b.p50 });
+    rows.push({
+      metric: `create → running p50/p99 (ms, n=${STARTS})`,
+      tunnel: `${f(a.p50, 0)}/${f(a.p99, 0)}`,
+      ratio: `${f(a.p50 / b.p50)}× bare (p50)`,
+      floor: '≤ 1.2× bare',
+      ok: a.p50 <= 1.2 * b.p50,
+    });
   } finally {
     await Promise.all(procs.map((p) => p.stop()));
     await redis.stop();

@@ -40,11 +40,7 @@ export type RouterConfig = {
 
 export function loadRouterConfig(env: Env): RouterConfig {
   const e = parseEnv(RouterEnv, env);
-  const redis = e.REDIS_URL
-    ? { url: e.REDIS_URL }
-    : e.REDIS_HOST
-      ? { host: e.REDIS_HOST, port: e.REDIS_PORT, password: e.REDIS_PASSWORD }
-      : null;
+  const redis = e.REDIS_URL ? { url: e.REDIS_URL } : e.REDIS_HOST ? { host: e.REDIS_HOST, port: e.REDIS_PORT, password: e.REDIS_PASSWORD } : null;
   return {
     port: e.PORT,
     host: e.HOST,

@@ -1,41 +1,45 @@
 /**
- * Composition root of the router on the Workers runtime: the same Hono app as on Node, with the
+ * Composition root of the router on the Workers runtime: the shared core (router/compose.ts) with the
  * session store on Upstash (REST) and agent tunnels held by one Durable Object per cluster.
  */
 import { systemClock } from '../shared/clock.js';
-import { createLogger, type Logger } from '../shared/logger.js';
-import { createApp, type App, type MetricsPort } from './http/app.js';
-import { SessionService } from './sessions/service.js';
-import { RedisSessionStore } from './store/redis.js';
-import { UpstashCommands } from './store/upstash-commands.js';
+import { createLogger } from '../shared/logger.js';
+import { admitAgent, AGENT_CONNECT_PATH } from '../shared/tunnel/handshake.js';
+import { composeRouter, type RouterCore } from './compose.js';
+import { resolveTarget } from './data-plane/data-plane.js';
+import { errorJson } from './http/errors.js';
+import type { MetricsPort } from './http/app.js';
+import { webRequestInfo } from './public-url.js';
 import type { SessionStore } from './store/types.js';
-import { loadEdgeConfig, type EdgeConfig, type WorkerEnv } from './worker/env.js';
+import { edgeStore, loadEdgeConfig, type EdgeConfig, type WorkerEnv } from './worker/env.js';
 import type { ExecutionContext } from './worker/platform.js';
 import { RemoteHub } from './worker/remote-hub.js';
+import type { Logger } from '../shared/logger.js';
 
 export { DirectoryObject } from './worker/directory-object.js';
 export { TunnelHubObject } from './worker/hub-object.js';
 
-const CLUSTER_ID = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-
 /** Per isolate: configuration is validated once; clients, service and app serve every request. */
-let isolate: { config: EdgeConfig; logger: Logger; app: App } | null = null;
+let isolate: { config: EdgeConfig; logger: Logger; core: RouterCore } | null = null;
 
 function setup(env: WorkerEnv) {
   if (!isolate) {
     const config = loadEdgeConfig(env);
     const logger = createLogger({ level: config.logLevel, base: { component: 'edge-router' }, write: (l) => console.log(l) });
-    const store = new RedisSessionStore({ commands: new UpstashCommands(config.upstash), keyPrefix: config.redisKeyPrefix, retentionSec: config.retentionSec });
+    const store = edgeStore(config, systemClock);
     const hub = new RemoteHub(env);
-    const service = new SessionService({
+    const core: RouterCore = composeRouter({
+      config,
       store,
       hub,
       clock: systemClock,
       logger,
-      limits: { maxSessions: config.maxSessions, defaultTimeoutSec: config.sessionTimeoutSec, defaultIdleTimeoutSec: config.sessionIdleTimeoutSec, startTimeoutMs: config.startTimeoutMs },
+      metrics: edgeMetrics(store, hub),
+      // Status changes land in the cluster hubs, not here, so a cached session could never be invalidated.
+      proxyCacheTtlMs: 0,
+      proxy: async (req, id) => hub.forward(await resolveTarget((sid) => core.service.forProxy(sid), id, new URL(req.url), webRequestInfo(req), config.publicUrl), req),
     });
-    const app = createApp({ service, store, hub, clock: systemClock, logger, metrics: edgeMetrics(store, hub), config: { maxBodyBytes: config.maxBodyBytes, publicUrl: config.publicUrl } });
-    isolate = { config, logger, app };
+    isolate = { config, logger, core };
   }
   return isolate;
 }
@@ -60,37 +64,22 @@ function edgeMetrics(store: SessionStore, hub: RemoteHub): MetricsPort {
   };
 }
 
-async function sha256(s: string): Promise<Uint8Array> {
-  return new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(s)));
-}
-
-/** Compares digests so the time taken says nothing about the token. */
-async function tokensEqual(given: string, expected: string): Promise<boolean> {
-  const [a, b] = await Promise.all([sha256(given), sha256(expected)]);
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
-  return diff === 0;
-}
-
-const jsonError = (status: number, code: string, message: string) => Response.json({ error: { code, message } }, { status });
-
 export default {
   async fetch(req: Request, env: WorkerEnv, ctx: ExecutionContext): Promise<Response> {
-    const { config, logger, app } = setup(env);
+    const { config, logger, core } = setup(env);
     const url = new URL(req.url);
-    if (url.pathname === '/agent/connect') {
-      const token = /^Bearer\s+(.+)$/i.exec(req.headers.get('authorization') ?? '')?.[1]?.trim();
-      if (!token || !(await tokensEqual(token, config.agentToken))) {
-        logger.warn('agent rejected: bad token', { hasToken: Boolean(token) });
-        return jsonError(401, 'UNAUTHORIZED', 'agent token missing or wrong');
+    if (url.pathname === AGENT_CONNECT_PATH) {
+      let cluster: string;
+      try {
+        ({ cluster } = await admitAgent({ authorization: req.headers.get('authorization'), upgrade: req.headers.get('upgrade'), url }, config.agentToken));
+      } catch (err) {
+        logger.warn('agent rejected', { reason: (err as Error).message });
+        return errorJson(err);
       }
-      const cluster = url.searchParams.get('cluster') ?? '';
-      if (!CLUSTER_ID.test(cluster)) return jsonError(400, 'BAD_REQUEST', 'the agent must name its cluster (?cluster=)');
-      if (req.headers.get('upgrade')?.toLowerCase() !== 'websocket') return jsonError(426, 'BAD_REQUEST', 'WebSocket upgrade required');
       const forward = new Request('https://hub/agent', req);
       forward.headers.set('x-bso-cluster', cluster);
       return env.HUB.get(env.HUB.idFromName(cluster)).fetch(forward);
     }
-    return app.fetch(req, env, ctx as never);
+    return core.app.fetch(req, env, ctx as never);
   },
 };

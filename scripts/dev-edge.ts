@@ -6,9 +6,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readNodeEnv } from '../shared/node-env.js';
-import { startEdgeRouter } from '../test/helpers/edge.js';
-import { startRedis } from '../test/helpers/processes.js';
-import { startUpstashRest } from '../test/helpers/upstash-rest.js';
+import { startEdgeRouter } from '../harness/edge.js';
+import { startRedis } from '../harness/processes.js';
+import { startUpstashRest } from '../harness/upstash-rest.js';
 
 const env = readNodeEnv();
 const token = env.AGENT_TOKEN ?? randomBytes(24).toString('hex');
@@ -18,7 +18,10 @@ if (!upstash.url || !upstash.token) {
   const redis = await startRedis();
   const restToken = randomBytes(16).toString('hex');
   const rest = await startUpstashRest(redis.url, restToken);
-  cleanups.push(() => rest.close(), () => redis.stop());
+  cleanups.push(
+    () => rest.close(),
+    () => redis.stop(),
+  );
   // However this process ends, its redis-server (own process group) ends with it.
   process.once('exit', () => {
     try {
@@ -29,7 +32,9 @@ if (!upstash.url || !upstash.token) {
   });
   upstash = { url: rest.url, token: restToken };
 }
-const vars = Object.fromEntries(Object.entries(env).filter(([k, v]) => v !== undefined && /^(MAX_SESSIONS|SESSION_|LOG_LEVEL|PUBLIC_URL|START_TIMEOUT_MS|MAX_BODY_BYTES)/.test(k))) as Record<string, string>;
+const vars = Object.fromEntries(
+  Object.entries(env).filter(([k, v]) => v !== undefined && /^(MAX_SESSIONS|SESSION_|LOG_LEVEL|PUBLIC_URL|START_TIMEOUT_MS|MAX_BODY_BYTES)/.test(k)),
+) as Record<string, string>;
 const edge = await startEdgeRouter({ bindings: { ...vars, AGENT_TOKEN: token, UPSTASH_REDIS_REST_URL: upstash.url!, UPSTASH_REDIS_REST_TOKEN: upstash.token! } });
 console.log(JSON.stringify({ msg: 'edge router listening', url: edge.url, agentToken: env.AGENT_TOKEN ? '(from env)' : token }));
 const stop = async () => {

@@ -12,9 +12,19 @@ export type ErrorBody = z.infer<typeof ErrorBody>;
 
 export const CreateSessionBody = z.strictObject({
   /** Hard limit in seconds, from creation. */
-  timeout: z.number().int().min(5).max(6 * 3600).optional(),
+  timeout: z
+    .number()
+    .int()
+    .min(5)
+    .max(6 * 3600)
+    .optional(),
   /** Seconds without proxied traffic before the session ends. */
-  idleTimeout: z.number().int().min(5).max(6 * 3600).optional(),
+  idleTimeout: z
+    .number()
+    .int()
+    .min(5)
+    .max(6 * 3600)
+    .optional(),
   options: SessionOptions.optional(),
   /** Place the session on this cluster; by default any cluster with a connected agent. */
   cluster: z.string().min(1).max(63).optional(),
@@ -35,7 +45,11 @@ export type SessionView = z.infer<typeof SessionView>;
 
 export const ListSessionsQuery = z.strictObject({
   status: SessionStatus.optional(),
-  cursor: z.string().max(200).optional(),
+  /** `nextCursor` of the previous page, as given: creation time (15 digits) and session id. */
+  cursor: z
+    .string()
+    .regex(/^\d{15}:[a-z0-9][a-z0-9-]{7,62}$/, 'not a cursor this API handed out')
+    .optional(),
   limit: z.coerce.number().int().min(1).max(500).optional(),
 });
 

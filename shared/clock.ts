@@ -32,6 +32,27 @@ export function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<v
   });
 }
 
+/**
+ * Settles like `work`, unless `ms` pass first: then `onTimeout` runs (to abort what is in flight) and
+ * the promise rejects with `error()`. The one deadline helper; timers come from the injected clock.
+ */
+export async function withDeadline<T>(clock: Clock, work: Promise<T>, ms: number, opts: { error: () => Error; onTimeout?: () => void }): Promise<T> {
+  let timer: TimerHandle | undefined;
+  try {
+    return await Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        timer = clock.setTimeout(() => {
+          opts.onTimeout?.();
+          reject(opts.error());
+        }, ms);
+      }),
+    ]);
+  } finally {
+    if (timer !== undefined) clock.clearTimeout(timer);
+  }
+}
+
 /** Capped exponential backoff with full jitter: attempt 0 → [0, base), growing to [0, cap). */
 export function backoffDelay(attempt: number, baseMs: number, capMs: number, random: () => number = Math.random): number {
   const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30));
@@ -42,12 +63,7 @@ export function backoffDelay(attempt: number, baseMs: number, capMs: number, ran
  * Runs `tick` every `intervalMs` with no overlap: the next run is scheduled only after the previous one
  * settles, and errors are handed to `onError` instead of escaping the loop.
  */
-export function startLoop(opts: {
-  clock: Clock;
-  intervalMs: number;
-  tick: () => Promise<void> | void;
-  onError: (err: unknown) => void;
-}): { stop(): Promise<void> } {
+export function startLoop(opts: { clock: Clock; intervalMs: number; tick: () => Promise<void> | void; onError: (err: unknown) => void }): { stop(): Promise<void> } {
   let stopped = false;
   let timer: TimerHandle | undefined;
   let running: Promise<void> = Promise.resolve();

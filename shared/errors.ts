@@ -1,6 +1,9 @@
+import { z } from 'zod';
+
 /**
- * Every failure the system reports carries a stable code and an HTTP status; the router maps these to
- * responses in one place (router/http/errors.ts).
+ * Every failure the system reports: a stable code, the HTTP status it maps to, and a cause. Declared
+ * together here; the router turns them into responses in one place (router/http/errors.ts), and they
+ * cross the tunnel as `WireError` with code and status intact.
  */
 export const ERROR_STATUS = {
   BAD_REQUEST: 400,
@@ -11,6 +14,7 @@ export const ERROR_STATUS = {
   SESSION_NOT_FOUND: 404,
   SESSION_NOT_RUNNING: 409,
   PAYLOAD_TOO_LARGE: 413,
+  UPGRADE_REQUIRED: 426,
   CAPACITY_EXHAUSTED: 429,
   INTERNAL: 500,
   AGENT_ERROR: 502,
@@ -19,9 +23,10 @@ export const ERROR_STATUS = {
   NO_AGENT: 503,
   STORE_UNAVAILABLE: 503,
   TIMEOUT: 504,
-  SHUTTING_DOWN: 503,
 } as const;
 export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export const isErrorCode = (code: string): code is ErrorCode => Object.hasOwn(ERROR_STATUS, code);
 
 export class AppError extends Error {
   readonly code: ErrorCode;
@@ -36,7 +41,17 @@ export class AppError extends Error {
   }
 }
 
+/** An AppError as it travels over the tunnel (RPC results, refused streams) or between edge objects. */
+export const WireError = z.object({ code: z.string().max(64), message: z.string().max(2000), status: z.number().int().optional(), details: z.unknown().optional() });
+export type WireError = z.infer<typeof WireError>;
 
-export function asErrorCode(code: string): ErrorCode {
-  return code in ERROR_STATUS ? (code as ErrorCode) : 'AGENT_ERROR';
+export function toWire(err: unknown): WireError {
+  const e = err instanceof AppError ? err : new AppError('INTERNAL', 'internal error', { cause: err });
+  return { code: e.code, message: e.message, status: e.status, ...(e.details !== undefined ? { details: e.details } : {}) };
+}
+
+/** A code this side does not know (a newer peer) becomes AGENT_ERROR, keeping the original in details. */
+export function fromWire(w: WireError): AppError {
+  if (isErrorCode(w.code)) return new AppError(w.code, w.message, { details: w.details });
+  return new AppError('AGENT_ERROR', w.message, { details: { code: w.code, status: w.status } });
 }

@@ -22,12 +22,7 @@ export function serializeError(err: unknown, depth = 0): unknown {
 }
 
 /** JSON lines, one object per event, filtered by level. */
-export function createLogger(opts: {
-  level: LogLevel;
-  base?: Record<string, unknown>;
-  write?: (line: string) => void;
-  now?: () => number;
-}): Logger {
+export function createLogger(opts: { level: LogLevel; base?: Record<string, unknown>; write?: (line: string) => void; now?: () => number }): Logger {
   const write = opts.write ?? ((line: string) => process.stdout.write(line + '\n'));
   const now = opts.now ?? Date.now;
   const min = RANK[opts.level];

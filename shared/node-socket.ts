@@ -10,60 +10,50 @@ export const zeroMask = (mask: Uint8Array): void => {
 };
 
 /**
- * Coalesces every message a WebSocket sends within one tick into a single write. Proxied CDP traffic
- * arrives in bursts (many messages per read), and one syscall per message was the proxy's main cost.
- * Flushing on nextTick adds no latency: it runs before the event loop polls for I/O again.
+ * Runs `fn` with `socket` corked until the end of the tick, so everything written within one tick
+ * leaves as one write. Proxied CDP traffic arrives in bursts (many messages per read), and one syscall
+ * per message was the proxy's main cost. Flushing on nextTick adds no latency: it runs before the
+ * event loop polls for I/O again.
  */
-export function corkPerTick(ws: WebSocket): void {
-  const socket = (ws as unknown as { _socket?: Socket })._socket;
-  if (!socket) return;
-  const send = ws.send.bind(ws) as (...args: unknown[]) => void;
+function batchedTick(socket: Socket): (fn: () => void) => void {
   let corked = false;
   const uncork = () => {
     corked = false;
     socket.uncork();
   };
-  ws.send = ((...args: unknown[]) => {
+  return (fn) => {
     if (!corked && !socket.destroyed) {
       corked = true;
       socket.cork();
       process.nextTick(uncork);
     }
-    send(...args);
-  }) as typeof ws.send;
+    fn();
+  };
 }
 
-/**
- * Sends a message and reports it consumed as soon as the socket has room, instead of one write
- * callback per message; past `highWater` buffered bytes, credit waits for the socket's 'drain'.
- */
-export function creditingSender(ws: WebSocket, highWater = 1024 * 1024) {
-  const socket = (ws as unknown as { _socket?: Socket })._socket;
+export type MessageSender = {
+  /** Sends one message; messages sent within a tick leave as one write. */
+  send(data: string | Uint8Array, binary?: boolean): void;
+  /** Sends and reports the message consumed once the socket has room (at once below `highWater`,
+   * else on the socket's 'drain'): credit for a tunnel stream without a callback per message. */
+  sendCredited(payload: Uint8Array, binary: boolean, consumed: () => void): void;
+};
+
+/** Message sending for a `ws` WebSocket over `socket`, the socket the caller handed to (or got from) `ws`. */
+export function messageSender(ws: WebSocket, socket: Socket, highWater = 1024 * 1024): MessageSender {
+  const tick = batchedTick(socket);
   const waiting: Array<() => void> = [];
-  socket?.on('drain', () => {
+  socket.on('drain', () => {
     for (const f of waiting.splice(0)) f();
   });
-  return (payload: Uint8Array, binary: boolean, consumed: () => void): void => {
-    ws.send(payload, { binary });
-    if (!socket || socket.writableLength < highWater) consumed();
-    else waiting.push(consumed);
-  };
-}
-
-/** Raw-socket counterpart of corkPerTick: a write function whose writes within a tick leave as one. */
-export function tickBatchedWriter(socket: Socket): (chunk: Uint8Array) => boolean {
-  let corked = false;
-  const uncork = () => {
-    corked = false;
-    socket.uncork();
-  };
-  return (chunk) => {
-    if (!corked && !socket.destroyed) {
-      corked = true;
-      socket.cork();
-      process.nextTick(uncork);
-    }
-    return socket.write(chunk);
+  const send = (data: string | Uint8Array, binary = typeof data !== 'string') => tick(() => ws.send(data, { binary }));
+  return {
+    send,
+    sendCredited(payload, binary, consumed) {
+      send(payload, binary);
+      if (socket.writableLength < highWater) consumed();
+      else waiting.push(consumed);
+    },
   };
 }
 
@@ -72,7 +62,8 @@ export function tickBatchedWriter(socket: Socket): (chunk: Uint8Array) => boolea
  * after its 'drain' otherwise.
  */
 export function creditingWriter(socket: Socket, highWater = 1024 * 1024) {
-  const write = tickBatchedWriter(socket);
+  const tick = batchedTick(socket);
+  const write = (chunk: Uint8Array) => tick(() => socket.write(chunk));
   let owed = 0;
   let consume: ((n: number) => void) | null = null;
   socket.on('drain', () => {
@@ -85,4 +76,21 @@ export function creditingWriter(socket: Socket, highWater = 1024 * 1024) {
     if (socket.writableLength < highWater) consumed(payload.byteLength);
     else owed += payload.byteLength;
   };
+}
+
+/** `ws` hands over message payloads as Buffer, ArrayBuffer or fragments. */
+export function asBytes(d: Buffer | ArrayBuffer | Buffer[]): Uint8Array {
+  if (Array.isArray(d)) return Buffer.concat(d);
+  if (d instanceof ArrayBuffer) return new Uint8Array(d);
+  return d;
+}
+
+/** Node's IncomingHttpHeaders as pairs (arrays become repeated pairs). */
+export function nodeHeaderPairs(h: Record<string, string | string[] | undefined>): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (const [k, v] of Object.entries(h)) {
+    if (v === undefined) continue;
+    for (const one of Array.isArray(v) ? v : [v]) out.push([k, one]);
+  }
+  return out;
 }

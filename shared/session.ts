@@ -11,10 +11,11 @@ export const isTerminal = (s: SessionStatus): boolean => TERMINAL_STATUSES.has(s
  * client turn off isolation (e.g. --remote-debugging-address), so only vetted knobs are accepted. */
 export const SessionOptions = z.strictObject({
   userAgent: z.string().min(1).max(512).optional(),
-  viewport: z
-    .strictObject({ width: z.number().int().min(100).max(7680), height: z.number().int().min(100).max(4320) })
+  viewport: z.strictObject({ width: z.number().int().min(100).max(7680), height: z.number().int().min(100).max(4320) }).optional(),
+  locale: z
+    .string()
+    .regex(/^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$/)
     .optional(),
-  locale: z.string().regex(/^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$/).optional(),
 });
 export type SessionOptions = z.infer<typeof SessionOptions>;
 
@@ -66,5 +67,4 @@ export const ALLOWED_TRANSITIONS: Record<SessionStatus, readonly SessionStatus[]
   failed: [],
   timed_out: [],
 };
-export const canTransition = (from: SessionStatus, to: SessionStatus): boolean =>
-  from === to || ALLOWED_TRANSITIONS[from].includes(to);
+export const canTransition = (from: SessionStatus, to: SessionStatus): boolean => from === to || ALLOWED_TRANSITIONS[from].includes(to);

@@ -7,6 +7,8 @@ export class FrameBoundaryTracker {
   private header: number[] = [];
   private headerSize = 2;
   private payloadLeft = 0;
+  /** A close frame (opcode 8) has passed: the endpoint said goodbye itself. */
+  sawClose = false;
 
   get atBoundary(): boolean {
     return this.header.length === 0 && this.payloadLeft === 0;
@@ -32,6 +34,7 @@ export class FrameBoundaryTracker {
         this.headerSize = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + (this.header[1]! & 0x80 ? 4 : 0);
       }
       if (this.header.length >= 2 && this.header.length === this.headerSize) {
+        if ((this.header[0]! & 0x0f) === 0x8) this.sawClose = true;
         this.payloadLeft = payloadLength(this.header);
         this.header = [];
       }
@@ -59,4 +62,11 @@ export function closeFrame(code: number, reason: string): Uint8Array {
   out[3] = code & 0xff;
   out.set(text, 4);
   return out;
+}
+
+/** Codes an endpoint may put in a close frame; 1005/1006/1015 only describe what happened locally. */
+export function sendableCloseCode(code: number | undefined, fallback = 1000): number {
+  if (code === undefined) return fallback;
+  if (code === 1000 || code === 1001 || (code >= 1002 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999)) return code;
+  return fallback;
 }

@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { systemClock, withDeadline } from '../../shared/clock.js';
 import type { SessionOptions } from '../../shared/session.js';
+import { devtoolsVersion, groupMembers } from './devtools.js';
 
 /** Flags that keep a headless Chromium from reaching the network or any shared state on its own. */
 export function chromiumArgs(opts: { userDataDir: string; noSandbox: boolean; options?: SessionOptions }): string[] {
@@ -33,6 +34,9 @@ export function chromiumArgs(opts: { userDataDir: string; noSandbox: boolean; op
   args.push('about:blank');
   return args;
 }
+
+/** SIGKILLed processes are gone within milliseconds; this bounds the wait if the kernel is slow. */
+const GROUP_EXIT_WAIT_MS = 5000;
 
 export type LaunchedChromium = {
   proc: ChildProcess;
@@ -76,12 +80,16 @@ export async function launchChromium(opts: {
     let active: { port: number; path: string } | null = null;
     while (!active) {
       if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('aborted');
-      if (dead) throw new Error(`chromium exited before it was ready: ${(await exited).stderrTail.trim().split('\n').slice(-3).join(' | ')}`);
+      if (dead) {
+        const { code, signal, stderrTail } = await exited;
+        // The reason stays short; what Chromium printed goes along as the cause, for the agent's log.
+        throw new Error(`chromium exited before it was ready (${signal ? `signal ${signal}` : `code ${code}`})`, { cause: stderrTail.trim().split('\n').slice(-5).join('\n') });
+      }
       if (Date.now() > deadline) throw new Error(`chromium was not ready within ${opts.timeoutMs} ms`);
       active = await readDevToolsActivePort(userDataDir);
       if (!active) await new Promise((r) => setTimeout(r, 5));
     }
-    while (!(await cdpAnswers(active.port, 1000))) {
+    while (!(await devtoolsVersion('127.0.0.1', active.port, 1000))) {
       if (dead || opts.signal?.aborted || Date.now() > deadline) throw new Error('chromium opened its port but CDP does not answer');
       await new Promise((r) => setTimeout(r, 10));
     }
@@ -102,19 +110,10 @@ async function readDevToolsActivePort(dir: string): Promise<{ port: number; path
   }
 }
 
-export function cdpAnswers(port: number, timeoutMs: number, host = '127.0.0.1'): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = request({ host, port, path: '/json/version', timeout: timeoutMs }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(false));
-    req.end();
-  });
-}
-
-/** SIGTERM the whole group, SIGKILL what is left after a grace period, then drop the profile. */
+/**
+ * SIGTERM the whole group, SIGKILL what is left after a grace period, wait until no process of the
+ * group is alive (renderers and helpers outlive the main process by a moment), then drop the profile.
+ */
 export async function killChromium(c: { pid: number; userDataDir: string; exited: Promise<unknown> }, graceMs = 2000): Promise<void> {
   const signalGroup = (sig: NodeJS.Signals) => {
     if (c.pid <= 0) return;
@@ -125,11 +124,12 @@ export async function killChromium(c: { pid: number; userDataDir: string; exited
     }
   };
   signalGroup('SIGTERM');
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([c.exited, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
-  clearTimeout(timer);
-  // Renderers and helpers share the group and may outlive the main process by a moment.
+  await withDeadline(systemClock, c.exited, graceMs, { error: () => new Error('grace period over') }).catch(() => {});
   signalGroup('SIGKILL');
   await c.exited;
+  for (let waited = 0; c.pid > 0 && (await groupMembers(c.pid)).length > 0 && waited < GROUP_EXIT_WAIT_MS; waited += 10) {
+    signalGroup('SIGKILL');
+    await new Promise((r) => setTimeout(r, 10));
+  }
   await rm(c.userDataDir, { recursive: true, force: true, maxRetries: 3 });
 }

@@ -1,7 +1,7 @@
 import type { Logger } from '../../shared/logger.js';
 import type { Session } from '../../shared/session.js';
 import { killChromium, launchChromium, type LaunchedChromium } from './chromium.js';
-import type { BrowserHandle, BrowserRuntime } from './types.js';
+import type { BrowserExit, BrowserHandle, BrowserRuntime } from './types.js';
 
 /** One Debian Chromium process (group) per session on this machine: for development and `npm start`. */
 export class LocalChromiumRuntime implements BrowserRuntime {
@@ -27,9 +27,11 @@ export class LocalChromiumRuntime implements BrowserRuntime {
     }
     this.browsers.set(session.id, c);
     this.deps.logger.info('runtime: chromium ready', { session: session.id, pid: c.pid, port: c.port, ms: Math.round(performance.now() - started) });
-    const exited = c.exited.then(({ code, signal: sig, stderrTail }) => {
-      const tail = stderrTail.trim().split('\n').slice(-2).join(' | ');
-      return `chromium exited (${sig ? `signal ${sig}` : `code ${code}`})${tail ? `: ${tail}` : ''}`;
+    const exited = c.exited.then(({ code, signal: sig, stderrTail }): BrowserExit => {
+      // Chromium exits 0 when a client sends Browser.close (Puppeteer's browser.close()).
+      if (code === 0 && !sig) return { clean: true, reason: 'closed by the client' };
+      this.deps.logger.warn('runtime: chromium died', { session: session.id, pid: c.pid, code, signal: sig, stderr: stderrTail.trim().split('\n').slice(-5) });
+      return { clean: false, reason: sig ? `the browser was killed (${sig})` : `the browser crashed (exit code ${code})` };
     });
     return { endpoints: { host: '127.0.0.1', apiPort: c.port, browserWsPath: c.browserWsPath }, exited };
   }

@@ -1,14 +1,18 @@
 import type { Session, SessionEndpoints } from '../../shared/session.js';
 
+/** How a browser ended without being asked to: `clean` when it closed itself normally (a client's
+ * `Browser.close`), else a crash; `reason` is a short sentence for the session's record. */
+export type BrowserExit = { clean: boolean; reason: string };
+
 export type BrowserHandle = {
   endpoints: SessionEndpoints;
-  /** Settles with a human-readable reason when the browser ends without being asked to. */
-  exited: Promise<string>;
+  /** Settles when the browser ends without being asked to. */
+  exited: Promise<BrowserExit>;
   /** Where the browser runs, when that is not the agent's own node (a pod's node). */
   node?: string;
 };
 
-/** Where browsers run: local Chromium processes, or (later) Kubernetes Jobs. */
+/** Where browsers run: local Chromium processes, or Kubernetes Jobs. */
 export interface BrowserRuntime {
   readonly name: string;
   /** Resolves once the browser answers CDP; rejects (and cleans up) on failure or abort. */
@@ -18,8 +22,12 @@ export interface BrowserRuntime {
   stopAll(): Promise<void>;
   /** True when browsers outlive the agent (Jobs): shutdown leaves them, and a restart adopts them. */
   readonly keepsSessionsOnShutdown?: boolean;
-  /** Sessions already running when the agent starts, rebuilt from where the runtime keeps them. */
+  /** Sessions whose browsers outlived a previous agent, rebuilt from where the runtime keeps them. */
   recover?(): Promise<Session[]>;
+  /** Takes over a browser that `recover` found: resolves once it answers, rejects when it is gone. */
+  adopt?(session: Session, signal: AbortSignal): Promise<BrowserHandle>;
+  /** Ids of every session the runtime holds a browser for, whether this agent knows it or not. */
+  present?(): string[];
   init?(): Promise<void>;
   close?(): Promise<void>;
 }

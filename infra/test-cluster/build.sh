@@ -15,6 +15,10 @@ have_all() {
   for c in "${COMPONENTS[@]}"; do [ -x "$OUT/$c" ] || return 1; done
 }
 if have_all; then echo "$OUT"; exit 0; fi
+if [ "${BSO_K8S_CHECK_ONLY:-}" = 1 ]; then
+  echo "build.sh: the test control plane is not built in $OUT: run 'npm run cluster:build' ('npm test' builds it before the tests)" >&2
+  exit 1
+fi
 
 # Machines of this kind have Go in /usr/local/go even when it is not on PATH.
 if ! command -v go >/dev/null 2>&1; then

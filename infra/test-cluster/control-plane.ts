@@ -39,9 +39,14 @@ export function freePort(): Promise<number> {
 }
 
 /** Builds (or reuses from the cache) the binaries; returns their directory. */
-export function ensureBinaries(): string {
+/** The cached binaries' directory; builds them first unless `checkOnly` (then a missing build fails loudly). */
+export function ensureBinaries(opts: { checkOnly?: boolean } = {}): string {
   const script = new URL('./build.sh', import.meta.url).pathname;
-  const out = execFileSync('bash', [script], { stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 }).toString().trim().split('\n');
+  const env = { ...process.env, ...(opts.checkOnly ? { BSO_K8S_CHECK_ONLY: '1' } : {}) };
+  const out = execFileSync('bash', [script], { stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24, env })
+    .toString()
+    .trim()
+    .split('\n');
   return out[out.length - 1]!;
 }
 
@@ -53,7 +58,28 @@ function makeCerts(dir: string): void {
   writeFileSync(join(dir, 'san.cnf'), '[ext]\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n');
   openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '30', '-subj', '/CN=bso-test-ca'], dir);
   openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'apiserver.key', '-out', 'apiserver.csr', '-subj', '/CN=kube-apiserver'], dir);
-  openssl(['x509', '-req', '-in', 'apiserver.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'apiserver.crt', '-days', '30', '-extfile', 'san.cnf', '-extensions', 'ext'], dir);
+  openssl(
+    [
+      'x509',
+      '-req',
+      '-in',
+      'apiserver.csr',
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      'apiserver.crt',
+      '-days',
+      '30',
+      '-extfile',
+      'san.cnf',
+      '-extensions',
+      'ext',
+    ],
+    dir,
+  );
   openssl(['genrsa', '-out', 'sa.key', '2048'], dir);
   openssl(['rsa', '-in', 'sa.key', '-pubout', '-out', 'sa.pub'], dir);
 }
@@ -62,11 +88,25 @@ const randomToken = () => execFileSync('openssl', ['rand', '-hex', '24']).toStri
 
 function kubeconfig(server: string, caFile: string, name: string, token: string): string {
   return [
-    'apiVersion: v1', 'kind: Config',
-    'clusters:', `- name: bso`, '  cluster:', `    server: ${server}`, `    certificate-authority: ${caFile}`,
-    'users:', `- name: ${name}`, '  user:', `    token: ${token}`,
-    'contexts:', '- name: bso', '  context:', '    cluster: bso', `    user: ${name}`, '    namespace: default',
-    'current-context: bso', '',
+    'apiVersion: v1',
+    'kind: Config',
+    'clusters:',
+    `- name: bso`,
+    '  cluster:',
+    `    server: ${server}`,
+    `    certificate-authority: ${caFile}`,
+    'users:',
+    `- name: ${name}`,
+    '  user:',
+    `    token: ${token}`,
+    'contexts:',
+    '- name: bso',
+    '  context:',
+    '    cluster: bso',
+    `    user: ${name}`,
+    '    namespace: default',
+    'current-context: bso',
+    '',
   ].join('\n');
 }
 
@@ -78,9 +118,10 @@ function spawnComponent(dir: string, name: string, bin: string, args: string[]):
   return proc.pid;
 }
 
-async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs: number, logFile?: string): Promise<void> {
+async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs: number, logFile?: string, signal?: AbortSignal): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
+    signal?.throwIfAborted();
     if (await check().catch(() => false)) return;
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -109,7 +150,8 @@ const alive = (pid: number) => {
   }
 };
 
-export async function startControlPlane(opts: { dir: string; binDir?: string; nodes?: string[] }): Promise<ControlPlane> {
+/** `signal` aborts a start in progress: no component is spawned after it, and what started is stopped. */
+export async function startControlPlane(opts: { dir: string; binDir?: string; nodes?: string[]; signal?: AbortSignal }): Promise<ControlPlane> {
   const binDir = opts.binDir ?? ensureBinaries();
   const dir = opts.dir;
   mkdirSync(dir, { recursive: true });
@@ -133,25 +175,44 @@ export async function startControlPlane(opts: { dir: string; binDir?: string; no
   const savePids = () => writeFileSync(join(dir, 'pids.json'), JSON.stringify(pids));
   try {
     pids.etcd = spawnComponent(dir, 'etcd', join(binDir, 'etcd'), [
-      '--name=bso', `--data-dir=${join(dir, 'etcd-data')}`, '--unsafe-no-fsync',
-      `--listen-client-urls=http://127.0.0.1:${etcdClient}`, `--advertise-client-urls=http://127.0.0.1:${etcdClient}`,
-      `--listen-peer-urls=http://127.0.0.1:${etcdPeer}`, `--initial-advertise-peer-urls=http://127.0.0.1:${etcdPeer}`,
-      `--initial-cluster=bso=http://127.0.0.1:${etcdPeer}`, '--listen-metrics-urls=', '--log-level=warn',
+      '--name=bso',
+      `--data-dir=${join(dir, 'etcd-data')}`,
+      '--unsafe-no-fsync',
+      `--listen-client-urls=http://127.0.0.1:${etcdClient}`,
+      `--advertise-client-urls=http://127.0.0.1:${etcdClient}`,
+      `--listen-peer-urls=http://127.0.0.1:${etcdPeer}`,
+      `--initial-advertise-peer-urls=http://127.0.0.1:${etcdPeer}`,
+      `--initial-cluster=bso=http://127.0.0.1:${etcdPeer}`,
+      '--listen-metrics-urls=',
+      '--log-level=warn',
     ]);
     savePids();
-    await waitUntil('etcd', async () => (await fetch(`http://127.0.0.1:${etcdClient}/health`)).ok, 30_000, join(dir, 'etcd.log'));
+    await waitUntil('etcd', async () => (await fetch(`http://127.0.0.1:${etcdClient}/health`)).ok, 30_000, join(dir, 'etcd.log'), opts.signal);
+    opts.signal?.throwIfAborted();
 
     const server = `https://127.0.0.1:${apiPort}`;
     pids['kube-apiserver'] = spawnComponent(dir, 'kube-apiserver', join(binDir, 'kube-apiserver'), [
-      `--etcd-servers=http://127.0.0.1:${etcdClient}`, '--bind-address=127.0.0.1', '--advertise-address=127.0.0.1', `--secure-port=${apiPort}`,
-      '--endpoint-reconciler-type=none', '--service-cluster-ip-range=10.96.0.0/16',
-      `--tls-cert-file=${join(dir, 'apiserver.crt')}`, `--tls-private-key-file=${join(dir, 'apiserver.key')}`, `--client-ca-file=${caFile}`,
-      `--token-auth-file=${join(dir, 'tokens.csv')}`, '--authorization-mode=Node,RBAC', '--enable-admission-plugins=NodeRestriction',
-      '--service-account-issuer=https://kubernetes.default.svc', `--service-account-key-file=${join(dir, 'sa.pub')}`,
-      `--service-account-signing-key-file=${join(dir, 'sa.key')}`, `--cert-dir=${join(dir, 'apiserver-certs')}`, '--v=1',
+      `--etcd-servers=http://127.0.0.1:${etcdClient}`,
+      '--bind-address=127.0.0.1',
+      '--advertise-address=127.0.0.1',
+      `--secure-port=${apiPort}`,
+      '--endpoint-reconciler-type=none',
+      '--service-cluster-ip-range=10.96.0.0/16',
+      `--tls-cert-file=${join(dir, 'apiserver.crt')}`,
+      `--tls-private-key-file=${join(dir, 'apiserver.key')}`,
+      `--client-ca-file=${caFile}`,
+      `--token-auth-file=${join(dir, 'tokens.csv')}`,
+      '--authorization-mode=Node,RBAC',
+      '--enable-admission-plugins=NodeRestriction',
+      '--service-account-issuer=https://kubernetes.default.svc',
+      `--service-account-key-file=${join(dir, 'sa.pub')}`,
+      `--service-account-signing-key-file=${join(dir, 'sa.key')}`,
+      `--cert-dir=${join(dir, 'apiserver-certs')}`,
+      '--v=1',
     ]);
     savePids();
-    await waitUntil('kube-apiserver', () => httpsOk(`${server}/readyz`, caFile, tokens.admin!), 90_000, join(dir, 'kube-apiserver.log'));
+    await waitUntil('kube-apiserver', () => httpsOk(`${server}/readyz`, caFile, tokens.admin!), 90_000, join(dir, 'kube-apiserver.log'), opts.signal);
+    opts.signal?.throwIfAborted();
 
     const kc = (name: string, token: string) => {
       const path = join(dir, `${name.replace(/[^a-z0-9-]/gi, '_')}.kubeconfig`);
@@ -160,15 +221,25 @@ export async function startControlPlane(opts: { dir: string; binDir?: string; no
     };
     const adminKubeconfig = kc('admin', tokens.admin!);
     pids['kube-controller-manager'] = spawnComponent(dir, 'kube-controller-manager', join(binDir, 'kube-controller-manager'), [
-      `--kubeconfig=${kc('kube-controller-manager', tokens['kube-controller-manager']!)}`, '--leader-elect=false',
-      '--use-service-account-credentials=true', `--service-account-private-key-file=${join(dir, 'sa.key')}`, `--root-ca-file=${caFile}`,
-      '--bind-address=127.0.0.1', `--secure-port=${cmPort}`, `--cert-dir=${join(dir, 'cm-certs')}`,
+      `--kubeconfig=${kc('kube-controller-manager', tokens['kube-controller-manager']!)}`,
+      '--leader-elect=false',
+      '--use-service-account-credentials=true',
+      `--service-account-private-key-file=${join(dir, 'sa.key')}`,
+      `--root-ca-file=${caFile}`,
+      '--bind-address=127.0.0.1',
+      `--secure-port=${cmPort}`,
+      `--cert-dir=${join(dir, 'cm-certs')}`,
       '--controllers=job-controller,ttl-after-finished-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,namespace-controller,pod-garbage-collector-controller,node-lifecycle-controller,taint-eviction-controller',
-      '--node-monitor-grace-period=40s', '--v=1',
+      '--node-monitor-grace-period=40s',
+      '--v=1',
     ]);
     pids['kube-scheduler'] = spawnComponent(dir, 'kube-scheduler', join(binDir, 'kube-scheduler'), [
-      `--kubeconfig=${kc('kube-scheduler', tokens['kube-scheduler']!)}`, '--leader-elect=false',
-      '--bind-address=127.0.0.1', `--secure-port=${schedPort}`, `--cert-dir=${join(dir, 'sched-certs')}`, '--v=1',
+      `--kubeconfig=${kc('kube-scheduler', tokens['kube-scheduler']!)}`,
+      '--leader-elect=false',
+      '--bind-address=127.0.0.1',
+      `--secure-port=${schedPort}`,
+      `--cert-dir=${join(dir, 'sched-certs')}`,
+      '--v=1',
     ]);
     savePids();
     const plane: ControlPlane = {

@@ -33,19 +33,15 @@ export function kubeClient(access: KubeAccess) {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const opts = await options(method, payload ? { 'content-type': contentType, 'content-length': Buffer.byteLength(payload) } : {});
     return new Promise((resolve, reject) => {
-      const req = request(
-        `${server}${path}`,
-        opts,
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            const text = Buffer.concat(chunks).toString();
-            if ((res.statusCode ?? 0) >= 300) return reject(new KubeHttpError(res.statusCode ?? 0, text, `${method} ${path}`));
-            resolve(text ? JSON.parse(text) : (undefined as T));
-          });
-        },
-      );
+      const req = request(`${server}${path}`, opts, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString();
+          if ((res.statusCode ?? 0) >= 300) return reject(new KubeHttpError(res.statusCode ?? 0, text, `${method} ${path}`));
+          resolve(text ? JSON.parse(text) : (undefined as T));
+        });
+      });
       req.on('timeout', () => req.destroy(new Error(`${method} ${path} timed out`)));
       req.on('error', reject);
       req.end(payload);

@@ -11,11 +11,7 @@ import { request } from 'node:http';
 import { killChromium, launchChromium, type LaunchedChromium } from '../../agent/runtime/chromium.js';
 import { kubeClient, KubeHttpError, type KubeAccess } from './kube-http.js';
 
-export type ContainerRecipe =
-  | { kind: 'chromium' }
-  | { kind: 'http-static'; body?: string }
-  | { kind: 'exit'; afterMs: number; code: number }
-  | { kind: 'never-ready' };
+export type ContainerRecipe = { kind: 'chromium' } | { kind: 'http-static'; body?: string } | { kind: 'exit'; afterMs: number; code: number } | { kind: 'never-ready' };
 
 type ContainerRun = {
   name: string;
@@ -34,7 +30,19 @@ type ContainerRun = {
   finishedAt?: string;
 };
 
-type PodRun = { killed?: boolean; uid: string; ns: string; name: string; ip: string; containers: ContainerRun[]; startTime: string; deleting: boolean; writes: Promise<void>; probeTimer?: NodeJS.Timeout; pullTimer?: NodeJS.Timeout };
+type PodRun = {
+  killed?: boolean;
+  uid: string;
+  ns: string;
+  name: string;
+  ip: string;
+  containers: ContainerRun[];
+  startTime: string;
+  deleting: boolean;
+  writes: Promise<void>;
+  probeTimer?: NodeJS.Timeout;
+  pullTimer?: NodeJS.Timeout;
+};
 
 const now = () => new Date().toISOString().replace(/\.\d+Z$/, 'Z');
 
@@ -56,7 +64,11 @@ export class ProcessKubelet {
     const { call } = this.kube;
     const name = this.opts.nodeName;
     try {
-      await call('POST', '/api/v1/nodes', { apiVersion: 'v1', kind: 'Node', metadata: { name, labels: { 'kubernetes.io/hostname': name, 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': 'amd64' } } });
+      await call('POST', '/api/v1/nodes', {
+        apiVersion: 'v1',
+        kind: 'Node',
+        metadata: { name, labels: { 'kubernetes.io/hostname': name, 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': 'amd64' } },
+      });
     } catch (err) {
       if (!(err instanceof KubeHttpError && err.status === 409)) throw err;
     }
@@ -91,16 +103,52 @@ export class ProcessKubelet {
     const name = this.opts.nodeName;
     const t = now();
     const cond = (type: string, status: string, reason: string) => ({ type, status, reason, message: reason, lastHeartbeatTime: t, lastTransitionTime: t });
-    await call('PATCH', `/api/v1/nodes/${name}/status`, {
-      status: {
-        conditions: [cond('Ready', 'True', 'KubeletReady'), cond('MemoryPressure', 'False', 'KubeletHasSufficientMemory'), cond('DiskPressure', 'False', 'KubeletHasNoDiskPressure'), cond('PIDPressure', 'False', 'KubeletHasSufficientPID')],
-        capacity: { cpu: '64', memory: '256Gi', pods: '500', 'ephemeral-storage': '500Gi' },
-        allocatable: { cpu: '64', memory: '256Gi', pods: '500', 'ephemeral-storage': '500Gi' },
-        addresses: [{ type: 'InternalIP', address: '127.0.0.1' }, { type: 'Hostname', address: name }],
-        nodeInfo: { kubeletVersion: 'v1.37.2-process', osImage: 'process kubelet', operatingSystem: 'linux', architecture: 'amd64', containerRuntimeVersion: 'process://1', kernelVersion: '', kubeProxyVersion: '', machineID: name, systemUUID: name, bootID: name },
+    await call(
+      'PATCH',
+      `/api/v1/nodes/${name}/status`,
+      {
+        status: {
+          conditions: [
+            cond('Ready', 'True', 'KubeletReady'),
+            cond('MemoryPressure', 'False', 'KubeletHasSufficientMemory'),
+            cond('DiskPressure', 'False', 'KubeletHasNoDiskPressure'),
+            cond('PIDPressure', 'False', 'KubeletHasSufficientPID'),
+          ],
+          capacity: { cpu: '64', memory: '256Gi', pods: '500', 'ephemeral-storage': '500Gi' },
+          allocatable: { cpu: '64', memory: '256Gi', pods: '500', 'ephemeral-storage': '500Gi' },
+          addresses: [
+            { type: 'InternalIP', address: '127.0.0.1' },
+            { type: 'Hostname', address: name },
+          ],
+          nodeInfo: {
+            kubeletVersion: 'v1.37.2-process',
+            osImage: 'process kubelet',
+            operatingSystem: 'linux',
+            architecture: 'amd64',
+            containerRuntimeVersion: 'process://1',
+            kernelVersion: '',
+            kubeProxyVersion: '',
+            machineID: name,
+            systemUUID: name,
+            bootID: name,
+          },
+        },
       },
-    }, 'application/strategic-merge-patch+json');
-    const lease = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace: 'kube-node-lease' }, spec: { holderIdentity: name, leaseDurationSeconds: 40, renewTime: new Date().toISOString().replace('Z', '000Z').replace(/\.(\d{6})\d*Z$/, '.$1Z') } };
+      'application/strategic-merge-patch+json',
+    );
+    const lease = {
+      apiVersion: 'coordination.k8s.io/v1',
+      kind: 'Lease',
+      metadata: { name, namespace: 'kube-node-lease' },
+      spec: {
+        holderIdentity: name,
+        leaseDurationSeconds: 40,
+        renewTime: new Date()
+          .toISOString()
+          .replace('Z', '000Z')
+          .replace(/\.(\d{6})\d*Z$/, '.$1Z'),
+      },
+    };
     try {
       const current = await call('GET', `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${name}`);
       await call('PUT', `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${name}`, { ...lease, metadata: current.metadata });
@@ -122,10 +170,14 @@ export class ProcessKubelet {
           this.onPod('ADDED', pod);
         }
         for (const run of [...this.pods.values()]) if (!seen.has(run.uid)) void this.killPod(run);
-        await this.kube.watch(`/api/v1/pods?fieldSelector=${selector}&watch=1&allowWatchBookmarks=false&resourceVersion=${list.metadata.resourceVersion}`, (type, obj) => {
-          if (type === 'ERROR') return;
-          this.onPod(type, obj);
-        }, this.stopping.signal);
+        await this.kube.watch(
+          `/api/v1/pods?fieldSelector=${selector}&watch=1&allowWatchBookmarks=false&resourceVersion=${list.metadata.resourceVersion}`,
+          (type, obj) => {
+            if (type === 'ERROR') return;
+            this.onPod(type, obj);
+          },
+          this.stopping.signal,
+        );
       } catch (err) {
         if (!this.stopping.signal.aborted) this.log(`pod watch failed: ${(err as Error).message}`);
         await new Promise((r) => setTimeout(r, 500));
@@ -142,7 +194,8 @@ export class ProcessKubelet {
     }
     if (pod.metadata.deletionTimestamp) {
       if (run && !run.deleting) void this.terminate(run, pod.metadata.deletionGracePeriodSeconds ?? 30);
-      else if (!run) void this.kube.call('DELETE', `/api/v1/namespaces/${pod.metadata.namespace}/pods/${pod.metadata.name}`, { gracePeriodSeconds: 0, preconditions: { uid } }).catch(() => {});
+      else if (!run)
+        void this.kube.call('DELETE', `/api/v1/namespaces/${pod.metadata.namespace}/pods/${pod.metadata.name}`, { gracePeriodSeconds: 0, preconditions: { uid } }).catch(() => {});
       return;
     }
     if (!run && !this.stopping.signal.aborted && pod.status?.phase !== 'Succeeded' && pod.status?.phase !== 'Failed') {
@@ -171,7 +224,11 @@ export class ProcessKubelet {
         name: c.name,
         image: c.image,
         port: c.ports?.[0]?.containerPort,
-        probe: c.readinessProbe?.httpGet ? { path: c.readinessProbe.httpGet.path, port: c.readinessProbe.httpGet.port } : c.readinessProbe?.tcpSocket ? { port: c.readinessProbe.tcpSocket.port } : undefined,
+        probe: c.readinessProbe?.httpGet
+          ? { path: c.readinessProbe.httpGet.path, port: c.readinessProbe.httpGet.port }
+          : c.readinessProbe?.tcpSocket
+            ? { port: c.readinessProbe.tcpSocket.port }
+            : undefined,
         state: 'waiting',
         waitingReason: 'ContainerCreating',
         ready: false,
@@ -296,7 +353,15 @@ export class ProcessKubelet {
           c.state === 'running'
             ? { running: { startedAt: c.startedAt } }
             : c.state === 'terminated'
-              ? { terminated: { exitCode: c.exitCode, reason: c.exitCode === 0 ? 'Completed' : 'Error', startedAt: c.startedAt ?? t, finishedAt: c.finishedAt ?? t, message: c.waitingMessage } }
+              ? {
+                  terminated: {
+                    exitCode: c.exitCode,
+                    reason: c.exitCode === 0 ? 'Completed' : 'Error',
+                    startedAt: c.startedAt ?? t,
+                    finishedAt: c.finishedAt ?? t,
+                    message: c.waitingMessage,
+                  },
+                }
               : { waiting: { reason: c.waitingReason, message: c.waitingMessage } },
       })),
     };

@@ -1,24 +1,27 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { swaggerUI } from '@hono/swagger-ui';
 import { bodyLimit } from 'hono/body-limit';
-import type { Clock } from '../../shared/clock.js';
+import { withDeadline, type Clock } from '../../shared/clock.js';
 import { AppError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import { isTerminal, SessionId } from '../../shared/session.js';
-import { withTimeout } from '../proxy/http-proxy.js';
-import { assertProxyable, upstreamPath } from '../proxy/target.js';
+import { isTerminal } from '../../shared/session.js';
+import { publicBases, webRequestInfo } from '../public-url.js';
 import type { SessionService } from '../sessions/service.js';
 import type { SessionStore } from '../store/types.js';
 import type { TunnelHub } from '../tunnel/hub.js';
 import { errorResponse } from './errors.js';
 import { createSessionRoute, deleteSessionRoute, getSessionRoute, healthRoute, listSessionsRoute, sessionStatusRoute } from './routes.js';
-import { publicBases, toView, webRequestInfo } from './views.js';
+import { toView } from './views.js';
 
 export type MetricsPort = {
   contentType: string;
   render(): Promise<string>;
   observeRequest(method: string, route: string, status: number, seconds: number): void;
 };
+
+/** Carries one proxied request (HTTP, or a WebSocket upgrade where the runtime takes it this way) to
+ * the browser of session `id`: the runtime's data plane. */
+export type ProxyPort = (req: Request, id: string) => Promise<Response>;
 
 export type AppDeps = {
   service: SessionService;
@@ -27,8 +30,12 @@ export type AppDeps = {
   clock: Clock;
   logger: Logger;
   metrics: MetricsPort;
-  config: { maxBodyBytes: number; publicUrl?: string; defaultWaitSec?: number };
+  proxy: ProxyPort;
+  config: { maxBodyBytes: number; publicUrl?: string };
 };
+
+const DEFAULT_WAIT_SEC = 60;
+const STORE_PING_TIMEOUT_MS = 2000;
 
 /** The runtime-neutral HTTP app: web-standard Request in, Response out. Entry points only add sockets. */
 export function createApp(deps: AppDeps) {
@@ -64,7 +71,7 @@ export function createApp(deps: AppDeps) {
   app.openapi(createSessionRoute, async (c) => {
     const query = c.req.valid('query');
     const body = c.req.valid('json') ?? {};
-    const wait = query.wait === 'true' ? { waitMs: (query.waitTimeout ?? config.defaultWaitSec ?? 60) * 1000 } : null;
+    const wait = query.wait === 'true' ? { waitMs: (query.waitTimeout ?? DEFAULT_WAIT_SEC) * 1000 } : null;
     const session = await service.create(body, wait, backgroundOf(c));
     return c.json(toView(session, publicBases(webRequestInfo(c.req.raw), config.publicUrl)), 201);
   });
@@ -110,7 +117,9 @@ export function createApp(deps: AppDeps) {
     const started = performance.now();
     let store: { ok: boolean; latencyMs: number | null; error?: string };
     try {
-      await withTimeout(clock, deps.store.ping(), 2000, () => {});
+      await withDeadline(clock, deps.store.ping(), STORE_PING_TIMEOUT_MS, {
+        error: () => new AppError('STORE_UNAVAILABLE', `the session store did not answer within ${STORE_PING_TIMEOUT_MS} ms`),
+      });
       store = { ok: true, latencyMs: Math.round((performance.now() - started) * 100) / 100 };
     } catch (err) {
       store = { ok: false, latencyMs: null, error: (err as Error).message };
@@ -122,15 +131,8 @@ export function createApp(deps: AppDeps) {
 
   app.get('/metrics', async (c) => c.body(await deps.metrics.render(), 200, { 'content-type': deps.metrics.contentType }));
 
-  app.all('/sessions/:id/proxy/*', async (c) => proxyRequest(c.req.raw, c.req.param('id')));
-  app.all('/sessions/:id/proxy', async (c) => proxyRequest(c.req.raw, c.req.param('id')));
-
-  async function proxyRequest(req: Request, id: string): Promise<Response> {
-    if (!SessionId.safeParse(id).success) throw new AppError('VALIDATION_FAILED', 'invalid session id');
-    const s = await service.forProxy(id);
-    assertProxyable(s);
-    return hub.proxy(s, req, upstreamPath(new URL(req.url), id), publicBases(webRequestInfo(req), config.publicUrl).ws);
-  }
+  app.all('/sessions/:id/proxy/*', (c) => deps.proxy(c.req.raw, c.req.param('id')));
+  app.all('/sessions/:id/proxy', (c) => deps.proxy(c.req.raw, c.req.param('id')));
 
   app.doc('/openapi.json', {
     openapi: '3.0.0',
@@ -139,8 +141,8 @@ export function createApp(deps: AppDeps) {
   app.openAPIRegistry.registerPath({
     method: 'get',
     path: '/sessions/{id}/proxy/{path}',
-    summary: 'HTTP or WebSocket (CDP) traffic to the session\'s browser; any method. `/ui/...` goes to the UI container.',
-    responses: { 101: { description: 'WebSocket upgraded' }, 200: { description: 'The browser\'s response' } },
+    summary: "HTTP or WebSocket (CDP) traffic to the session's browser; any method. `/ui/...` goes to the UI container.",
+    responses: { 101: { description: 'WebSocket upgraded' }, 200: { description: "The browser's response" } },
   });
   app.get('/docs', swaggerUI({ url: '/openapi.json' }));
   return app;

@@ -1,17 +1,12 @@
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { AppError, asErrorCode } from '../../shared/errors.js';
+import { AppError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import { RpcError } from '../../shared/tunnel/peer.js';
-import { StreamClosedError } from '../../shared/tunnel/stream.js';
 
 /** Turns anything thrown into the one error shape; the only place errors become HTTP. */
 export function toAppError(err: unknown): AppError {
   if (err instanceof AppError) return err;
-  if (err instanceof RpcError || err instanceof StreamClosedError) {
-    return new AppError(asErrorCode(err.code), err.message, { cause: err });
-  }
   if (err instanceof HTTPException) {
     if (err.status === 413) return new AppError('PAYLOAD_TOO_LARGE', err.message || 'request body too large', { cause: err });
     if (err.status === 400) return new AppError('INVALID_JSON', err.message || 'malformed request', { cause: err });
@@ -25,6 +20,12 @@ export function errorBody(e: AppError) {
   return { error: { code: e.code, message: e.message, ...(e.details !== undefined ? { details: e.details } : {}) } };
 }
 
+/** The error as a web-standard response (runtime entry points outside the Hono app). */
+export function errorJson(err: unknown): Response {
+  const e = toAppError(err);
+  return Response.json(errorBody(e), { status: e.status });
+}
+
 export function errorResponse(c: Context, err: unknown, logger: Logger): Response {
   const e = toAppError(err);
   const fields = { code: e.code, status: e.status, path: c.req.path, method: c.req.method, err: e.cause ?? e };
@@ -32,4 +33,3 @@ export function errorResponse(c: Context, err: unknown, logger: Logger): Respons
   else logger.debug('request rejected', fields);
   return c.json(errorBody(e), e.status as ContentfulStatusCode);
 }
-

@@ -1,7 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import {
-  CreateSessionBody, CreateSessionQuery, ErrorBody, HealthView, ListSessionsQuery, SessionList, SessionStatusView, SessionView,
-} from '../../shared/api.js';
+import { CreateSessionBody, CreateSessionQuery, ErrorBody, HealthView, ListSessionsQuery, SessionList, SessionStatusView, SessionView } from '../../shared/api.js';
 import { SessionId } from '../../shared/session.js';
 
 const json = <T extends z.ZodType>(schema: T, description: string) => ({ content: { 'application/json': { schema } }, description });

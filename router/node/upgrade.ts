@@ -1,11 +1,13 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { errorBody, toAppError } from '../http/errors.js';
 
 /** Answers an upgrade request with a plain HTTP error carrying the usual JSON error body. */
-export function rejectUpgrade(socket: Duplex, status: number, code: string, message: string): void {
-  const body = JSON.stringify({ error: { code, message } });
+export function rejectUpgrade(socket: Duplex, err: unknown): void {
+  const e = toAppError(err);
+  const body = JSON.stringify(errorBody(e));
   socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n` +
+    `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? ''}\r\n` +
       'Content-Type: application/json\r\n' +
       `Content-Length: ${Buffer.byteLength(body)}\r\n` +
       'Connection: close\r\n\r\n' +

@@ -1,5 +1,6 @@
 import type { CreateSessionBody } from '../../shared/api.js';
-import { startLoop, type Clock } from '../../shared/clock.js';
+import { startLoop, withDeadline } from '../../shared/clock.js';
+import type { Clock } from '../../shared/clock.js';
 import { AppError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { isTerminal, type Session, type SessionReport } from '../../shared/session.js';
@@ -15,6 +16,9 @@ export type SessionServiceDeps = {
   logger: Logger;
   limits: { maxSessions: number; defaultTimeoutSec: number; defaultIdleTimeoutSec: number; startTimeoutMs: number };
   onChange?: (session: Session, previous: Session['status'] | null) => void;
+  /** How long a proxied request may use a session read earlier; 0 reads the store every time (the
+   * Workers router, where status changes land in another isolate and could not invalidate it). */
+  proxyCacheTtlMs: number;
 };
 
 /** Keeps work alive past the response where the runtime needs telling (Workers' waitUntil). */
@@ -24,19 +28,18 @@ const STOP_TIMEOUT_MS = 15_000;
 
 /** Session lifecycle as the router sees it: what was asked (store) and what agents report. */
 export class SessionService {
-  private readonly inFlightStarts = new Map<string, Promise<void>>();
-  private readonly proxyCache: ProxySessionCache;
+  private readonly proxyCache: ProxySessionCache | null;
 
   constructor(private readonly deps: SessionServiceDeps) {
-    this.proxyCache = new ProxySessionCache({ clock: deps.clock, ttlMs: 2000, maxEntries: 10_000 });
+    this.proxyCache = deps.proxyCacheTtlMs > 0 ? new ProxySessionCache({ clock: deps.clock, ttlMs: deps.proxyCacheTtlMs, maxEntries: 10_000 }) : null;
   }
 
   /** The session for a proxied request; served from a short-lived cache while it is running. */
   async forProxy(id: string): Promise<Session> {
-    const cached = this.proxyCache.get(id);
+    const cached = this.proxyCache?.get(id);
     if (cached) return cached;
     const s = await this.require(id);
-    this.proxyCache.put(s);
+    this.proxyCache?.put(s);
     return s;
   }
 
@@ -74,7 +77,8 @@ export class SessionService {
     const started = this.start(session);
     background?.(started);
     if (!wait) return session;
-    await raceWithTimeout(clock, started, wait.waitMs);
+    // Past the wait the client gets the session as it is then (still pending); the start goes on.
+    await withDeadline(clock, started, wait.waitMs, { error: () => new Error('wait over') }).catch(() => {});
     return (await this.get(session.id)) ?? session;
   }
 
@@ -139,38 +143,38 @@ export class SessionService {
     });
   }
 
-  /** One reaper pass over the active sessions `which` selects; returns how many stay active. */
+  /**
+   * One reaper pass over the active sessions `which` selects; returns how many stay active. A start
+   * RPC ends within startTimeoutMs, so a session still pending well past that lost its start (a
+   * router died mid-call): it needs no in-memory record of starts, so any replica may reap it.
+   */
   async reapOnce(which: (s: Session) => boolean = () => true): Promise<number> {
     const now = this.deps.clock.now();
     let remaining = 0;
     for (const s of (await this.deps.store.listActive()).filter(which)) {
       if (s.expiresAt + 5000 < now) await this.stop(s, 'timed_out', 'timed_out');
-      else if (s.status === 'pending' && s.createdAt + this.deps.limits.startTimeoutMs + 5000 < now && !this.inFlightStarts.has(s.id)) {
+      else if (s.status === 'pending' && s.createdAt + this.deps.limits.startTimeoutMs + 5000 < now) {
         await this.transition(s.id, { status: 'failed', failureReason: 'start did not finish in time' });
       } else remaining++;
     }
     return remaining;
   }
 
+  /** The start's outcome (running or failed) arrives as the RPC's result; later changes come as reports. */
   private start(session: Session): Promise<void> {
     const { hub, limits, logger } = this.deps;
-    const p = hub
+    return hub
       .call({ cluster: session.cluster, node: session.node }, 'session.start', { session }, limits.startTimeoutMs)
       .then(async (report) => {
         await this.applyReport(report, null);
       })
       .catch(async (err: unknown) => {
         logger.warn('session start failed', { session: session.id, err });
-        const reason = `start failed: ${(err as Error).message}`;
+        const reason = startFailureReason(err, limits.startTimeoutMs);
         await this.transition(session.id, { status: 'failed', failureReason: reason }).catch(() => {});
         // The agent may have got part of the way; make sure nothing is left running.
-        await hub
-          .call({ cluster: session.cluster, node: session.node }, 'session.stop', { id: session.id, reason: 'orphaned' }, STOP_TIMEOUT_MS)
-          .catch(() => {});
-      })
-      .finally(() => this.inFlightStarts.delete(session.id));
-    this.inFlightStarts.set(session.id, p);
-    return p;
+        await hub.call({ cluster: session.cluster, node: session.node }, 'session.stop', { id: session.id, reason: 'orphaned' }, STOP_TIMEOUT_MS).catch(() => {});
+      });
   }
 
   private async stop(s: Session, status: 'terminated' | 'timed_out', reason: 'deleted' | 'timed_out'): Promise<Session> {
@@ -199,7 +203,7 @@ export class SessionService {
     if (!res) return null;
     if (res.changed) {
       const s = res.session;
-      this.proxyCache.put(s);
+      this.proxyCache?.put(s);
       const fields: Record<string, unknown> = { session: id, status: s.status, from: res.previous };
       if (s.failureReason) fields.reason = s.failureReason;
       if (s.status === 'running' && s.startedAt) fields.createToReadyMs = s.startedAt - s.createdAt;
@@ -219,8 +223,10 @@ export class SessionService {
   }
 }
 
-async function raceWithTimeout(clock: Clock, p: Promise<unknown>, ms: number): Promise<void> {
-  let timer: ReturnType<Clock['setTimeout']> | undefined;
-  await Promise.race([p, new Promise<void>((resolve) => (timer = clock.setTimeout(resolve, ms)))]);
-  if (timer !== undefined) clock.clearTimeout(timer);
+/** A reason a user can act on, not a chain of transport messages. */
+function startFailureReason(err: unknown, startTimeoutMs: number): string {
+  const code = err instanceof AppError ? err.code : 'INTERNAL';
+  if (code === 'TIMEOUT') return `the browser did not start within ${Math.round(startTimeoutMs / 1000)} s`;
+  if (code === 'AGENT_DISCONNECTED') return 'the agent disconnected while starting the browser';
+  return `start failed: ${(err as Error).message}`;
 }

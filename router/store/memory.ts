@@ -37,9 +37,7 @@ export class MemorySessionStore implements SessionStore {
 
   async list(q: ListQuery): Promise<ListPage> {
     this.sweep();
-    const sorted = [...this.entries.values()]
-      .map((e) => e.session)
-      .sort((a, b) => (indexMember(a) < indexMember(b) ? 1 : -1));
+    const sorted = [...this.entries.values()].map((e) => e.session).sort((a, b) => (indexMember(a) < indexMember(b) ? 1 : -1));
     const after = q.cursor ? sorted.filter((s) => indexMember(s) < q.cursor!) : sorted;
     const matching = q.status ? after.filter((s) => s.status === q.status) : after;
     const items = matching.slice(0, q.limit);

@@ -23,9 +23,11 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async create(session: Session, maxSessions: number): Promise<CreateResult> {
-    const [code, active] = (await this.r.script('create', [this.k.active, this.k.session(session.id), this.k.index], [
-      session.id, JSON.stringify(session), maxSessions, indexMember(session),
-    ])) as [number, number];
+    const [code, active] = (await this.r.script(
+      'create',
+      [this.k.active, this.k.session(session.id), this.k.index],
+      [session.id, JSON.stringify(session), maxSessions, indexMember(session)],
+    )) as [number, number];
     if (code === 1) return { ok: true };
     if (code === -1) return { ok: false, reason: 'exists' };
     return { ok: false, reason: 'capacity', active };
@@ -44,9 +46,7 @@ export class RedisSessionStore implements SessionStore {
       const next = applyChange(current, change, now);
       if (next === current) return { session: current, changed: false, previous: current.status };
       const res = Number(
-        await this.r.script('update', [this.k.session(id), this.k.active], [
-          rev, JSON.stringify(next), id, isTerminal(next.status) ? '1' : '0', this.opts.retentionSec,
-        ]),
+        await this.r.script('update', [this.k.session(id), this.k.active], [rev, JSON.stringify(next), id, isTerminal(next.status) ? '1' : '0', this.opts.retentionSec]),
       );
       if (res === 1) return { session: next, changed: true, previous: current.status };
       if (res === -1) return null;
@@ -62,7 +62,10 @@ export class RedisSessionStore implements SessionStore {
     for (let scanned = 0; scanned < q.limit * 20 + 200; scanned += batch) {
       const members = await this.r.zrevrangeByLex(this.k.index, cursor ? `(${cursor}` : '+', '-', batch);
       if (members.length === 0) return { items, nextCursor: null };
-      const datas = await this.r.hgetMany(members.map((m) => this.k.session(m.slice(m.indexOf(':') + 1))), 'data');
+      const datas = await this.r.hgetMany(
+        members.map((m) => this.k.session(m.slice(m.indexOf(':') + 1))),
+        'data',
+      );
       const gone: string[] = [];
       for (let i = 0; i < members.length; i++) {
         const data = datas[i];
@@ -88,7 +91,10 @@ export class RedisSessionStore implements SessionStore {
 
   async listActive(): Promise<Session[]> {
     const ids = await this.r.smembers(this.k.active);
-    const datas = await this.r.hgetMany(ids.map((id) => this.k.session(id)), 'data');
+    const datas = await this.r.hgetMany(
+      ids.map((id) => this.k.session(id)),
+      'data',
+    );
     return datas.filter((d): d is string => typeof d === 'string').map((d) => Session.parse(JSON.parse(d)));
   }
 

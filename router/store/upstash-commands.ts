@@ -6,12 +6,12 @@ const SCRIPTS: Record<ScriptName, string> = { create: CREATE_SESSION, update: UP
 
 /**
  * @upstash/redis (Redis over HTTPS): what the Workers router uses. Results stay raw strings (no
- * automatic JSON parsing: the store parses and validates itself); scripts go by EVALSHA, falling back
- * to EVAL once when the server does not know them yet.
+ * automatic JSON parsing: the store parses and validates itself); scripts are the SDK's own `Script`
+ * (EVALSHA, falling back to EVAL when the server does not know them yet).
  */
 export class UpstashCommands implements RedisCommands {
   private readonly redis: Redis;
-  private readonly shas = new Map<ScriptName, Promise<string>>();
+  private readonly scripts: Record<ScriptName, ReturnType<Redis['createScript']>>;
 
   constructor(opts: { url: string; token: string; timeoutMs?: number }) {
     this.redis = new Redis({
@@ -22,17 +22,11 @@ export class UpstashCommands implements RedisCommands {
       signal: () => AbortSignal.timeout(opts.timeoutMs ?? 3000),
       retry: { retries: 2, backoff: (n) => Math.min(1000, 50 * 2 ** n) + Math.random() * 50 },
     });
+    this.scripts = { create: this.redis.createScript(SCRIPTS.create), update: this.redis.createScript(SCRIPTS.update) };
   }
 
-  async script(name: ScriptName, keys: string[], args: Array<string | number>): Promise<unknown> {
-    const sha = await this.sha(name);
-    const argv = args.map(String);
-    try {
-      return await this.redis.evalsha(sha, keys, argv);
-    } catch (err) {
-      if (!String((err as Error).message).includes('NOSCRIPT')) throw err;
-      return this.redis.eval(SCRIPTS[name], keys, argv);
-    }
+  script(name: ScriptName, keys: string[], args: Array<string | number>): Promise<unknown> {
+    return this.scripts[name].exec(keys, args.map(String));
   }
 
   async hget(key: string, field: string): Promise<string | null> {
@@ -75,13 +69,4 @@ export class UpstashCommands implements RedisCommands {
   }
 
   async close(): Promise<void> {}
-
-  private sha(name: ScriptName): Promise<string> {
-    let p = this.shas.get(name);
-    if (!p) {
-      p = crypto.subtle.digest('SHA-1', new TextEncoder().encode(SCRIPTS[name])).then((d) => [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, '0')).join(''));
-      this.shas.set(name, p);
-    }
-    return p;
-  }
 }

@@ -2,13 +2,11 @@ import type { Clock } from '../../shared/clock.js';
 import { AppError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { TunnelPeer, type RpcHandlers, type TunnelTransport } from '../../shared/tunnel/peer.js';
-import type { RpcMethod, RpcParams, RpcResult, StreamSpec } from '../../shared/tunnel/protocol.js';
+import { TunnelClose, type RpcMethod, type RpcParams, type RpcResult, type StreamSpec } from '../../shared/tunnel/protocol.js';
 import type { TunnelStream } from '../../shared/tunnel/stream.js';
-import type { Session } from '../../shared/session.js';
-import { proxyHttp } from '../proxy/http-proxy.js';
 import type { AgentInfo, BrowserHealth, Placement, TunnelHub } from './hub.js';
 
-type Connection = { info: AgentInfo; peer: TunnelPeer; sessions: number };
+type Connection = { info: AgentInfo; peer: TunnelPeer };
 
 export type InProcessHubDeps = {
   clock: Clock;
@@ -32,7 +30,7 @@ export class InProcessHub implements TunnelHub {
   /** Takes over a socket whose hello was already validated. Returns the peer to feed messages to. */
   attach(info: AgentInfo, transport: TunnelTransport): TunnelPeer {
     const previous = this.conns.get(info.agentId);
-    if (previous) previous.peer.close(4001, 'replaced by a newer connection of the same agent');
+    if (previous) previous.peer.close(TunnelClose.REPLACED, 'replaced by a newer connection of the same agent');
     const base = this.deps.handlersFor(info);
     const handlers: RpcHandlers = {
       ...base,
@@ -51,7 +49,7 @@ export class InProcessHub implements TunnelHub {
       handlers,
       heartbeatMs: this.deps.heartbeatMs,
     });
-    const conn: Connection = { info, peer, sessions: 0 };
+    const conn: Connection = { info, peer };
     this.conns.set(info.agentId, conn);
     peer.onClose((reason) => {
       if (this.conns.get(info.agentId) === conn) this.conns.delete(info.agentId);
@@ -88,18 +86,11 @@ export class InProcessHub implements TunnelHub {
     return conn.peer.call(method, params, timeoutMs);
   }
 
+  /** A byte stream to the agent serving `to`: what the data plane carries proxied traffic on. */
   openStream(to: Placement, spec: StreamSpec, opts?: { bodyless?: boolean }): TunnelStream {
     const conn = this.find(to);
     if (!conn) throw noAgent(to);
     return conn.peer.openStream(spec, opts);
-  }
-
-  /** HTTP through a stream of this hub; WebSocket upgrades are taken by the runtime's adapter. */
-  async proxy(session: Session, req: Request, path: string, wsBase: string): Promise<Response> {
-    if (req.headers.get('upgrade')?.toLowerCase() === 'websocket') {
-      throw new AppError('BAD_REQUEST', 'WebSocket upgrade is not supported on this listener');
-    }
-    return proxyHttp({ hub: this, clock: this.deps.clock }, session, req, path, wsBase);
   }
 
   closeAll(reason: string): void {

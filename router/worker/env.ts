@@ -1,6 +1,10 @@
 import { z } from 'zod';
 import { intVar, parseEnv, type Env } from '../../shared/env.js';
+import type { Clock } from '../../shared/clock.js';
+import { createStore } from '../compose.js';
 import { loadRouterConfig, type RouterConfig } from '../config.js';
+import type { SessionStore } from '../store/types.js';
+import { UpstashCommands } from '../store/upstash-commands.js';
 import type { DurableObjectNamespace } from './platform.js';
 
 /** Bindings from wrangler.toml: vars, secrets, and the Durable Object namespaces. */
@@ -19,5 +23,12 @@ export type EdgeConfig = RouterConfig & { upstash: { url: string; token: string 
 export function loadEdgeConfig(env: WorkerEnv): EdgeConfig {
   const vars: Env = Object.fromEntries(Object.entries(env).filter(([, v]) => typeof v === 'string')) as Env;
   const up = parseEnv(UpstashEnv, vars);
-  return { ...loadRouterConfig({ PORT: '0', ...vars }), upstash: { url: up.UPSTASH_REDIS_REST_URL, token: up.UPSTASH_REDIS_REST_TOKEN }, alarmIntervalMs: up.EDGE_ALARM_INTERVAL_MS };
+  return {
+    ...loadRouterConfig({ PORT: '0', ...vars }),
+    upstash: { url: up.UPSTASH_REDIS_REST_URL, token: up.UPSTASH_REDIS_REST_TOKEN },
+    alarmIntervalMs: up.EDGE_ALARM_INTERVAL_MS,
+  };
 }
+
+/** The Worker and the cluster hubs share one store: Upstash over REST. */
+export const edgeStore = (config: EdgeConfig, clock: Clock): SessionStore => createStore(config, new UpstashCommands(config.upstash), clock);

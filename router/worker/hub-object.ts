@@ -1,40 +1,41 @@
 import { systemClock } from '../../shared/clock.js';
-import { AppError } from '../../shared/errors.js';
+import { AppError, toWire } from '../../shared/errors.js';
 import { createLogger, type Logger } from '../../shared/logger.js';
 import { Session } from '../../shared/session.js';
-import { PING, PONG } from '../../shared/tunnel/peer.js';
-import { ControlMessage, PROTOCOL_VERSION } from '../../shared/tunnel/protocol.js';
-import { errorBody, toAppError } from '../http/errors.js';
-import { proxyHttp, withTimeout } from '../proxy/http-proxy.js';
-import { forwardableHeaders, streamSpecFor } from '../proxy/target.js';
-import { bridgeWebSocket, sendableCloseCode } from '../proxy/ws-bridge.js';
-import { SessionService } from '../sessions/service.js';
-import { RedisSessionStore } from '../store/redis.js';
-import { UpstashCommands } from '../store/upstash-commands.js';
+import { acceptHello, HELLO_TIMEOUT_MS, WELCOME } from '../../shared/tunnel/handshake.js';
+import { PING, PONG, type TunnelPeer } from '../../shared/tunnel/peer.js';
+import { TunnelClose } from '../../shared/tunnel/protocol.js';
+import { sendableCloseCode } from '../../shared/ws-frames.js';
+import { composeRouter, type RouterCore } from '../compose.js';
+import { DataPlane, type ProxyTarget } from '../data-plane/data-plane.js';
+import { bridgeMessages } from '../data-plane/ws-bridge.js';
+import { errorJson, toAppError } from '../http/errors.js';
 import type { AgentInfo, Placement } from '../tunnel/hub.js';
 import { InProcessHub } from '../tunnel/in-process-hub.js';
-import { loadEdgeConfig, type WorkerEnv } from './env.js';
+import { edgeStore, loadEdgeConfig, type WorkerEnv } from './env.js';
 import { asBytes, autoResponse, newWebSocketPair, upgradeResponse, type DurableObjectState, type WorkerWebSocket } from './platform.js';
+import { TARGET_HEADERS } from './remote-hub.js';
 
 type Attachment = { phase: 'hello'; since: number; cluster: string } | { phase: 'agent'; info: AgentInfo };
 
 const DEAD_AFTER_MS = 45_000;
-const OPEN_TIMEOUT_MS = 15_000;
 const textDecoder = new TextDecoder();
 const textEncoder = new TextEncoder();
 
 /**
  * One per cluster: holds that cluster's agent tunnels (hibernatable WebSockets: an idle tunnel costs
  * nothing, pings are answered by the runtime) and carries RPCs and proxied streams over them. The
- * tunnel, hub, session service and proxy are the same code the Node router runs.
+ * composition core, hub, handshake and data plane are the same code the Node router runs; this file
+ * only translates the Durable Object's sockets, alarms and storage.
  */
 export class TunnelHubObject {
   private readonly logger: Logger;
   private readonly hub: InProcessHub;
-  private readonly service: SessionService;
+  private readonly core: RouterCore;
+  private readonly dataPlane: DataPlane;
   private readonly checkEveryMs: number;
   /** By agent id: after a wake-up the runtime may hand back other objects for the same sockets. */
-  private readonly peers = new Map<string, { peer: ReturnType<InProcessHub['attach']>; since: number }>();
+  private readonly peers = new Map<string, { peer: TunnelPeer; since: number }>();
 
   constructor(
     private readonly state: DurableObjectState,
@@ -43,14 +44,17 @@ export class TunnelHubObject {
     const config = loadEdgeConfig(env);
     this.checkEveryMs = config.alarmIntervalMs;
     this.logger = createLogger({ level: config.logLevel, base: { component: 'edge-hub' }, write: (l) => console.log(l) });
-    const store = new RedisSessionStore({ commands: new UpstashCommands(config.upstash), keyPrefix: config.redisKeyPrefix, retentionSec: config.retentionSec });
-    this.hub = new InProcessHub({ clock: systemClock, logger: this.logger, handlersFor: (a) => this.service.agentHandlers(a), heartbeatMs: 0 });
-    this.service = new SessionService({
-      store,
+    this.hub = new InProcessHub({ clock: systemClock, logger: this.logger, handlersFor: (a) => this.core.service.agentHandlers(a), heartbeatMs: 0 });
+    this.dataPlane = new DataPlane({ openStream: (to, spec, o) => this.hub.openStream(to, spec, o), clock: systemClock });
+    this.core = composeRouter({
+      config,
+      store: edgeStore(config, systemClock),
       hub: this.hub,
       clock: systemClock,
       logger: this.logger,
-      limits: { maxSessions: config.maxSessions, defaultTimeoutSec: config.sessionTimeoutSec, defaultIdleTimeoutSec: config.sessionIdleTimeoutSec, startTimeoutMs: config.startTimeoutMs },
+      metrics: { contentType: 'text/plain', render: async () => '', observeRequest: () => {} },
+      proxyCacheTtlMs: 0,
+      proxy: (req) => this.proxy(req),
     });
     this.state.setWebSocketAutoResponse(autoResponse(PING, PONG));
     // After hibernation the object is new but its sockets are not: take them back.
@@ -65,10 +69,14 @@ export class TunnelHubObject {
     try {
       switch (url.pathname) {
         case '/agent':
-          return this.acceptAgent(req.headers.get('x-bso-cluster') ?? '');
+          return await this.acceptAgent(req.headers.get('x-bso-cluster') ?? '');
         case '/rpc': {
           const { to, method, params, timeoutMs } = (await req.json()) as { to: Placement; method: 'session.start'; params: never; timeoutMs: number };
-          return Response.json({ ok: true, value: await this.hub.call(to, method, params, timeoutMs) });
+          try {
+            return Response.json({ ok: true, value: await this.hub.call(to, method, params, timeoutMs) });
+          } catch (err) {
+            return Response.json({ ok: false, error: toWire(toAppError(err)) });
+          }
         }
         case '/observe':
           return Response.json(await this.hub.observe(placementOf(url), url.searchParams.get('session') ?? ''));
@@ -78,9 +86,7 @@ export class TunnelHubObject {
           throw new AppError('NOT_FOUND', 'no such hub route');
       }
     } catch (err) {
-      const e = toAppError(err);
-      if (url.pathname === '/rpc') return Response.json({ ok: false, error: { code: e.code, message: e.message, status: e.status } });
-      return Response.json(errorBody(e), { status: e.status });
+      return errorJson(err);
     }
   }
 
@@ -93,20 +99,17 @@ export class TunnelHubObject {
       peer.receive(asBytes(message));
       return;
     }
-    const parsed = typeof message === 'string' ? ControlMessage.safeParse(safeJson(message)) : null;
-    if (!parsed?.success || parsed.data.t !== 'hello') return ws.close(4002, 'expected hello');
-    const hello = parsed.data;
-    // The Worker routed this socket here by the cluster in the URL; the hello must say the same.
-    if (a?.phase === 'hello' && hello.clusterId !== a.cluster) return ws.close(4004, `hello names cluster ${hello.clusterId}, URL named ${a.cluster}`);
-    if (hello.v !== PROTOCOL_VERSION) return ws.close(4003, `protocol version ${hello.v} unsupported; router speaks ${PROTOCOL_VERSION}`);
+    const outcome = acceptHello(asBytes(message), a?.phase === 'hello' ? a.cluster : '');
+    if (!outcome.ok) return ws.close(outcome.code, outcome.reason);
+    const { hello } = outcome;
     const info: AgentInfo = { agentId: hello.agentId, cluster: hello.clusterId, node: hello.nodeName, runtime: hello.runtime, connectedAt: Date.now() };
     ws.serializeAttachment({ phase: 'agent', info } satisfies Attachment);
-    ws.send(JSON.stringify({ t: 'welcome', v: PROTOCOL_VERSION }));
+    ws.send(WELCOME);
     // The object's name is its cluster; remember it for the reaper, which runs with no request.
     await this.state.storage.put('cluster', info.cluster);
     this.attach(ws, info);
     await this.directory('/register', info);
-    await this.scheduleCheck();
+    await this.scheduleCheck(Date.now() + this.checkEveryMs);
   }
 
   async webSocketClose(ws: WorkerWebSocket, code: number, reason: string): Promise<void> {
@@ -118,33 +121,40 @@ export class TunnelHubObject {
   }
 
   /**
-   * On an alarm, not timers (timers would keep the object awake and die with it): drop silent agent
-   * links, and end this cluster's sessions past their deadline, as the Node router's reaper does.
+   * On an alarm, not timers (timers would keep the object awake and die with it): close sockets that
+   * sent no hello in time, drop silent agent links, and end this cluster's sessions past their
+   * deadline, as the Node router's reaper does.
    */
   async alarm(): Promise<void> {
     const now = Date.now();
     for (const ws of this.state.getWebSockets()) {
       const a = ws.deserializeAttachment() as Attachment | null;
-      const last = this.state.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? (a?.phase === 'agent' ? a.info.connectedAt : (a?.since ?? now));
+      if (a?.phase !== 'agent') {
+        if (now - (a?.since ?? 0) >= HELLO_TIMEOUT_MS) ws.close(TunnelClose.BAD_HELLO, 'no hello');
+        continue;
+      }
+      const last = this.state.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? a.info.connectedAt;
       if (now - last > DEAD_AFTER_MS) {
         this.logger.warn('agent silent, closing its tunnel', { silentMs: now - last });
-        ws.close(4000, 'heartbeat timeout');
+        ws.close(TunnelClose.HEARTBEAT_TIMEOUT, 'heartbeat timeout');
         await this.dropped(ws, 'heartbeat timeout');
       }
     }
     const cluster = await this.state.storage.get<string>('cluster');
-    const active = cluster ? await this.service.reapOnce((s) => s.cluster === cluster).catch((err) => (this.logger.error('reaper pass failed', { err }), 1)) : 0;
-    if (this.state.getWebSockets().length || active > 0) await this.scheduleCheck();
+    const active = cluster ? await this.core.service.reapOnce((s) => s.cluster === cluster).catch((err) => (this.logger.error('reaper pass failed', { err }), 1)) : 0;
+    if (this.state.getWebSockets().length || active > 0) await this.scheduleCheck(Date.now() + this.checkEveryMs);
   }
 
-  private acceptAgent(cluster: string): Response {
+  private async acceptAgent(cluster: string): Promise<Response> {
     const [client, server] = newWebSocketPair();
     this.state.acceptWebSocket(server);
-    server.serializeAttachment({ phase: 'hello', since: Date.now(), cluster } satisfies Attachment);
+    const since = Date.now();
+    server.serializeAttachment({ phase: 'hello', since, cluster } satisfies Attachment);
+    await this.scheduleCheck(since + HELLO_TIMEOUT_MS);
     return upgradeResponse(client);
   }
 
-  private attach(ws: WorkerWebSocket, info: AgentInfo) {
+  private attach(ws: WorkerWebSocket, info: AgentInfo): TunnelPeer {
     const peer = this.hub.attach(info, { send: (d) => ws.send(d), close: (code, reason) => ws.close(code, reason) });
     this.peers.set(info.agentId, { peer, since: info.connectedAt });
     return peer;
@@ -161,8 +171,10 @@ export class TunnelHubObject {
     await this.directory('/unregister', { agentId: a.info.agentId });
   }
 
-  private async scheduleCheck(): Promise<void> {
-    if ((await this.state.storage.getAlarm()) === null) await this.state.storage.setAlarm(Date.now() + this.checkEveryMs);
+  /** The alarm fires at the earliest moment anything needs checking. */
+  private async scheduleCheck(at: number): Promise<void> {
+    const current = await this.state.storage.getAlarm();
+    if (current === null || at < current) await this.state.storage.setAlarm(at);
   }
 
   private async directory(path: string, body: unknown): Promise<void> {
@@ -170,23 +182,19 @@ export class TunnelHubObject {
     await stub.fetch(`https://directory${path}`, { method: 'POST', body: JSON.stringify(body) });
   }
 
-  /** A client request the Worker forwarded: HTTP through a stream, or a WebSocket, message by message. */
-  private async proxy(req: Request): Promise<Response> {
-    const session = Session.parse(JSON.parse(req.headers.get('x-bso-session') ?? 'null'));
-    const path = req.headers.get('x-bso-path') ?? '/';
-    const wsBase = req.headers.get('x-bso-ws-base') ?? '';
-    const headers = new Headers(req.headers);
-    for (const h of ['x-bso-session', 'x-bso-path', 'x-bso-ws-base']) headers.delete(h);
-    const placement = { cluster: session.cluster, node: session.node };
-    if (req.headers.get('upgrade')?.toLowerCase() !== 'websocket') {
-      const clean = new Request(req.url, { method: req.method, headers, body: req.body, duplex: 'half' } as RequestInit);
-      return proxyHttp({ hub: this.hub, clock: systemClock }, session, clean, path, wsBase);
+  /** A client request the Worker forwarded, with the target it resolved and checked: HTTP through a
+   * stream, or a WebSocket, message by message. */
+  private async proxy(forwarded: Request): Promise<Response> {
+    const t = targetOf(forwarded);
+    const headers = new Headers(forwarded.headers);
+    for (const h of Object.values(TARGET_HEADERS)) headers.delete(h);
+    if (headers.get('upgrade')?.toLowerCase() !== 'websocket') {
+      return this.dataPlane.fetch(t, new Request(forwarded.url, { method: forwarded.method, headers, body: forwarded.body, duplex: 'half' } as RequestInit));
     }
-    const stream = this.hub.openStream(placement, streamSpecFor(session, 'ws', 'GET', path, forwardableHeaders(headers)));
-    const answer = await withTimeout(systemClock, stream.head, OPEN_TIMEOUT_MS, () => stream.close(1011, 'open timed out'));
+    const { stream, head } = await this.dataPlane.webSocket(t, headers, 'messages');
     const [client, server] = newWebSocketPair();
     server.accept();
-    const bridge = bridgeWebSocket(
+    const bridge = bridgeMessages(
       {
         // A Workers WebSocket has no backpressure signal to pause on; credit goes back as it is sent.
         send: (payload, binary, onSent) => {
@@ -210,18 +218,19 @@ export class TunnelHubObject {
         // already closed
       }
     });
-    return upgradeResponse(client, answer.protocol ? { 'sec-websocket-protocol': answer.protocol } : undefined);
+    return upgradeResponse(client, head.protocol ? { 'sec-websocket-protocol': head.protocol } : undefined);
   }
+}
+
+/** The target the Worker resolved, carried in headers (the hub object is reachable only from the Worker). */
+function targetOf(req: Request): ProxyTarget {
+  return {
+    session: Session.parse(JSON.parse(req.headers.get(TARGET_HEADERS.session) ?? 'null')),
+    path: req.headers.get(TARGET_HEADERS.path) ?? '/',
+    wsBase: req.headers.get(TARGET_HEADERS.wsBase) ?? '',
+  };
 }
 
 function placementOf(url: URL): Placement {
   return { cluster: url.searchParams.get('cluster') ?? '', node: url.searchParams.get('node') ?? undefined };
 }
-
-const safeJson = (s: string): unknown => {
-  try {
-    return JSON.parse(s);
-  } catch {
-    return null;
-  }
-};

@@ -1,8 +1,11 @@
-import type { Session } from '../../shared/session.js';
-import { RpcError } from '../../shared/tunnel/peer.js';
+import { fromWire, type WireError } from '../../shared/errors.js';
 import type { RpcMethod, RpcParams, RpcResult } from '../../shared/tunnel/protocol.js';
+import type { ProxyTarget } from '../data-plane/data-plane.js';
 import type { AgentInfo, BrowserHealth, Placement, TunnelHub } from '../tunnel/hub.js';
 import type { WorkerEnv } from './env.js';
+
+/** Headers that carry a resolved proxy target from the Worker to the cluster's hub object. */
+export const TARGET_HEADERS = { session: 'x-bso-session', path: 'x-bso-path', wsBase: 'x-bso-ws-base' } as const;
 
 /** The stateless Worker's hub: every question goes to the cluster's Durable Object, or the directory. */
 export class RemoteHub implements TunnelHub {
@@ -19,8 +22,8 @@ export class RemoteHub implements TunnelHub {
 
   async call<M extends RpcMethod>(to: Placement, method: M, params: RpcParams<M>, timeoutMs: number): Promise<RpcResult<M>> {
     const res = await this.hub(to.cluster).fetch('https://hub/rpc', { method: 'POST', body: JSON.stringify({ to, method, params, timeoutMs }) });
-    const body = (await res.json()) as { ok: true; value: RpcResult<M> } | { ok: false; error: { code: string; message: string; status?: number } };
-    if (!body.ok) throw new RpcError(body.error.code, body.error.message, body.error.status);
+    const body = (await res.json()) as { ok: true; value: RpcResult<M> } | { ok: false; error: WireError };
+    if (!body.ok) throw fromWire(body.error);
     return body.value;
   }
 
@@ -29,14 +32,15 @@ export class RemoteHub implements TunnelHub {
     return (await res.json()) as { connected: boolean; health: BrowserHealth | null };
   }
 
-  /** The whole request, upgrade included, goes to the hub holding the agent's tunnel. */
-  async proxy(session: Session, req: Request, path: string, wsBase: string): Promise<Response> {
+  /** The data plane of the Worker: the whole request, upgrade included, goes to the hub object that
+   * holds the agent's tunnel, with the target the Worker resolved. */
+  forward(t: ProxyTarget, req: Request): Promise<Response> {
     const headers = new Headers(req.headers);
-    headers.set('x-bso-session', JSON.stringify(session));
-    headers.set('x-bso-path', path);
-    headers.set('x-bso-ws-base', wsBase);
+    headers.set(TARGET_HEADERS.session, JSON.stringify(t.session));
+    headers.set(TARGET_HEADERS.path, t.path);
+    headers.set(TARGET_HEADERS.wsBase, t.wsBase);
     const body = req.method === 'GET' || req.method === 'HEAD' ? undefined : req.body;
-    return this.hub(session.cluster).fetch(new Request('https://hub/proxy', { method: req.method, headers, body, duplex: 'half' } as RequestInit));
+    return this.hub(t.session.cluster).fetch(new Request('https://hub/proxy', { method: req.method, headers, body, duplex: 'half' } as RequestInit));
   }
 
   private hub(cluster: string) {

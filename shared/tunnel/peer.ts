@@ -1,24 +1,14 @@
 import type { Clock, TimerHandle } from '../clock.js';
 import type { Logger } from '../logger.js';
 import { decodeFrame, encodeFrame, type FrameKind } from './frames.js';
-import { ControlMessage, Rpc, type RpcMethod, type RpcParams, type RpcResult, type StreamSpec, type WireError } from './protocol.js';
-import { StreamClosedError, TunnelStream, type StreamWire } from './stream.js';
+import { AppError, fromWire, toWire, type ErrorCode, type WireError } from '../errors.js';
+import { ControlMessage, Rpc, type RpcMethod, type RpcParams, type RpcResult, type StreamSpec } from './protocol.js';
+import { TunnelStream, type StreamWire } from './stream.js';
 
 /** The socket under a tunnel: a `ws` WebSocket on Node, a WebSocket in a Durable Object on Workers. */
 export interface TunnelTransport {
   send(data: string | Uint8Array): void;
   close(code: number, reason: string): void;
-}
-
-export class RpcError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-    readonly httpStatus?: number,
-  ) {
-    super(message);
-    this.name = 'RpcError';
-  }
 }
 
 export type RpcHandlers = { [M in RpcMethod]?: (params: RpcParams<M>) => Promise<RpcResult<M>> };
@@ -40,7 +30,6 @@ export type TunnelPeerOptions = {
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: TimerHandle; method: RpcMethod };
 
-
 /** Heartbeats are constant strings, so a Durable Object can answer them without waking up. */
 export const PING = '{"t":"ping","ts":0}';
 export const PONG = '{"t":"pong","ts":0}';
@@ -56,7 +45,7 @@ export class TunnelPeer {
   private nextStreamId = 1;
   private lastSeen: number;
   private heartbeatTimer: TimerHandle | undefined;
-  private closedWith: { code: string; message: string } | null = null;
+  private closedWith: { code: ErrorCode; message: string } | null = null;
   private readonly window: number;
   private readonly wire: StreamWire;
   private closeListeners: Array<(reason: string) => void> = [];
@@ -86,12 +75,12 @@ export class TunnelPeer {
   }
 
   call<M extends RpcMethod>(method: M, params: RpcParams<M>, timeoutMs: number): Promise<RpcResult<M>> {
-    if (this.closedWith) return Promise.reject(new RpcError(this.closedWith.code, this.closedWith.message));
+    if (this.closedWith) return Promise.reject(new AppError(this.closedWith.code, this.closedWith.message));
     const id = this.nextCallId++;
     return new Promise<RpcResult<M>>((resolve, reject) => {
       const timer = this.opts.clock.setTimeout(() => {
         this.pending.delete(id);
-        reject(new RpcError('TIMEOUT', `${method} got no answer within ${timeoutMs} ms`));
+        reject(new AppError('TIMEOUT', `${method} got no answer within ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer, method });
       this.sendRaw(JSON.stringify({ t: 'call', id, method, params, timeoutMs }));
@@ -100,7 +89,7 @@ export class TunnelPeer {
 
   /** `bodyless` ends our direction in the same message (a GET saves one message per request). */
   openStream(spec: StreamSpec, opts: { bodyless?: boolean } = {}): TunnelStream {
-    if (this.closedWith) throw new StreamClosedError(this.closedWith.code, this.closedWith.message);
+    if (this.closedWith) throw new AppError(this.closedWith.code, this.closedWith.message);
     const sid = this.nextStreamId++;
     const stream = new TunnelStream(sid, this.wire, this.window);
     this.streams.set(sid, stream);
@@ -130,13 +119,13 @@ export class TunnelPeer {
   }
 
   /** The transport is gone (closed by either side or errored): fail everything in flight. */
-  handleTransportClosed(code: string, message: string): void {
+  handleTransportClosed(code: ErrorCode, message: string): void {
     if (this.closedWith) return;
     this.closedWith = { code, message };
     if (this.heartbeatTimer !== undefined) this.opts.clock.clearTimeout(this.heartbeatTimer);
     for (const [id, p] of this.pending) {
       this.opts.clock.clearTimeout(p.timer);
-      p.reject(new RpcError(code, `${p.method} failed: ${message}`));
+      p.reject(new AppError(code, `${p.method} failed: ${message}`));
       this.pending.delete(id);
     }
     for (const stream of [...this.streams.values()]) stream.abort(code, message);
@@ -196,12 +185,11 @@ export class TunnelPeer {
         this.pending.delete(msg.id);
         this.opts.clock.clearTimeout(p.timer);
         if (!msg.ok) {
-          const e = msg.error ?? { code: 'AGENT_ERROR', message: 'call failed without detail' };
-          return p.reject(new RpcError(e.code, e.message, e.status));
+          return p.reject(fromWire(msg.error ?? { code: 'AGENT_ERROR', message: `${p.method} failed without detail` }));
         }
         const parsed = Rpc[p.method].result.safeParse(msg.value);
         if (parsed.success) p.resolve(parsed.data);
-        else p.reject(new RpcError('AGENT_ERROR', `${p.method} returned an invalid result`));
+        else p.reject(new AppError('AGENT_ERROR', `${p.method} returned an invalid result`));
         return;
       }
       case 'open': {
@@ -234,8 +222,7 @@ export class TunnelPeer {
   }
 
   private async answer(id: number, method: string, params: unknown): Promise<void> {
-    const reply = (body: { ok: true; value: unknown } | { ok: false; error: WireError }) =>
-      this.sendRaw(JSON.stringify({ t: 'result', id, ...body }));
+    const reply = (body: { ok: true; value: unknown } | { ok: false; error: WireError }) => this.sendRaw(JSON.stringify({ t: 'result', id, ...body }));
     if (!(method in Rpc)) return reply({ ok: false, error: { code: 'BAD_REQUEST', message: `unknown method ${method}` } });
     const m = method as RpcMethod;
     const handler = this.opts.handlers?.[m] as ((p: unknown) => Promise<unknown>) | undefined;
@@ -247,15 +234,9 @@ export class TunnelPeer {
     try {
       reply({ ok: true, value: await handler(parsed.data) });
     } catch (err) {
-      const e = err as { code?: unknown; message?: unknown; status?: unknown };
-      reply({
-        ok: false,
-        error: {
-          code: typeof e.code === 'string' ? e.code : 'AGENT_ERROR',
-          message: typeof e.message === 'string' ? e.message : String(err),
-          status: typeof e.status === 'number' ? e.status : undefined,
-        },
-      });
+      // Only AppErrors carry a message meant for the other side; anything else stays in our log.
+      if (!(err instanceof AppError)) this.opts.logger.error('tunnel: handler failed', { method, err });
+      reply({ ok: false, error: toWire(err) });
     }
   }
 
@@ -276,4 +257,3 @@ export class TunnelPeer {
     }, every);
   }
 }
-

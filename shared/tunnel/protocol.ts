@@ -1,7 +1,30 @@
 import { z } from 'zod';
+import { WireError } from '../errors.js';
 import { Session, SessionReport } from '../session.js';
 
 export const PROTOCOL_VERSION = 1;
+
+/** A cluster id is a DNS label: it names a Durable Object, a label value and a Kubernetes name part. */
+export const CLUSTER_ID = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** Close codes of the agent tunnel, one meaning each. */
+export const TunnelClose = {
+  HEARTBEAT_TIMEOUT: 4000,
+  REPLACED: 4001,
+  BAD_HELLO: 4002,
+  UNSUPPORTED_VERSION: 4003,
+  WRONG_CLUSTER: 4004,
+} as const;
+
+export const Hello = z.strictObject({
+  t: z.literal('hello'),
+  v: z.number().int(),
+  clusterId: z.string().regex(CLUSTER_ID),
+  nodeName: z.string().min(1).max(253),
+  agentId: z.string().min(1).max(128),
+  runtime: z.string().min(1).max(32),
+});
+export type Hello = z.infer<typeof Hello>;
 
 /** Which browser port a proxied stream targets. */
 export const StreamTarget = z.enum(['api', 'ui']);
@@ -19,19 +42,22 @@ export const StreamSpec = z.strictObject({
 });
 export type StreamSpec = z.infer<typeof StreamSpec>;
 
-export const WireError = z.object({ code: z.string(), message: z.string(), status: z.number().int().optional() });
-export type WireError = z.infer<typeof WireError>;
-
 /** Control messages travel as JSON text frames; payload bytes travel as binary frames (see frames.ts). */
 export const ControlMessage = z.discriminatedUnion('t', [
-  z.object({ t: z.literal('hello'), v: z.number().int(), clusterId: z.string().min(1).max(63), nodeName: z.string().min(1).max(253), agentId: z.string().min(1).max(128), runtime: z.string() }),
+  Hello,
   z.object({ t: z.literal('welcome'), v: z.number().int() }),
   z.object({ t: z.literal('ping'), ts: z.number() }),
   z.object({ t: z.literal('pong'), ts: z.number() }),
   z.object({ t: z.literal('call'), id: z.number().int().nonnegative(), method: z.string(), params: z.unknown(), timeoutMs: z.number().int().positive() }),
   z.object({ t: z.literal('result'), id: z.number().int().nonnegative(), ok: z.boolean(), value: z.unknown().optional(), error: WireError.optional() }),
   z.object({ t: z.literal('open'), sid: z.number().int().positive(), spec: StreamSpec, end: z.boolean().optional() }),
-  z.object({ t: z.literal('opened'), sid: z.number().int().positive(), status: z.number().int(), headers: z.array(z.tuple([z.string(), z.string()])), protocol: z.string().optional() }),
+  z.object({
+    t: z.literal('opened'),
+    sid: z.number().int().positive(),
+    status: z.number().int(),
+    headers: z.array(z.tuple([z.string(), z.string()])),
+    protocol: z.string().optional(),
+  }),
   z.object({ t: z.literal('open_failed'), sid: z.number().int().positive(), error: WireError }),
   z.object({ t: z.literal('end'), sid: z.number().int().positive() }),
   z.object({ t: z.literal('close'), sid: z.number().int().positive(), code: z.number().int().optional(), reason: z.string().max(123).optional() }),

@@ -1,5 +1,5 @@
 import type { FrameKind } from './frames.js';
-import type { WireError } from './protocol.js';
+import { AppError, fromWire, toWire, type ErrorCode, type WireError } from '../errors.js';
 
 /** Byte streams are cut into frames of at most this size so one big body cannot hog the tunnel. */
 export const MAX_DATA_FRAME = 64 * 1024;
@@ -11,17 +11,6 @@ export interface StreamWire {
   sendFrame(kind: FrameKind, sid: number, payload: Uint8Array): void;
   sendControl(msg: Record<string, unknown> & { t: string }): void;
   forget(sid: number): void;
-}
-
-export class StreamClosedError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-    readonly httpStatus?: number,
-  ) {
-    super(message);
-    this.name = 'StreamClosedError';
-  }
 }
 
 /**
@@ -76,9 +65,9 @@ export class TunnelStream {
   }
 
   /** Acceptor side: the target could not be reached; the stream ends here. */
-  reject(error: WireError): void {
+  reject(error: AppError): void {
     if (this.closed) return;
-    this.wire.sendControl({ t: 'open_failed', sid: this.sid, error });
+    this.wire.sendControl({ t: 'open_failed', sid: this.sid, error: toWire(error) });
     this.finish(undefined, undefined, false);
   }
 
@@ -145,7 +134,7 @@ export class TunnelStream {
   }
 
   /** @internal */ receiveOpenFailed(err: WireError): void {
-    this.rejectHead(new StreamClosedError(err.code, err.message, err.status));
+    this.rejectHead(fromWire(err));
     this.finish(undefined, undefined, true);
   }
 
@@ -194,14 +183,14 @@ export class TunnelStream {
   }
 
   /** @internal */ receiveClose(code?: number, reason?: string): void {
-    this.rejectHead(new StreamClosedError('AGENT_ERROR', reason ?? 'stream closed by peer'));
+    this.rejectHead(new AppError('BROWSER_UNREACHABLE', reason ?? 'stream closed by peer'));
     this.finish(code, reason, true);
   }
 
   /** @internal the tunnel itself went away. */
-  abort(code: string, message: string): void {
+  abort(code: ErrorCode, message: string): void {
     if (this.closed) return;
-    this.rejectHead(new StreamClosedError(code, message));
+    this.rejectHead(new AppError(code, message));
     this.finish(1011, message, false);
   }
 

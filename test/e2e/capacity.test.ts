@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHROMIUM, pidsMatching, requireBinary, startRedis, type RedisServer } from '../helpers/processes.js';
-import { spawnEntry, type Spawned } from '../helpers/spawn.js';
-import { json, TEST_TOKEN, waitFor } from '../helpers/system.js';
+import { CHROMIUM, pidsMatching, requireBinary, startRedis, type RedisServer } from '../../harness/processes.js';
+import { spawnEntry, type Spawned } from '../../harness/spawn.js';
+import { json, TEST_TOKEN, waitFor } from '../../harness/system.js';
 
 describe('MAX_SESSIONS across two router processes sharing one Redis', () => {
   let redis: RedisServer;
@@ -13,13 +13,23 @@ describe('MAX_SESSIONS across two router processes sharing one Redis', () => {
     redis = await startRedis();
     for (let i = 0; i < 2; i++) {
       const router = spawnEntry('router/node.ts', {
-        PORT: '0', HOST: '127.0.0.1', REDIS_URL: redis.url, MAX_SESSIONS: '3', AGENT_TOKEN: TEST_TOKEN, LOG_LEVEL: 'info',
+        PORT: '0',
+        HOST: '127.0.0.1',
+        REDIS_URL: redis.url,
+        MAX_SESSIONS: '3',
+        AGENT_TOKEN: TEST_TOKEN,
+        LOG_LEVEL: 'info',
       });
       procs.push(router);
       const url = JSON.parse(await router.waitForLine(/router listening/)).url as string;
       routers.push(url);
       const agent = spawnEntry('agent/main.ts', {
-        ROUTER_URL: url, AGENT_TOKEN: TEST_TOKEN, NODE_NAME: `node-${i}`, METRICS_PORT: '0', CHROMIUM_PATH: CHROMIUM, LOG_LEVEL: 'info',
+        ROUTER_URL: url,
+        AGENT_TOKEN: TEST_TOKEN,
+        NODE_NAME: `node-${i}`,
+        METRICS_PORT: '0',
+        CHROMIUM_PATH: CHROMIUM,
+        LOG_LEVEL: 'info',
       });
       procs.push(agent);
       await agent.waitForLine(/tunnel connected/);
@@ -34,9 +44,7 @@ describe('MAX_SESSIONS across two router processes sharing one Redis', () => {
 
   it('twenty concurrent creates give exactly three sessions and seventeen capacity errors', async () => {
     const results = await Promise.all(
-      Array.from({ length: 20 }, (_, i) =>
-        json(fetch(`${routers[i % 2]}/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })),
-      ),
+      Array.from({ length: 20 }, (_, i) => json(fetch(`${routers[i % 2]}/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }))),
     );
     const created = results.filter((r) => r.status === 201);
     const refused = results.filter((r) => r.status !== 201);

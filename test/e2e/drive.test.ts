@@ -5,14 +5,20 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SessionView } from '../../shared/api.js';
 import type { LocalChromiumRuntime } from '../../agent/runtime/local.js';
 import { startPageServer } from '../helpers/pages.js';
-import { isAlive, pidsMatching, startRedis, type RedisServer } from '../helpers/processes.js';
-import { json, startSystem, waitFor, type TestSystem } from '../helpers/system.js';
+import WebSocket from 'ws';
+import { groupMembers } from '../../agent/runtime/devtools.js';
+import { isAlive, pidsMatching, startRedis, type RedisServer } from '../../harness/processes.js';
+import { json, startSystem, waitFor, type TestSystem } from '../../harness/system.js';
 
 const PNG_MAGIC = [0x89, 0x50, 0x4e, 0x47];
 
 // The Node router with both stores and both WebSocket proxy modes (raw splice, its default; message by
 // message), and the Workers router in miniflare (Upstash over real Redis, Durable Object hub).
-for (const [storeKind, wsMode, runtime] of [['memory', 'messages', 'node'], ['redis', 'splice', 'node'], ['upstash', 'messages', 'edge']] as const) {
+for (const [storeKind, wsMode, runtime] of [
+  ['memory', 'messages', 'node'],
+  ['redis', 'splice', 'node'],
+  ['upstash', 'messages', 'edge'],
+] as const) {
   describe(`end to end: ${runtime} router, ${storeKind} store, ${wsMode} WebSocket proxy`, () => {
     let sys: TestSystem;
     let redis: RedisServer | undefined;
@@ -39,6 +45,10 @@ for (const [storeKind, wsMode, runtime] of [['memory', 'messages', 'node'], ['re
       return s;
     };
     const localRuntime = () => sys.agents[0]!.runtime as LocalChromiumRuntime;
+    const agentMetric = async (name: string) => {
+      const text = await (await fetch(sys.agents[0]!.metricsUrl)).text();
+      return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+    };
 
     it('Playwright: create → connectOverCDP → page → evaluate → screenshot → DELETE leaves nothing', async () => {
       const s = await create({ options: { viewport: { width: 1024, height: 700 } } });
@@ -60,9 +70,13 @@ for (const [storeKind, wsMode, runtime] of [['memory', 'messages', 'node'], ['re
       const status = await json(fetch(`${sys.url}/sessions/${s.id}/status`));
       expect(status.body).toMatchObject({ id: s.id, status: 'running', health: { agentConnected: true } });
 
+      // The browser is a process group (zygotes, renderers, utility processes): all of it is gone
+      // by the time DELETE answers.
+      expect((await groupMembers(pid)).length).toBeGreaterThan(2);
       const del = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }));
       expect(del.status).toBe(200);
       expect(del.body.status).toBe('terminated');
+      expect(await groupMembers(pid)).toEqual([]);
       expect(isAlive(pid)).toBe(false);
       expect(await pidsMatching('bso-chromium-')).toEqual([]);
       expect((await json(fetch(`${sys.url}/sessions/${s.id}/status`))).body).toMatchObject({ status: 'terminated' });
@@ -83,6 +97,20 @@ for (const [storeKind, wsMode, runtime] of [['memory', 'messages', 'node'], ['re
       const del = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }));
       expect(del.body.status).toBe('terminated');
       expect(isAlive(pid)).toBe(false);
+    });
+
+    it('Puppeteer: browser.close() ends the session as terminated (closed by the client), not failed', async () => {
+      const failedBefore = await agentMetric('browser_sessions_failed');
+      const s = await create();
+      const pid = localRuntime().pidOf(s.id)!;
+      const browser = await puppeteer.connect({ browserWSEndpoint: s.cdpUrl, protocolTimeout: 20_000 });
+      await (await browser.newPage()).goto(`${pages.url}/`);
+      await browser.close();
+      await waitFor(async () => (await json(fetch(`${sys.url}/sessions/${s.id}/status`))).body.status !== 'running', 10_000, 'session ended');
+      const after = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`));
+      expect(after.body).toMatchObject({ status: 'terminated', failureReason: 'closed by the client' });
+      expect(await agentMetric('browser_sessions_failed')).toBe(failedBefore);
+      await waitFor(async () => !isAlive(pid) && (await groupMembers(pid)).length === 0, 5000, 'browser gone');
     });
 
     it('Playwright over the HTTP endpoint: /json/version is rewritten to the router', async () => {
@@ -117,10 +145,15 @@ for (const [storeKind, wsMode, runtime] of [['memory', 'messages', 'node'], ['re
       const pid = localRuntime().pidOf(s.id)!;
       const dir = (await pidsMatching('bso-chromium-')).length;
       expect(dir).toBeGreaterThan(0);
+      // A client with an open CDP socket hears 1011 (the documented code for a browser that crashed).
+      const cdp = new WebSocket(s.cdpUrl);
+      await new Promise((resolve, reject) => cdp.once('open', resolve).once('error', reject));
+      const closed = new Promise<number>((resolve) => cdp.once('close', (code) => resolve(code)));
       process.kill(-pid, 'SIGKILL');
+      expect(await closed).toBe(1011);
       await waitFor(async () => (await json(fetch(`${sys.url}/sessions/${s.id}/status`))).body.status === 'failed', 10_000, 'failed status');
       const after = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`));
-      expect(after.body.failureReason).toMatch(/chromium exited \(signal SIGKILL\)/);
+      expect(after.body.failureReason).toBe('the browser was killed (SIGKILL)');
       await waitFor(async () => (await pidsMatching('bso-chromium-')).length === 0, 5000, 'no chromium left');
       const proxied = await json(fetch(`${s.proxyUrl}/json/version`));
       expect(proxied.status).toBe(409);

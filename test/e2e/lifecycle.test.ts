@@ -5,13 +5,11 @@ import type { BrowserRuntime } from '../../agent/runtime/types.js';
 import type { SessionView } from '../../shared/api.js';
 import { createLogger } from '../../shared/logger.js';
 import { startPageServer } from '../helpers/pages.js';
-import { CHROMIUM, pidsMatching, startRedis, type RedisServer } from '../helpers/processes.js';
-import { json, startSystem, waitFor, type TestSystem } from '../helpers/system.js';
+import { CHROMIUM, pidsMatching, startRedis, type RedisServer } from '../../harness/processes.js';
+import { json, startSystem, waitFor, type TestSystem } from '../../harness/system.js';
 
 const createSession = async (url: string, body: object = {}) => {
-  const res = await json<SessionView>(
-    fetch(`${url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
-  );
+  const res = await json<SessionView>(fetch(`${url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }));
   expect(res.status).toBe(201);
   expect(res.body.status).toBe('running');
   return res.body;
@@ -74,92 +72,97 @@ describe('deadlines, metrics and docs', () => {
 });
 
 for (const wsMode of ['splice', 'messages'] as const)
-describe(`agent loss (${wsMode} WebSocket proxy)`, () => {
-  let sys: TestSystem;
-  let pages: Awaited<ReturnType<typeof startPageServer>>;
-  beforeAll(async () => {
-    pages = await startPageServer();
-    sys = await startSystem({ agents: 0, routerEnv: { WS_PROXY_MODE: wsMode } });
-    const local = new LocalChromiumRuntime({ executablePath: CHROMIUM, noSandbox: process.getuid?.() === 0, maxBrowsers: 4, startTimeoutMs: 30_000, logger: createLogger({ level: 'silent' }) });
-    // The page server stands in for a UI sidecar so a proxied request can be held open.
-    const withUi: BrowserRuntime = {
-      name: 'local',
-      start: async (s, signal) => {
-        const h = await local.start(s, signal);
-        return { ...h, endpoints: { ...h.endpoints, uiPort: Number(new URL(pages.url).port) } };
-      },
-      stop: (id) => local.stop(id),
-      stopAll: () => local.stopAll(),
-    };
-    const { startAgent } = await import('../../agent/main.js');
-    const { loadAgentConfig } = await import('../../agent/config.js');
-    const { TEST_TOKEN } = await import('../helpers/system.js');
-    sys.agents.push(
-      await startAgent(
-        loadAgentConfig({ ROUTER_URL: sys.url, AGENT_TOKEN: TEST_TOKEN, NODE_NAME: 'n1', METRICS_PORT: '0', LOG_LEVEL: 'silent' }, process.getuid?.() === 0),
-        { runtime: withUi },
-      ),
-    );
-    await waitFor(async () => (await json(fetch(`${sys.url}/health`))).body.agents.length === 1, 5000, 'agent');
-  });
-  afterAll(async () => {
-    await sys?.close();
-    await pages?.close();
-    expect(await pidsMatching('bso-chromium-')).toEqual([]);
-  });
+  describe(`agent loss (${wsMode} WebSocket proxy)`, () => {
+    let sys: TestSystem;
+    let pages: Awaited<ReturnType<typeof startPageServer>>;
+    beforeAll(async () => {
+      pages = await startPageServer();
+      sys = await startSystem({ agents: 0, routerEnv: { WS_PROXY_MODE: wsMode } });
+      const local = new LocalChromiumRuntime({
+        executablePath: CHROMIUM,
+        noSandbox: process.getuid?.() === 0,
+        maxBrowsers: 4,
+        startTimeoutMs: 30_000,
+        logger: createLogger({ level: 'silent' }),
+      });
+      // The page server stands in for a UI sidecar so a proxied request can be held open.
+      const withUi: BrowserRuntime = {
+        name: 'local',
+        start: async (s, signal) => {
+          const h = await local.start(s, signal);
+          return { ...h, endpoints: { ...h.endpoints, uiPort: Number(new URL(pages.url).port) } };
+        },
+        stop: (id) => local.stop(id),
+        stopAll: () => local.stopAll(),
+      };
+      const { startAgent } = await import('../../agent/main.js');
+      const { loadAgentConfig } = await import('../../agent/config.js');
+      const { TEST_TOKEN } = await import('../../harness/system.js');
+      sys.agents.push(
+        await startAgent(loadAgentConfig({ ROUTER_URL: sys.url, AGENT_TOKEN: TEST_TOKEN, NODE_NAME: 'n1', METRICS_PORT: '0', LOG_LEVEL: 'silent' }, process.getuid?.() === 0), {
+          runtime: withUi,
+        }),
+      );
+      await waitFor(async () => (await json(fetch(`${sys.url}/health`))).body.agents.length === 1, 5000, 'agent');
+    });
+    afterAll(async () => {
+      await sys?.close();
+      await pages?.close();
+      expect(await pidsMatching('bso-chromium-')).toEqual([]);
+    });
 
-  it('streams large request and response bodies both ways, on the Node and the fetch path', async () => {
-    const s = await createSession(sys.url);
-    const body = Buffer.alloc(3 * 1024 * 1024 + 17);
-    for (let i = 0; i < body.length; i++) body[i] = (i * 31) & 0xff;
-    const viaNode = await fetch(`${s.proxyUrl}/ui/echo`, { method: 'POST', body });
-    expect(viaNode.status).toBe(200);
-    expect(viaNode.headers.get('x-method')).toBe('POST');
-    expect(Buffer.from(await viaNode.arrayBuffer()).equals(body)).toBe(true);
-    const viaFetch = await sys.router!.app.fetch(new Request(`${s.proxyUrl}/ui/echo`, { method: 'PUT', body }));
-    expect(viaFetch.headers.get('x-method')).toBe('PUT');
-    expect(Buffer.from(await viaFetch.arrayBuffer()).equals(body)).toBe(true);
-    await fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
+    it('streams large request and response bodies both ways, on the Node and the fetch path', async () => {
+      const s = await createSession(sys.url);
+      const body = Buffer.alloc(3 * 1024 * 1024 + 17);
+      for (let i = 0; i < body.length; i++) body[i] = (i * 31) & 0xff;
+      const viaNode = await fetch(`${s.proxyUrl}/ui/echo`, { method: 'POST', body });
+      expect(viaNode.status).toBe(200);
+      expect(viaNode.headers.get('x-method')).toBe('POST');
+      expect(Buffer.from(await viaNode.arrayBuffer()).equals(body)).toBe(true);
+      const viaFetch = await sys.router!.app.fetch(new Request(`${s.proxyUrl}/ui/echo`, { method: 'PUT', body }));
+      expect(viaFetch.headers.get('x-method')).toBe('PUT');
+      expect(Buffer.from(await viaFetch.arrayBuffer()).equals(body)).toBe(true);
+      await fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
+    });
+
+    it('a drop mid-request fails that request with 503, leaves the session running, and the tunnel comes back', async () => {
+      const s = await createSession(sys.url);
+      const uiOk = await fetch(`${s.proxyUrl}/ui/`);
+      expect(uiOk.status).toBe(200);
+      expect(await uiOk.text()).toContain('Hello from loopback');
+      const cdp = new WebSocket(s.cdpUrl);
+      await new Promise((r, j) => cdp.once('open', r).once('error', j));
+      const cdpClosed = new Promise<number>((r) => cdp.once('close', (code) => r(code)));
+
+      const inFlight = fetch(`${s.proxyUrl}/ui/slow`);
+      await waitFor(() => pages.slowWaiting() === 1, 5000, 'request to reach the upstream');
+      sys.agents[0]!.tunnel.disconnect();
+      const res = await inFlight;
+      const body = await res.json();
+      expect(res.status).toBe(503);
+      expect(body).toMatchObject({ error: { code: 'AGENT_DISCONNECTED' } });
+      expect(await cdpClosed).toBe(1011);
+
+      const status = await json(fetch(`${sys.url}/sessions/${s.id}/status`));
+      expect(status.body.status).toBe('running');
+      await waitFor(async () => (await json(fetch(`${sys.url}/sessions/${s.id}/status`))).body.health.agentConnected === true, 10_000, 'reconnect');
+      const again = await json(fetch(`${s.proxyUrl}/json/version`));
+      expect(again.status).toBe(200);
+      pages.releaseSlow();
+      await fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
+    });
+
+    it('a session deleted while its agent was away is stopped when the agent reconnects', async () => {
+      const s = await createSession(sys.url);
+      const agent = sys.agents[0]!;
+      // Hold the agent away long enough for the DELETE to find no tunnel.
+      agent.tunnel.disconnect();
+      const del = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }));
+      expect(del.body.status).toBe('terminated');
+      await waitFor(() => agent.sessions.ids().length === 0, 15_000, 'agent to stop the orphan');
+      await waitFor(async () => (await pidsMatching('bso-chromium-')).length === 0, 5000, 'browser gone');
+    });
   });
-
-  it('a drop mid-request fails that request with 503, leaves the session running, and the tunnel comes back', async () => {
-    const s = await createSession(sys.url);
-    const uiOk = await fetch(`${s.proxyUrl}/ui/`);
-    expect(uiOk.status).toBe(200);
-    expect(await uiOk.text()).toContain('Hello from loopback');
-    const cdp = new WebSocket(s.cdpUrl);
-    await new Promise((r, j) => cdp.once('open', r).once('error', j));
-    const cdpClosed = new Promise<number>((r) => cdp.once('close', (code) => r(code)));
-
-    const inFlight = fetch(`${s.proxyUrl}/ui/slow`);
-    await waitFor(() => pages.slowWaiting() === 1, 5000, 'request to reach the upstream');
-    sys.agents[0]!.tunnel.disconnect();
-    const res = await inFlight;
-    const body = await res.json();
-    expect(res.status).toBe(503);
-    expect(body).toMatchObject({ error: { code: 'AGENT_DISCONNECTED' } });
-    expect(await cdpClosed).toBe(1011);
-
-    const status = await json(fetch(`${sys.url}/sessions/${s.id}/status`));
-    expect(status.body.status).toBe('running');
-    await waitFor(async () => (await json(fetch(`${sys.url}/sessions/${s.id}/status`))).body.health.agentConnected === true, 10_000, 'reconnect');
-    const again = await json(fetch(`${s.proxyUrl}/json/version`));
-    expect(again.status).toBe(200);
-    pages.releaseSlow();
-    await fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
-  });
-
-  it('a session deleted while its agent was away is stopped when the agent reconnects', async () => {
-    const s = await createSession(sys.url);
-    const agent = sys.agents[0]!;
-    // Hold the agent away long enough for the DELETE to find no tunnel.
-    agent.tunnel.disconnect();
-    const del = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }));
-    expect(del.body.status).toBe('terminated');
-    await waitFor(() => agent.sessions.ids().length === 0, 15_000, 'agent to stop the orphan');
-    await waitFor(async () => (await pidsMatching('bso-chromium-')).length === 0, 5000, 'browser gone');
-  });
-});
 
 describe('store data loss', () => {
   let redis: RedisServer;

@@ -6,12 +6,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAgentConfig } from '../../agent/config.js';
 import { startAgent, type RunningAgent } from '../../agent/main.js';
 import type { SessionView } from '../../shared/api.js';
-import { startEdgeRouter } from '../helpers/edge.js';
+import { startEdgeRouter } from '../../harness/edge.js';
 import { startPageServer } from '../helpers/pages.js';
-import { CHROMIUM, isAlive, pidsMatching, requireBinary, startRedis, type RedisServer } from '../helpers/processes.js';
-import { spawnEntry } from '../helpers/spawn.js';
-import { json, TEST_TOKEN, waitFor } from '../helpers/system.js';
-import { startUpstashRest } from '../helpers/upstash-rest.js';
+import { CHROMIUM, isAlive, pidsMatching, requireBinary, startRedis, type RedisServer } from '../../harness/processes.js';
+import { spawnEntry } from '../../harness/spawn.js';
+import { json, TEST_TOKEN, waitFor } from '../../harness/system.js';
+import { startUpstashRest } from '../../harness/upstash-rest.js';
 import type { LocalChromiumRuntime } from '../../agent/runtime/local.js';
 
 describe('the router on the Workers runtime (miniflare/workerd), Upstash over real Redis', () => {
@@ -36,7 +36,10 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
       },
     });
     agent = await startAgent(
-      loadAgentConfig({ ROUTER_URL: edge.url, AGENT_TOKEN: TEST_TOKEN, NODE_NAME: 'edge-node', METRICS_PORT: '0', CHROMIUM_PATH: CHROMIUM, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent' }, process.getuid?.() === 0),
+      loadAgentConfig(
+        { ROUTER_URL: edge.url, AGENT_TOKEN: TEST_TOKEN, NODE_NAME: 'edge-node', METRICS_PORT: '0', CHROMIUM_PATH: CHROMIUM, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent' },
+        process.getuid?.() === 0,
+      ),
     );
     await waitFor(async () => (await json(fetch(`${edge.url}/health`))).body.agents?.length === 1, 15_000, 'agent on the edge');
   }, 120_000);
@@ -104,7 +107,11 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
   it('an agent whose tunnel drops reconnects to its hub, and its running session keeps working', async () => {
     const s = await create();
     agent.tunnel.disconnect();
-    await waitFor(async () => (await fetch(`${s.proxyUrl}/json/version`)).status === 200 && (await json(fetch(`${edge.url}/health`))).body.agents.length === 1, 15_000, 'reconnect');
+    await waitFor(
+      async () => (await fetch(`${s.proxyUrl}/json/version`)).status === 200 && (await json(fetch(`${edge.url}/health`))).body.agents.length === 1,
+      15_000,
+      'reconnect',
+    );
     const status = await json(fetch(`${edge.url}/sessions/${s.id}/status`));
     expect(status.body).toMatchObject({ status: 'running', health: { agentConnected: true } });
     const browser = await chromium.connectOverCDP(s.cdpUrl);
@@ -160,10 +167,19 @@ describe('the Workers router reaps on Durable Object alarms when the agent is go
 
   it('a session whose agent died without a word is timed out at its deadline by the hub', async () => {
     const profiles = new Set<string>();
-    const agentProc = spawnEntry('agent/main.ts', { ROUTER_URL: edge.url, AGENT_TOKEN: TEST_TOKEN, NODE_NAME: 'doomed', METRICS_PORT: '0', CHROMIUM_PATH: CHROMIUM, LOG_LEVEL: 'info' });
+    const agentProc = spawnEntry('agent/main.ts', {
+      ROUTER_URL: edge.url,
+      AGENT_TOKEN: TEST_TOKEN,
+      NODE_NAME: 'doomed',
+      METRICS_PORT: '0',
+      CHROMIUM_PATH: CHROMIUM,
+      LOG_LEVEL: 'info',
+    });
     try {
       await agentProc.waitForLine(/tunnel connected/);
-      const res = await json<SessionView>(fetch(`${edge.url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ timeout: 5 }) }));
+      const res = await json<SessionView>(
+        fetch(`${edge.url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ timeout: 5 }) }),
+      );
       expect(res.body.status).toBe('running');
       const browsers = await pidsMatching('bso-chromium-');
       for (const pid of browsers) {

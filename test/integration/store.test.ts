@@ -3,9 +3,9 @@ import { MemorySessionStore } from '../../router/store/memory.js';
 import { IoredisCommands } from '../../router/store/ioredis-commands.js';
 import { RedisSessionStore } from '../../router/store/redis.js';
 import { UpstashCommands } from '../../router/store/upstash-commands.js';
-import { startUpstashRest } from '../helpers/upstash-rest.js';
+import { startUpstashRest } from '../../harness/upstash-rest.js';
 import type { SessionStore } from '../../router/store/types.js';
-import { startRedis, type RedisServer } from '../helpers/processes.js';
+import { startRedis, type RedisServer } from '../../harness/processes.js';
 import { storeContract } from './store-contract.js';
 
 let redis: RedisServer;

@@ -3,16 +3,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAgentConfig } from '../../agent/config.js';
 import { startAgent, type RunningAgent } from '../../agent/main.js';
 import type { SessionView } from '../../shared/api.js';
-import { applyManifest, GiveUp, NAMESPACE, startTestCluster, until, type TestCluster } from '../helpers/cluster.js';
+import { applyManifest, GiveUp, NAMESPACE, startTestCluster, until, type TestCluster } from '../../harness/cluster.js';
 import { startPageServer } from '../helpers/pages.js';
-import { pidsMatching } from '../helpers/processes.js';
-import { json, startSystem, TEST_TOKEN, type TestSystem } from '../helpers/system.js';
+import { pidsMatching } from '../../harness/processes.js';
+import { json, startSystem, TEST_TOKEN, type TestSystem } from '../../harness/system.js';
 
 describe('kubernetes runtime on a real control plane', () => {
   let cluster: TestCluster;
   let sys: TestSystem;
   let pages: Awaited<ReturnType<typeof startPageServer>>;
   const agents = new Map<string, RunningAgent>();
+  /** Aborted in afterAll: stops a cluster still starting when beforeAll timed out. */
+  const starting = new AbortController();
 
   const agentEnv = (clusterId: string, extra: Record<string, string> = {}) => ({
     ROUTER_URL: sys.url,
@@ -29,7 +31,9 @@ describe('kubernetes runtime on a real control plane', () => {
     JOB_TTL_SECONDS: '60',
     POD_CPU_REQUEST: '100m',
     POD_MEMORY_REQUEST: '64Mi',
-    START_TIMEOUT_MS: '30000',
+    // Twenty Chromiums starting at once push a 2-core machine's load past 50; a pod may then take a
+    // minute to be Ready. Failures (pull errors, crashes, unschedulable) are reported at once anyway.
+    START_TIMEOUT_MS: '120000',
     K8S_SCHEDULE_TIMEOUT_MS: '3000',
     METRICS_PORT: '0',
     METRICS_HOST: '127.0.0.1',
@@ -42,7 +46,8 @@ describe('kubernetes runtime on a real control plane', () => {
     await until(`agent ${clusterId}`, async () => (await json(fetch(`${sys.url}/health`))).body.agents.some((x: { cluster: string }) => x.cluster === clusterId), 10_000);
     return a;
   };
-  const jobs = async () => (await cluster.admin.call('GET', `/apis/batch/v1/namespaces/${NAMESPACE}/jobs`)).items as Array<{ metadata: { name: string; labels: Record<string, string> } }>;
+  const jobs = async () =>
+    (await cluster.admin.call('GET', `/apis/batch/v1/namespaces/${NAMESPACE}/jobs`)).items as Array<{ metadata: { name: string; labels: Record<string, string> } }>;
   const pods = async () => (await cluster.admin.call('GET', `/api/v1/namespaces/${NAMESPACE}/pods`)).items as Array<{ metadata: { name: string; labels: Record<string, string> } }>;
   const create = async (body: object, wait = true) =>
     json<SessionView>(fetch(`${sys.url}/sessions${wait ? '?wait=true' : ''}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }));
@@ -50,23 +55,39 @@ describe('kubernetes runtime on a real control plane', () => {
   const nothingLeft = async (id: string) => {
     if (process.env.K8S_DEBUG) {
       for (let i = 0; i < 10; i++) {
-        const js = (await cluster.admin.call('GET', `/apis/batch/v1/namespaces/${NAMESPACE}/jobs`)).items.map((j: any) => [j.metadata.name, j.metadata.deletionTimestamp, j.metadata.finalizers, j.status]);
-        const ps = (await cluster.admin.call('GET', `/api/v1/namespaces/${NAMESPACE}/pods`)).items.map((p: any) => [p.metadata.name, p.metadata.deletionTimestamp, p.metadata.finalizers, p.status.phase, p.metadata.ownerReferences?.length]);
+        const js = (await cluster.admin.call('GET', `/apis/batch/v1/namespaces/${NAMESPACE}/jobs`)).items.map((j: any) => [
+          j.metadata.name,
+          j.metadata.deletionTimestamp,
+          j.metadata.finalizers,
+          j.status,
+        ]);
+        const ps = (await cluster.admin.call('GET', `/api/v1/namespaces/${NAMESPACE}/pods`)).items.map((p: any) => [
+          p.metadata.name,
+          p.metadata.deletionTimestamp,
+          p.metadata.finalizers,
+          p.status.phase,
+          p.metadata.ownerReferences?.length,
+        ]);
         console.log(JSON.stringify({ js, ps }));
         await new Promise((r) => setTimeout(r, 1000));
       }
     }
-    await until(`job and pod of ${id} gone`, async () => !(await jobs()).some((j) => j.metadata.labels['bso.dev/session-id'] === id) && !(await pods()).some((p) => p.metadata.labels['bso.dev/session-id'] === id), 20_000);
+    await until(
+      `job and pod of ${id} gone`,
+      async () => !(await jobs()).some((j) => j.metadata.labels['bso.dev/session-id'] === id) && !(await pods()).some((p) => p.metadata.labels['bso.dev/session-id'] === id),
+      20_000,
+    );
   };
 
   beforeAll(async () => {
-    cluster = await startTestCluster();
+    cluster = await startTestCluster({ signal: starting.signal });
     pages = await startPageServer();
-    sys = await startSystem({ agents: 0, routerEnv: { MAX_SESSIONS: '40', START_TIMEOUT_MS: '40000' } });
+    sys = await startSystem({ agents: 0, routerEnv: { MAX_SESSIONS: '40', START_TIMEOUT_MS: '150000' } });
     await addAgent('kube');
-  }, 600_000);
+  }, 180_000);
 
   afterAll(async () => {
+    starting.abort();
     await Promise.all([...agents.values()].map((a) => a.close()));
     await sys?.close();
     await pages?.close();
@@ -133,28 +154,36 @@ describe('kubernetes runtime on a real control plane', () => {
     await addAgent(clusterId, extra());
     const res = await create({ cluster: clusterId });
     expect(res.status).toBe(201);
-    const s = await until('failed', async () => {
-      const v = await statusOf(res.body.id);
-      return v.status === 'failed' ? v : null;
-    }, 30_000);
+    const s = await until(
+      'failed',
+      async () => {
+        const v = await statusOf(res.body.id);
+        return v.status === 'failed' ? v : null;
+      },
+      30_000,
+    );
     expect(s.failureReason).toMatch(reason);
     await nothingLeft(s.id);
   });
 
-  it('twenty sessions at once all reach running and are all cleaned up', async () => {
+  it('twenty sessions at once all reach running and are all cleaned up', { timeout: 420_000 }, async () => {
     const created = await Promise.all(Array.from({ length: 20 }, () => create({ cluster: 'kube' }, false)));
     expect(created.every((r) => r.status === 201)).toBe(true);
     const ids = created.map((r) => r.body.id);
     for (const id of ids) {
-      await until(`${id} running`, async () => {
-        const s = await statusOf(id);
-        if (s.status === 'failed') throw new GiveUp(`${id} failed: ${s.failureReason}`);
-        return s.status === 'running';
-      }, 90_000);
+      await until(
+        `${id} running`,
+        async () => {
+          const s = await statusOf(id);
+          if (s.status === 'failed') throw new GiveUp(`${id} failed: ${s.failureReason}`);
+          return s.status === 'running';
+        },
+        180_000,
+      );
     }
     await Promise.all(ids.map((id) => fetch(`${sys.url}/sessions/${id}`, { method: 'DELETE' })));
-    await until('all jobs and pods gone', async () => (await jobs()).length === 0 && (await pods()).length === 0, 60_000);
-  }, 240_000);
+    await until('all jobs and pods gone', async () => (await jobs()).length === 0 && (await pods()).length === 0, 90_000);
+  });
 
   it('an agent restarted in the middle of a burst leaves nothing orphaned', async () => {
     const created = await Promise.all(Array.from({ length: 10 }, () => create({ cluster: 'kube' }, false)));
@@ -164,15 +193,19 @@ describe('kubernetes runtime on a real control plane', () => {
     agents.delete('kube');
     await addAgent('kube');
     // Every session settles one way or the other; none stays pending.
-    for (const id of ids) await until(`${id} settled`, async () => ['running', 'failed'].includes((await statusOf(id)).status), 90_000);
+    for (const id of ids) await until(`${id} settled`, async () => ['running', 'failed'].includes((await statusOf(id)).status), 180_000);
     const running: string[] = [];
     for (const id of ids) if ((await statusOf(id)).status === 'running') running.push(id);
     // Each Job left belongs to a running session; nothing else.
     const jobIds = (await jobs()).map((j) => j.metadata.labels['bso.dev/session-id']).sort();
-    await until('only running sessions keep jobs', async () => {
-      const now = (await jobs()).map((j) => j.metadata.labels['bso.dev/session-id']).sort();
-      return JSON.stringify(now) === JSON.stringify([...running].sort());
-    }, 30_000).catch((err) => {
+    await until(
+      'only running sessions keep jobs',
+      async () => {
+        const now = (await jobs()).map((j) => j.metadata.labels['bso.dev/session-id']).sort();
+        return JSON.stringify(now) === JSON.stringify([...running].sort());
+      },
+      30_000,
+    ).catch((err) => {
       throw new Error(`${err.message}: jobs ${jobIds.join(',')} vs running ${running.join(',')}`);
     });
     await Promise.all(ids.map((id) => fetch(`${sys.url}/sessions/${id}`, { method: 'DELETE' })));

@@ -6,12 +6,26 @@ import { statusOf } from '../../agent/runtime/kubernetes/retry.js';
 import type { Session } from '../../shared/session.js';
 
 const settings: JobSettings = {
-  namespace: 'bso', cluster: 'c1', apiImage: 'api:1', uiImage: 'ui:1', apiPort: 9222, uiPort: 8080, jobTtlSeconds: 120,
+  namespace: 'bso',
+  cluster: 'c1',
+  apiImage: 'api:1',
+  uiImage: 'ui:1',
+  apiPort: 9222,
+  uiPort: 8080,
+  jobTtlSeconds: 120,
   resources: { cpuRequest: '250m', cpuLimit: '1', memoryRequest: '512Mi', memoryLimit: '1Gi' },
 };
 const session: Session = {
-  id: '0f0e0d0c-1111-2222-3333-444455556666', status: 'pending', createdAt: 1, updatedAt: 1, expiresAt: 600_001, timeout: 600, idleTimeout: 60,
-  options: { userAgent: 'UA', viewport: { width: 800, height: 600 } }, cluster: 'c1', node: 'agent-1',
+  id: '0f0e0d0c-1111-2222-3333-444455556666',
+  status: 'pending',
+  createdAt: 1,
+  updatedAt: 1,
+  expiresAt: 600_001,
+  timeout: 600,
+  idleTimeout: 60,
+  options: { userAgent: 'UA', viewport: { width: 800, height: 600 } },
+  cluster: 'c1',
+  node: 'agent-1',
 };
 
 describe('buildJob', () => {
@@ -22,28 +36,48 @@ describe('buildJob', () => {
     expect(job.spec).toMatchObject({ backoffLimit: 0, activeDeadlineSeconds: 630, ttlSecondsAfterFinished: 120 });
     const pod = job.spec!.template.spec!;
     expect(pod.restartPolicy).toBe('Never');
-    expect(pod.containers.map((c) => [c.name, c.image, c.ports![0]!.containerPort])).toEqual([['browser', 'api:1', 9222], ['ui', 'ui:1', 8080]]);
+    expect(pod.containers.map((c) => [c.name, c.image, c.ports![0]!.containerPort])).toEqual([
+      ['browser', 'api:1', 9222],
+      ['ui', 'ui:1', 8080],
+    ]);
     expect(pod.containers[0]!.readinessProbe!.httpGet).toMatchObject({ path: '/json/version', port: 9222 });
     expect(pod.containers[0]!.resources).toEqual({ requests: { cpu: '250m', memory: '512Mi' }, limits: { cpu: '1', memory: '1Gi' } });
-    expect(pod.containers[0]!.env).toEqual(expect.arrayContaining([{ name: 'BSO_USER_AGENT', value: 'UA' }, { name: 'BSO_WINDOW_SIZE', value: '800,600' }]));
+    expect(pod.containers[0]!.env).toEqual(
+      expect.arrayContaining([
+        { name: 'BSO_USER_AGENT', value: 'UA' },
+        { name: 'BSO_WINDOW_SIZE', value: '800,600' },
+      ]),
+    );
     expect(jobName(session.id).length).toBeLessThanOrEqual(63);
   });
 });
 
-const pod = (status: V1Pod['status'], created = new Date(0).toISOString()): V1Pod => ({ metadata: { creationTimestamp: created as unknown as Date }, spec: { nodeName: 'n1', containers: [] }, status });
+const pod = (status: V1Pod['status'], created = new Date(0).toISOString()): V1Pod => ({
+  metadata: { creationTimestamp: created as unknown as Date },
+  spec: { nodeName: 'n1', containers: [] },
+  status,
+});
 
 describe('podState', () => {
   it('is running only when Ready with an IP', () => {
-    expect(podState(pod({ phase: 'Running', podIP: '10.0.0.5', conditions: [{ type: 'Ready', status: 'True' }] }), 0, 1000)).toEqual({ kind: 'running', ip: '10.0.0.5', node: 'n1' });
+    expect(podState(pod({ phase: 'Running', podIP: '10.0.0.5', conditions: [{ type: 'Ready', status: 'True' }] }), 0, 1000)).toEqual({
+      kind: 'running',
+      ip: '10.0.0.5',
+      node: 'n1',
+    });
     expect(podState(pod({ phase: 'Running', podIP: '10.0.0.5', conditions: [{ type: 'Ready', status: 'False' }] }), 0, 1000).kind).toBe('pending');
     expect(podState(pod({ phase: 'Pending' }), 0, 1000).kind).toBe('pending');
   });
   it('fails on image pull errors, crash loops and terminated containers, with the reason', () => {
-    const waiting = (reason: string) => pod({ phase: 'Pending', containerStatuses: [{ name: 'browser', image: 'x', imageID: '', ready: false, restartCount: 0, state: { waiting: { reason, message: 'm' } } }] });
+    const waiting = (reason: string) =>
+      pod({ phase: 'Pending', containerStatuses: [{ name: 'browser', image: 'x', imageID: '', ready: false, restartCount: 0, state: { waiting: { reason, message: 'm' } } }] });
     expect(podState(waiting('ImagePullBackOff'), 0, 1000)).toEqual({ kind: 'failed', reason: 'container browser: ImagePullBackOff: m' });
     expect(podState(waiting('CrashLoopBackOff'), 0, 1000).kind).toBe('failed');
     expect(podState(waiting('ContainerCreating'), 0, 1000).kind).toBe('pending');
-    const term = pod({ phase: 'Running', containerStatuses: [{ name: 'ui', image: 'x', imageID: '', ready: false, restartCount: 0, state: { terminated: { exitCode: 2, reason: 'Error' } } }] });
+    const term = pod({
+      phase: 'Running',
+      containerStatuses: [{ name: 'ui', image: 'x', imageID: '', ready: false, restartCount: 0, state: { terminated: { exitCode: 2, reason: 'Error' } } }],
+    });
     expect(podState(term, 0, 1000)).toEqual({ kind: 'failed', reason: 'container ui terminated with exit code 2 (Error)' });
     expect(podState(pod({ phase: 'Failed', reason: 'DeadlineExceeded' }), 0, 1000)).toEqual({ kind: 'failed', reason: 'deadline exceeded' });
   });

@@ -4,13 +4,21 @@ import { backoffDelay, startLoop } from '../../shared/clock.js';
 import { ConfigError } from '../../shared/env.js';
 import { canTransition, type Session } from '../../shared/session.js';
 import { loadRouterConfig } from '../../router/config.js';
-import { isDevtoolsJsonPath, rewriteDevtoolsUrls, streamSpecFor, upstreamPath } from '../../router/proxy/target.js';
-import { sendableCloseCode } from '../../router/proxy/ws-bridge.js';
+import { isDevtoolsJsonPath, rewriteDevtoolsUrls, streamSpecFor, upstreamPath } from '../../router/data-plane/target.js';
+import { sendableCloseCode } from '../../shared/ws-frames.js';
 import { applyChange } from '../../router/store/transition.js';
 import { ManualClock } from '../helpers/clock.js';
 
 const base: Session = {
-  id: 'aaaaaaaa-1111', status: 'pending', createdAt: 1, updatedAt: 1, expiresAt: 100_000, timeout: 100, idleTimeout: 50, options: {}, cluster: 'c',
+  id: 'aaaaaaaa-1111',
+  status: 'pending',
+  createdAt: 1,
+  updatedAt: 1,
+  expiresAt: 100_000,
+  timeout: 100,
+  idleTimeout: 50,
+  options: {},
+  cluster: 'c',
 };
 
 describe('session transitions', () => {
@@ -42,10 +50,21 @@ describe('config', () => {
     expect(() => loadAgentConfig({ AGENT_TOKEN: 'x'.repeat(20), ROUTER_URL: 'ftp://x' }, false)).toThrow(/ROUTER_URL/);
   });
   it('reads the seed variables and picks the store', () => {
-    const c = loadRouterConfig({ AGENT_TOKEN: 'x'.repeat(20), REDIS_HOST: 'r', REDIS_PORT: '6380', REDIS_PASSWORD: 'p', SESSION_TIMEOUT: '60', MAX_SESSIONS: '3', LOG_LEVEL: 'WARN' });
+    const c = loadRouterConfig({
+      AGENT_TOKEN: 'x'.repeat(20),
+      REDIS_HOST: 'r',
+      REDIS_PORT: '6380',
+      REDIS_PASSWORD: 'p',
+      SESSION_TIMEOUT: '60',
+      MAX_SESSIONS: '3',
+      LOG_LEVEL: 'WARN',
+    });
     expect(c).toMatchObject({ redis: { host: 'r', port: 6380, password: 'p' }, sessionTimeoutSec: 60, maxSessions: 3, logLevel: 'warn' });
     expect(loadRouterConfig({ AGENT_TOKEN: 'x'.repeat(20) }).redis).toBeNull();
-    expect(loadAgentConfig({ AGENT_TOKEN: 'x'.repeat(20), ROUTER_URL: 'http://r:3000' }, true)).toMatchObject({ routerUrl: 'ws://r:3000/agent/connect?cluster=local', noSandbox: true });
+    expect(loadAgentConfig({ AGENT_TOKEN: 'x'.repeat(20), ROUTER_URL: 'http://r:3000' }, true)).toMatchObject({
+      routerUrl: 'ws://r:3000/agent/connect?cluster=local',
+      noSandbox: true,
+    });
   });
 });
 

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../shared/logger.js';
 import { decodeFrame, encodeFrame } from '../../shared/tunnel/frames.js';
-import { RpcError, TunnelPeer, type RpcHandlers } from '../../shared/tunnel/peer.js';
+import { AppError } from '../../shared/errors.js';
+import { TunnelPeer, type RpcHandlers } from '../../shared/tunnel/peer.js';
 import type { StreamSpec } from '../../shared/tunnel/protocol.js';
 import type { TunnelStream } from '../../shared/tunnel/stream.js';
 import { ManualClock } from '../helpers/clock.js';
@@ -18,7 +19,12 @@ function pair(opts: { handlers?: RpcHandlers; onStreamOpen?: (s: TunnelStream, s
     sent[key]++;
     queueMicrotask(() => to().receive(d));
   };
-  const a = new TunnelPeer({ transport: { send: deliver(() => peers.b!, 'a'), close: () => peers.b!.handleTransportClosed('AGENT_DISCONNECTED', 'closed') }, clock, logger, windowBytes: opts.windowBytes });
+  const a = new TunnelPeer({
+    transport: { send: deliver(() => peers.b!, 'a'), close: () => peers.b!.handleTransportClosed('AGENT_DISCONNECTED', 'closed') },
+    clock,
+    logger,
+    windowBytes: opts.windowBytes,
+  });
   const b = new TunnelPeer({
     transport: { send: deliver(() => a, 'b'), close: () => a.handleTransportClosed('AGENT_DISCONNECTED', 'closed') },
     clock,
@@ -51,15 +57,28 @@ describe('TunnelPeer RPC', () => {
     await expect(a.call('agent.sync', { running: ['x1', 'y1'], snapshots: [] }, 1000)).resolves.toEqual({ stop: ['x1'], rebuilt: [] });
   });
 
-  it('carries a handler error back with its code', async () => {
+  it('carries a handler error back as the same AppError, code and status intact', async () => {
     const { a } = pair({
       handlers: {
         'session.stop': async () => {
-          throw Object.assign(new Error('nope'), { code: 'SESSION_NOT_RUNNING' });
+          throw new AppError('SESSION_NOT_RUNNING', 'nope', { details: { status: 'failed' } });
         },
       },
     });
-    await expect(a.call('session.stop', { id: 'x', reason: 'deleted' }, 1000)).rejects.toMatchObject({ code: 'SESSION_NOT_RUNNING', message: 'nope' });
+    const err = await a.call('session.stop', { id: 'x', reason: 'deleted' }, 1000).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AppError);
+    expect(err).toMatchObject({ code: 'SESSION_NOT_RUNNING', status: 409, message: 'nope', details: { status: 'failed' } });
+  });
+
+  it('keeps what a handler throws that is not an AppError on its own side', async () => {
+    const { a } = pair({
+      handlers: {
+        'session.stop': async () => {
+          throw Object.assign(new Error('ENOENT: /var/secret/path'), { code: 'SESSION_NOT_RUNNING' });
+        },
+      },
+    });
+    await expect(a.call('session.stop', { id: 'x', reason: 'deleted' }, 1000)).rejects.toMatchObject({ code: 'INTERNAL', status: 500, message: 'internal error' });
   });
 
   it('rejects invalid params before the handler runs', async () => {
@@ -87,7 +106,7 @@ describe('TunnelPeer RPC', () => {
     const p1 = a.call('agent.sync', { running: [], snapshots: [] }, 10_000);
     const p2 = a.call('agent.sync', { running: [], snapshots: [] }, 10_000);
     a.handleTransportClosed('AGENT_DISCONNECTED', 'agent went away');
-    await expect(p1).rejects.toBeInstanceOf(RpcError);
+    await expect(p1).rejects.toBeInstanceOf(AppError);
     await expect(p2).rejects.toMatchObject({ code: 'AGENT_DISCONNECTED' });
     await expect(a.call('agent.sync', { running: [], snapshots: [] }, 10)).rejects.toMatchObject({ code: 'AGENT_DISCONNECTED' });
   });
@@ -236,8 +255,8 @@ describe('TunnelPeer streams', () => {
   });
 
   it('rejects the head of a stream the other side refused', async () => {
-    const { a } = pair({ onStreamOpen: (s) => s.reject({ code: 'SESSION_NOT_RUNNING', message: 'no', status: 409 }) });
-    await expect(a.openStream(spec).head).rejects.toMatchObject({ code: 'SESSION_NOT_RUNNING', httpStatus: 409 });
+    const { a } = pair({ onStreamOpen: (s) => s.reject(new AppError('SESSION_NOT_RUNNING', 'no')) });
+    await expect(a.openStream(spec).head).rejects.toMatchObject({ code: 'SESSION_NOT_RUNNING', status: 409 });
   });
 
   it('aborts open streams when the tunnel drops', async () => {

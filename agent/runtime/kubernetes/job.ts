@@ -5,6 +5,7 @@ export const APP_LABEL = 'bso-browser';
 export const LABEL_SESSION = 'bso.dev/session-id';
 export const LABEL_CLUSTER = 'bso.dev/cluster';
 export const ANNOTATION_SESSION = 'bso.dev/session';
+export const BROWSER_CONTAINER = 'browser';
 
 export type JobSettings = {
   namespace: string;
@@ -46,7 +47,7 @@ export function buildJob(session: Session, s: JobSettings): V1Job {
           automountServiceAccountToken: false,
           containers: [
             {
-              name: 'browser',
+              name: BROWSER_CONTAINER,
               image: s.apiImage,
               ports: [{ name: 'cdp', containerPort: s.apiPort }],
               readinessProbe: { httpGet: { path: '/json/version', port: s.apiPort }, periodSeconds: 1, failureThreshold: 3 },

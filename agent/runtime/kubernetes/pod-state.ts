@@ -1,11 +1,21 @@
 import type { V1Pod } from '@kubernetes/client-node';
+import { BROWSER_CONTAINER } from './job.js';
 
 export type PodState =
   | { kind: 'pending'; reason?: string }
   | { kind: 'running'; ip: string; node: string }
-  | { kind: 'failed'; reason: string };
+  /** `clean`: the browser container exited 0 by itself (its client closed it). */
+  | { kind: 'failed'; reason: string; clean?: boolean };
 
-const FATAL_WAITING = new Set(['ErrImagePull', 'ImagePullBackOff', 'CrashLoopBackOff', 'CreateContainerConfigError', 'CreateContainerError', 'InvalidImageName', 'ErrImageNeverPull']);
+const FATAL_WAITING = new Set([
+  'ErrImagePull',
+  'ImagePullBackOff',
+  'CrashLoopBackOff',
+  'CreateContainerConfigError',
+  'CreateContainerError',
+  'InvalidImageName',
+  'ErrImageNeverPull',
+]);
 
 /** Pure: what a pod's status means for its session. `scheduleDeadlineMs` bounds time spent unschedulable. */
 export function podState(pod: V1Pod, now: number, scheduleDeadlineMs: number): PodState {
@@ -16,6 +26,7 @@ export function podState(pod: V1Pod, now: number, scheduleDeadlineMs: number): P
     const w = c.state?.waiting;
     if (w?.reason && FATAL_WAITING.has(w.reason)) return { kind: 'failed', reason: `container ${c.name}: ${w.reason}${w.message ? `: ${w.message}` : ''}` };
     const t = c.state?.terminated;
+    if (t && c.name === BROWSER_CONTAINER && t.exitCode === 0) return { kind: 'failed', reason: 'closed by the client', clean: true };
     if (t) return { kind: 'failed', reason: `container ${c.name} terminated with exit code ${t.exitCode}${t.reason ? ` (${t.reason})` : ''}` };
   }
   if (st.phase === 'Failed' || st.phase === 'Succeeded') return { kind: 'failed', reason: `pod ${st.phase?.toLowerCase()}${st.message ? `: ${st.message}` : ''}` };

@@ -1,4 +1,4 @@
-import { backoffDelay, sleep, type Clock } from '../../../shared/clock.js';
+import { backoffDelay, sleep, withDeadline, type Clock } from '../../../shared/clock.js';
 
 /** HTTP status of a Kubernetes API failure, whatever the client wrapped it in. */
 export function statusOf(err: unknown): number | undefined {
@@ -18,15 +18,11 @@ export async function withRetry<T>(what: string, call: () => Promise<T>, opts: {
   const attempts = opts.attempts ?? 6;
   for (let i = 0; ; i++) {
     try {
-      return await timeout(call(), opts.timeoutMs ?? 10_000, what);
+      const ms = opts.timeoutMs ?? 10_000;
+      return await withDeadline(opts.clock, call(), ms, { error: () => new Error(`${what} timed out after ${ms} ms`) });
     } catch (err) {
       if (i + 1 >= attempts || !retriable(statusOf(err)) || opts.signal?.aborted) throw err;
       await sleep(opts.clock, backoffDelay(i, 200, 5000), opts.signal);
     }
   }
-}
-
-function timeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms)))]).finally(() => clearTimeout(t));
 }

@@ -1,9 +1,9 @@
 import { BatchV1Api, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
-import { request } from 'node:http';
 import type { Clock } from '../../../shared/clock.js';
 import type { Logger } from '../../../shared/logger.js';
 import { Session, type SessionEndpoints } from '../../../shared/session.js';
-import type { BrowserHandle, BrowserRuntime } from '../types.js';
+import { devtoolsVersion } from '../devtools.js';
+import type { BrowserExit, BrowserHandle, BrowserRuntime } from '../types.js';
 import { ANNOTATION_SESSION, APP_LABEL, buildJob, jobName, LABEL_CLUSTER, LABEL_SESSION, type JobSettings } from './job.js';
 import { PodWatcher } from './pod-watch.js';
 import { podState, type PodState } from './pod-state.js';
@@ -30,8 +30,8 @@ export class KubernetesRuntime implements BrowserRuntime {
   private readonly batch: BatchV1Api;
   private readonly watcher: PodWatcher;
   private readonly waiters = new Map<string, Waiter>();
-  private readonly exits = new Map<string, (reason: string) => void>();
-  private readonly stopping = new Set<string>();
+  /** Sessions handed out as running, until they stop or their pod fails (stop() removes them first). */
+  private readonly exits = new Map<string, (exit: BrowserExit) => void>();
 
   constructor(private readonly deps: KubernetesRuntimeDeps) {
     this.batch = deps.kc.makeApiClient(BatchV1Api);
@@ -70,20 +70,40 @@ export class KubernetesRuntime implements BrowserRuntime {
       { clock, signal },
     );
     logger.info('kubernetes: job created', { session: session.id, job: name, ms: Math.round(performance.now() - started) });
+    return this.attach(session.id, signal);
+  }
+
+  /** A Job that outlived the previous agent: wait for its pod as for a new one, without creating it. */
+  adopt(session: Session, signal: AbortSignal): Promise<BrowserHandle> {
+    return this.attach(session.id, signal);
+  }
+
+  /** Sessions whose pods this agent's watch sees, whether a session of this agent owns them or not. */
+  present(): string[] {
+    return this.watcher
+      .pods()
+      .flatMap((p) => (p.metadata?.deletionTimestamp ? [] : [p.metadata?.labels?.[LABEL_SESSION] ?? '']))
+      .filter(Boolean);
+  }
+
+  /** Waits for the session's pod to be Ready and its browser to answer; on failure the Job goes. */
+  private async attach(id: string, signal: AbortSignal): Promise<BrowserHandle> {
+    const { settings } = this.deps;
     try {
-      const running = await this.awaitRunning(session.id, signal);
-      const browserWsPath = await browserPath(running.ip, settings.apiPort, signal);
+      const running = await this.awaitRunning(id, signal);
+      const version = await devtoolsVersion(running.ip, settings.apiPort, 5000, signal);
+      const browserWsPath = version?.webSocketDebuggerUrl ? new URL(version.webSocketDebuggerUrl).pathname : null;
+      if (!browserWsPath) throw new Error(`the browser at ${running.ip}:${settings.apiPort} gave no usable /json/version`);
       const endpoints: SessionEndpoints = { host: running.ip, apiPort: settings.apiPort, uiPort: settings.uiPort, browserWsPath };
-      const exited = new Promise<string>((resolve) => this.exits.set(session.id, resolve));
+      const exited = new Promise<BrowserExit>((resolve) => this.exits.set(id, resolve));
       return { endpoints, exited, node: running.node };
     } catch (err) {
-      await this.stop(session.id).catch(() => {});
+      await this.stop(id).catch(() => {});
       throw err;
     }
   }
 
   async stop(id: string): Promise<void> {
-    this.stopping.add(id);
     this.exits.delete(id);
     const started = performance.now();
     await withRetry(
@@ -105,7 +125,11 @@ export class KubernetesRuntime implements BrowserRuntime {
 
   /** Sessions whose Jobs exist, rebuilt from the Jobs' annotations, for a restarted agent to adopt. */
   async recover(): Promise<Session[]> {
-    const list = await withRetry('list jobs', () => this.batch.listNamespacedJob({ namespace: this.deps.settings.namespace, labelSelector: selectorFor(this.deps.settings.cluster) }), { clock: this.deps.clock });
+    const list = await withRetry(
+      'list jobs',
+      () => this.batch.listNamespacedJob({ namespace: this.deps.settings.namespace, labelSelector: selectorFor(this.deps.settings.cluster) }),
+      { clock: this.deps.clock },
+    );
     const out: Session[] = [];
     for (const job of list.items) {
       if (job.metadata?.deletionTimestamp) continue;
@@ -164,35 +188,14 @@ export class KubernetesRuntime implements BrowserRuntime {
     if (!id) return;
     const state: PodState = event === 'DELETED' ? { kind: 'failed', reason: 'pod was deleted' } : podState(pod, this.deps.clock.now(), this.deps.scheduleTimeoutMs);
     this.waiters.get(id)?.onState(state);
-    if (state.kind === 'failed' && !this.stopping.has(id)) {
+    if (state.kind === 'failed') {
       const exit = this.exits.get(id);
       if (exit) {
         this.exits.delete(id);
-        exit(state.reason);
+        exit({ clean: state.clean === true, reason: state.reason });
       }
     }
   }
 }
 
 const selectorFor = (cluster: string) => `app=${APP_LABEL},${LABEL_CLUSTER}=${cluster}`;
-
-/** The browser target's path, from the browser itself (`/json/version`). */
-function browserPath(host: string, port: number, signal: AbortSignal): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host, port, path: '/json/version', timeout: 5000, signal }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        try {
-          const url = new URL((JSON.parse(Buffer.concat(chunks).toString()) as { webSocketDebuggerUrl: string }).webSocketDebuggerUrl);
-          resolve(url.pathname);
-        } catch (err) {
-          reject(new Error(`browser at ${host}:${port} gave no usable /json/version`, { cause: err }));
-        }
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error(`browser at ${host}:${port} did not answer /json/version`)));
-    req.on('error', reject);
-    req.end();
-  });
-}

@@ -1,8 +1,8 @@
-import { loadAgentConfig } from '../../agent/config.js';
-import { startAgent, type RunningAgent } from '../../agent/main.js';
-import { createLogger } from '../../shared/logger.js';
-import { loadRouterConfig } from '../../router/config.js';
-import { startRouter, type RunningRouter } from '../../router/node.js';
+import { loadAgentConfig } from '../agent/config.js';
+import { startAgent, type RunningAgent } from '../agent/main.js';
+import { createLogger } from '../shared/logger.js';
+import { loadRouterConfig } from '../router/config.js';
+import { startRouter, type RunningRouter } from '../router/node.js';
 import { startEdgeRouter } from './edge.js';
 import { CHROMIUM, requireBinary, startRedis } from './processes.js';
 import { startUpstashRest } from './upstash-rest.js';
@@ -40,9 +40,15 @@ export async function startSystem(
     const redis = await startRedis();
     const rest = await startUpstashRest(redis.url, 'edge-rest-token');
     const { REDIS_URL: _ignored, WS_PROXY_MODE: _mode, ...vars } = opts.routerEnv ?? {};
-    const edge = await startEdgeRouter({ bindings: { AGENT_TOKEN: TEST_TOKEN, LOG_LEVEL: logLevel, ...vars, UPSTASH_REDIS_REST_URL: rest.url, UPSTASH_REDIS_REST_TOKEN: 'edge-rest-token' } });
+    const edge = await startEdgeRouter({
+      bindings: { AGENT_TOKEN: TEST_TOKEN, LOG_LEVEL: logLevel, ...vars, UPSTASH_REDIS_REST_URL: rest.url, UPSTASH_REDIS_REST_TOKEN: 'edge-rest-token' },
+    });
     url = edge.url;
-    cleanups.push(() => edge.close(), () => rest.close(), () => redis.stop());
+    cleanups.push(
+      () => edge.close(),
+      () => rest.close(),
+      () => redis.stop(),
+    );
   }
   const agents: RunningAgent[] = [];
   const addAgent = async (env: Record<string, string> = {}) => {

@@ -3,9 +3,9 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig, loadAllYaml } from '@kubernetes/client-node';
-import { ensureBinaries, startControlPlane, stopControlPlane, type ControlPlane } from '../../infra/test-cluster/control-plane.js';
-import { kubeClient, KubeHttpError, type KubeClient } from '../../infra/test-cluster/kube-http.js';
-import { ProcessKubelet, type ContainerRecipe } from '../../infra/test-cluster/process-kubelet.js';
+import { ensureBinaries, startControlPlane, stopControlPlane, type ControlPlane } from '../infra/test-cluster/control-plane.js';
+import { kubeClient, KubeHttpError, type KubeClient } from '../infra/test-cluster/kube-http.js';
+import { ProcessKubelet, type ContainerRecipe } from '../infra/test-cluster/process-kubelet.js';
 import { CHROMIUM, requireBinary } from './processes.js';
 
 export const NODE = 'bso-node-1';
@@ -79,51 +79,75 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined | n
   }
 }
 
+/** Applies the project's namespace and RBAC; returns a token of the agent's ServiceAccount (TokenRequest). */
+async function installProject(admin: KubeClient): Promise<string> {
+  const manifests = new URL('../infra/k8s/', import.meta.url).pathname;
+  await applyManifest(admin, join(manifests, 'namespace.yaml'));
+  await applyManifest(admin, join(manifests, 'rbac.yaml'));
+  // Pods are refused until the namespace's default ServiceAccount exists.
+  await until('default ServiceAccount', () => admin.call('GET', `/api/v1/namespaces/${NAMESPACE}/serviceaccounts/default`), 30_000);
+  const tr = await admin.call('POST', `/api/v1/namespaces/${NAMESPACE}/serviceaccounts/bso-agent/token`, {
+    apiVersion: 'authentication.k8s.io/v1',
+    kind: 'TokenRequest',
+    spec: { expirationSeconds: 3600 },
+  });
+  return tr.status.token as string;
+}
+
 /**
- * The real control plane (built from Kubernetes' Go modules), one process-kubelet node, the project's
- * namespace and RBAC applied, and a kubeconfig holding the agent ServiceAccount's token (TokenRequest).
+ * The real control plane (built from Kubernetes' Go modules, by `npm test` before the suites run), one
+ * process-kubelet node, the project's namespace and RBAC applied, and a kubeconfig holding the agent
+ * ServiceAccount's token (TokenRequest). Aborting `signal` (a test's afterAll, also when its beforeAll
+ * timed out while this was still starting) stops every process and removes the folder at once.
  */
-export async function startTestCluster(): Promise<TestCluster> {
+export async function startTestCluster(opts: { signal?: AbortSignal } = {}): Promise<TestCluster> {
   const outside = process.env.BSO_TEST_KUBECONFIG;
   if (outside) return useOutsideCluster(outside);
   requireBinary(CHROMIUM, 'install the Debian package chromium');
-  const binDir = ensureBinaries();
+  const binDir = ensureBinaries({ checkOnly: true });
+  opts.signal?.throwIfAborted();
   const dir = await mkdtemp(join(tmpdir(), 'bso-cluster-'));
-  const plane = await startControlPlane({ dir, binDir, nodes: [NODE] });
-  const admin = kubeClient({ server: plane.server, caFile: plane.caFile, token: plane.adminToken });
-  const kubelet = new ProcessKubelet({
-    access: { server: plane.server, caFile: plane.caFile, token: plane.nodeToken(NODE) },
-    nodeName: NODE,
-    images: TEST_IMAGES,
-    chromiumPath: CHROMIUM,
-    log: process.env.TEST_LOG_LEVEL ? (m) => console.log(m) : undefined,
-  });
+  let kubelet: ProcessKubelet | undefined;
+  let stopped: Promise<void> | undefined;
+  const stop = () =>
+    (stopped ??= (async () => {
+      await kubelet?.stop().catch(() => {});
+      stopControlPlane(dir);
+    })());
+  opts.signal?.addEventListener('abort', () => void stop(), { once: true });
   try {
+    const plane = await startControlPlane({ dir, binDir, nodes: [NODE], signal: opts.signal });
+    const admin = kubeClient({ server: plane.server, caFile: plane.caFile, token: plane.adminToken });
+    kubelet = new ProcessKubelet({
+      access: { server: plane.server, caFile: plane.caFile, token: plane.nodeToken(NODE) },
+      nodeName: NODE,
+      images: TEST_IMAGES,
+      chromiumPath: CHROMIUM,
+      log: process.env.TEST_LOG_LEVEL ? (m) => console.log(m) : undefined,
+    });
+    opts.signal?.throwIfAborted();
     await kubelet.start();
-    const manifests = new URL('../../infra/k8s/', import.meta.url).pathname;
-    await applyManifest(admin, join(manifests, 'namespace.yaml'));
-    await applyManifest(admin, join(manifests, 'rbac.yaml'));
-    // Pods are refused until the namespace's default ServiceAccount exists.
-    await until('default ServiceAccount', () => admin.call('GET', `/api/v1/namespaces/${NAMESPACE}/serviceaccounts/default`), 30_000);
-    const tr = await admin.call('POST', `/api/v1/namespaces/${NAMESPACE}/serviceaccounts/bso-agent/token`, { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { expirationSeconds: 3600 } });
-    const token: string = tr.status.token;
+    const token = await installProject(admin);
     const agentKubeconfig = plane.kubeconfigFor('bso-agent', token);
     writeFileSync(join(dir, 'agent-token'), token, { mode: 0o600 });
     return {
       plane,
       kubelet,
-      images: { api: 'bso/browser-api:test', ui: 'bso/browser-ui:test', crash: 'bso/crash:test', crashReason: /terminated with exit code 3/, neverReady: 'bso/never-ready:test', missing: 'bso/not-there:1' },
+      images: {
+        api: 'bso/browser-api:test',
+        ui: 'bso/browser-ui:test',
+        crash: 'bso/crash:test',
+        crashReason: /terminated with exit code 3/,
+        neverReady: 'bso/never-ready:test',
+        missing: 'bso/not-there:1',
+      },
       admin,
       agentKubeconfig,
       agent: kubeClient({ server: plane.server, caFile: plane.caFile, token }),
-      stop: async () => {
-        await kubelet.stop();
-        stopControlPlane(dir);
-      },
+      stop,
     };
   } catch (err) {
-    await kubelet.stop().catch(() => {});
-    stopControlPlane(dir);
+    await stop();
     throw err;
   }
 }
@@ -140,16 +164,37 @@ async function useOutsideCluster(path: string): Promise<TestCluster> {
   const admin = kubeClient({ kubeconfig: kc });
   const api = process.env.BSO_TEST_BROWSER_API_IMAGE;
   if (!api) throw new Error('BSO_TEST_KUBECONFIG is set: BSO_TEST_BROWSER_API_IMAGE must name a browser image serving CDP on port 9222');
-  const manifests = new URL('../../infra/k8s/', import.meta.url).pathname;
-  await applyManifest(admin, join(manifests, 'namespace.yaml'));
-  await applyManifest(admin, join(manifests, 'rbac.yaml'));
-  await until('default ServiceAccount', () => admin.call('GET', `/api/v1/namespaces/${NAMESPACE}/serviceaccounts/default`), 30_000);
-  const tr = await admin.call('POST', `/api/v1/namespaces/${NAMESPACE}/serviceaccounts/bso-agent/token`, { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { expirationSeconds: 3600 } });
+  const token = await installProject(admin);
   const cluster = kc.getCurrentCluster()!;
   const dir = await mkdtemp(join(tmpdir(), 'bso-outside-'));
   const agentKubeconfig = join(dir, 'agent.kubeconfig');
-  const ca = cluster.caData ? `    certificate-authority-data: ${cluster.caData}` : cluster.caFile ? `    certificate-authority: ${cluster.caFile}` : '    insecure-skip-tls-verify: true';
-  writeFileSync(agentKubeconfig, ['apiVersion: v1', 'kind: Config', 'clusters:', '- name: c', '  cluster:', `    server: ${cluster.server}`, ca, 'users:', '- name: bso-agent', '  user:', `    token: ${tr.status.token}`, 'contexts:', '- name: c', '  context: { cluster: c, user: bso-agent }', 'current-context: c', ''].join('\n'), { mode: 0o600 });
+  const ca = cluster.caData
+    ? `    certificate-authority-data: ${cluster.caData}`
+    : cluster.caFile
+      ? `    certificate-authority: ${cluster.caFile}`
+      : '    insecure-skip-tls-verify: true';
+  writeFileSync(
+    agentKubeconfig,
+    [
+      'apiVersion: v1',
+      'kind: Config',
+      'clusters:',
+      '- name: c',
+      '  cluster:',
+      `    server: ${cluster.server}`,
+      ca,
+      'users:',
+      '- name: bso-agent',
+      '  user:',
+      `    token: ${token}`,
+      'contexts:',
+      '- name: c',
+      '  context: { cluster: c, user: bso-agent }',
+      'current-context: c',
+      '',
+    ].join('\n'),
+    { mode: 0o600 },
+  );
   const agentKc = new KubeConfig();
   agentKc.loadFromFile(agentKubeconfig);
   return {

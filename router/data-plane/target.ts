@@ -2,22 +2,6 @@ import { AppError } from '../../shared/errors.js';
 import type { Session } from '../../shared/session.js';
 import type { StreamSpec } from '../../shared/tunnel/protocol.js';
 
-/** Request headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), plus Host:
- * Chromium's DevTools server refuses a Host that is not an IP or localhost. */
-const HOP_BY_HOP = new Set([
-  'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer',
-  'transfer-encoding', 'upgrade', 'host', 'sec-websocket-key', 'sec-websocket-version',
-  'sec-websocket-extensions', 'sec-websocket-accept',
-]);
-
-export function forwardableHeaders(headers: Headers): Record<string, string> {
-  const out: Record<string, string> = {};
-  headers.forEach((value, name) => {
-    if (!HOP_BY_HOP.has(name)) out[name] = value;
-  });
-  return out;
-}
-
 export function assertProxyable(session: Session): void {
   if (session.status !== 'running') {
     throw new AppError('SESSION_NOT_RUNNING', `session ${session.id} is ${session.status}, not running`, { details: { status: session.status } });
@@ -42,9 +26,7 @@ export function upstreamPath(url: URL, sessionId: string): string {
 export function rewriteDevtoolsUrls(body: string, wsBase: string, sessionId: string): string {
   const viaRouter = `${wsBase}/sessions/${sessionId}/proxy/devtools/`;
   const hostPath = viaRouter.replace(/^wss?:\/\//, '');
-  return body
-    .replace(/wss?:\/\/[^/"\s]+\/devtools\//g, viaRouter)
-    .replace(/([?&]wss?=)[^/"&\s]+\/devtools\//g, `$1${hostPath}`);
+  return body.replace(/wss?:\/\/[^/"\s]+\/devtools\//g, viaRouter).replace(/([?&]wss?=)[^/"&\s]+\/devtools\//g, `$1${hostPath}`);
 }
 
 export const isDevtoolsJsonPath = (path: string): boolean => /^\/json(\/(version|list|new))?\/?(\?.*)?$/.test(path);

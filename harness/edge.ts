@@ -9,7 +9,7 @@ export async function bundleWorker(): Promise<{ file: string; cleanup(): Promise
   const dir = await mkdtemp(join(tmpdir(), 'bso-edge-'));
   const file = join(dir, 'worker.mjs');
   await build({
-    entryPoints: [new URL('../../router/worker.ts', import.meta.url).pathname],
+    entryPoints: [new URL('../router/worker.ts', import.meta.url).pathname],
     bundle: true,
     format: 'esm',
     platform: 'neutral',

@@ -58,7 +58,11 @@ export async function startUpstashRest(redisUrl: string, token: string): Promise
       const batch = path === '/pipeline' ? redis.pipeline() : redis.multi();
       for (const [name, ...args] of body) batch.callBuffer(String(name), ...args.map(String));
       const results = (await batch.exec()) ?? [];
-      return send(res, 200, results.map(([err, v]) => (err ? { error: err.message } : { result: encode(v as Reply, base64) })));
+      return send(
+        res,
+        200,
+        results.map(([err, v]) => (err ? { error: err.message } : { result: encode(v as Reply, base64) })),
+      );
     }
     return send(res, 404, { error: `no endpoint ${path}` });
   };
