@@ -3,7 +3,7 @@
  * session store on Upstash (REST) and agent tunnels held by one Durable Object per cluster.
  */
 import { systemClock } from '../shared/clock.js';
-import { createLogger } from '../shared/logger.js';
+import { createLogger, type Logger } from '../shared/logger.js';
 import { admitAgent, AGENT_CONNECT_PATH } from '../shared/tunnel/handshake.js';
 import { composeRouter, type RouterCore } from './compose.js';
 import { resolveTarget } from './data-plane/data-plane.js';
@@ -14,7 +14,6 @@ import type { SessionStore } from './store/types.js';
 import { edgeStore, loadEdgeConfig, type EdgeConfig, type WorkerEnv } from './worker/env.js';
 import type { ExecutionContext } from './worker/platform.js';
 import { RemoteHub } from './worker/remote-hub.js';
-import type { Logger } from '../shared/logger.js';
 
 export { DirectoryObject } from './worker/directory-object.js';
 export { TunnelHubObject } from './worker/hub-object.js';

@@ -2,7 +2,8 @@ import type { V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { buildJob, jobName, type JobSettings } from '../../agent/runtime/kubernetes/job.js';
 import { podState } from '../../agent/runtime/kubernetes/pod-state.js';
-import { statusOf } from '../../agent/runtime/kubernetes/retry.js';
+import { statusOf, withRetry } from '../../agent/runtime/kubernetes/retry.js';
+import { ManualClock } from '../helpers/clock.js';
 import type { Session } from '../../shared/session.js';
 
 const settings: JobSettings = {
@@ -81,6 +82,13 @@ describe('podState', () => {
     expect(podState(term, 0, 1000)).toEqual({ kind: 'failed', reason: 'container ui terminated with exit code 2 (Error)' });
     expect(podState(pod({ phase: 'Failed', reason: 'DeadlineExceeded' }), 0, 1000)).toEqual({ kind: 'failed', reason: 'deadline exceeded' });
   });
+  it('a browser container that exited 0 by itself was closed by its client: a clean end, not a crash', () => {
+    const closed = pod({
+      phase: 'Running',
+      containerStatuses: [{ name: 'browser', image: 'x', imageID: '', ready: false, restartCount: 0, state: { terminated: { exitCode: 0, reason: 'Completed' } } }],
+    });
+    expect(podState(closed, 0, 1000)).toEqual({ kind: 'failed', reason: 'closed by the client', clean: true });
+  });
   it('tolerates Unschedulable until the start deadline', () => {
     const p = pod({ phase: 'Pending', conditions: [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message: '0/1 nodes: Insufficient cpu' }] });
     expect(podState(p, 999, 1000)).toEqual({ kind: 'pending', reason: 'unschedulable' });
@@ -93,5 +101,58 @@ describe('statusOf', () => {
     expect(statusOf({ code: 409 })).toBe(409);
     expect(statusOf({ response: { statusCode: 404 } })).toBe(404);
     expect(statusOf(new Error('socket hang up'))).toBeUndefined();
+  });
+});
+
+describe('withRetry', () => {
+  /** Lets the retry's timers fire as they are scheduled. */
+  async function drive<T>(clock: ManualClock, p: Promise<T>): Promise<T> {
+    let done = false;
+    void p.finally(() => (done = true)).catch(() => {});
+    for (let i = 0; i < 200 && !done; i++) {
+      await new Promise((r) => setTimeout(r, 0));
+      clock.advance(1000);
+    }
+    return p;
+  }
+
+  it('retries throttling, server errors and transport failures, capped, then succeeds', async () => {
+    const clock = new ManualClock();
+    const failures = [{ code: 429 }, { code: 503 }, new Error('socket hang up')];
+    let calls = 0;
+    const res = await drive(
+      clock,
+      withRetry('op', async () => (calls++ < failures.length ? Promise.reject(failures[calls - 1]) : 'ok'), { clock }),
+    );
+    expect(res).toBe('ok');
+    expect(calls).toBe(4);
+  });
+
+  it('does not retry what retrying cannot fix, and gives up after the attempts', async () => {
+    const clock = new ManualClock();
+    let calls = 0;
+    await expect(
+      drive(
+        clock,
+        withRetry('op', async () => (calls++, Promise.reject({ code: 403 })), { clock }),
+      ),
+    ).rejects.toMatchObject({ code: 403 });
+    expect(calls).toBe(1);
+    calls = 0;
+    await expect(
+      drive(
+        clock,
+        withRetry('op', async () => (calls++, Promise.reject({ code: 500 })), { clock, attempts: 3 }),
+      ),
+    ).rejects.toMatchObject({ code: 500 });
+    expect(calls).toBe(3);
+  });
+
+  it('bounds each attempt by its timeout', async () => {
+    const clock = new ManualClock();
+    let calls = 0;
+    const hang = () => (calls++, new Promise<never>(() => {}));
+    await expect(drive(clock, withRetry('list pods', hang, { clock, attempts: 2, timeoutMs: 5000 }))).rejects.toThrow('list pods timed out after 5000 ms');
+    expect(calls).toBe(2);
   });
 });
