@@ -60,9 +60,10 @@ export function spliceUpgrade(
     upgraded.setNoDelay(true);
     stream.accept({ status: 101, headers: nodeHeaderPairs(res.headers) });
     const write = creditingWriter(upgraded);
+    const consumed = (n: number) => stream.consumed(n);
     stream.onData = (_kind, payload) => {
       touch();
-      write(payload, (n) => stream.consumed(n));
+      write(payload, consumed);
     };
     stream.onDrain = () => upgraded.resume();
     upgraded.on('data', (chunk: Buffer) => {

@@ -10,29 +10,32 @@ export const zeroMask = (mask: Uint8Array): void => {
 };
 
 /**
- * Runs `fn` with `socket` corked until the end of the tick, so everything written within one tick
- * leaves as one write. Proxied CDP traffic arrives in bursts (many messages per read), and one syscall
- * per message was the proxy's main cost. Flushing on nextTick adds no latency: it runs before the
- * event loop polls for I/O again.
+ * Corks `socket` until the event loop's check phase, so everything written to it while this loop
+ * iteration handles its I/O leaves as one write. Proxied CDP traffic arrives in bursts from several
+ * sockets at once, and the write syscalls were the proxy's main cost; flushing in the check phase
+ * (setImmediate) coalesces the writes of every read handled in the same poll phase, and adds no
+ * timer: it runs as soon as that phase is done. Call it before each write.
  */
-function batchedTick(socket: Socket): (fn: () => void) => void {
+function corkUntilCheckPhase(socket: Socket): () => void {
   let corked = false;
   const uncork = () => {
     corked = false;
     socket.uncork();
   };
-  return (fn) => {
+  return () => {
     if (!corked && !socket.destroyed) {
       corked = true;
       socket.cork();
-      process.nextTick(uncork);
+      setImmediate(uncork);
     }
-    fn();
   };
 }
 
+const BINARY = { binary: true } as const;
+const TEXT = { binary: false } as const;
+
 export type MessageSender = {
-  /** Sends one message; messages sent within a tick leave as one write. */
+  /** Sends one message; messages sent within one loop iteration leave as one write. */
   send(data: string | Uint8Array, binary?: boolean): void;
   /** Sends and reports the message consumed once the socket has room (at once below `highWater`,
    * else on the socket's 'drain'): credit for a tunnel stream without a callback per message. */
@@ -41,12 +44,15 @@ export type MessageSender = {
 
 /** Message sending for a `ws` WebSocket over `socket`, the socket the caller handed to (or got from) `ws`. */
 export function messageSender(ws: WebSocket, socket: Socket, highWater = 1024 * 1024): MessageSender {
-  const tick = batchedTick(socket);
+  const cork = corkUntilCheckPhase(socket);
   const waiting: Array<() => void> = [];
   socket.on('drain', () => {
     for (const f of waiting.splice(0)) f();
   });
-  const send = (data: string | Uint8Array, binary = typeof data !== 'string') => tick(() => ws.send(data, { binary }));
+  const send = (data: string | Uint8Array, binary = typeof data !== 'string') => {
+    cork();
+    ws.send(data, binary ? BINARY : TEXT);
+  };
   return {
     send,
     sendCredited(payload, binary, consumed) {
@@ -62,8 +68,7 @@ export function messageSender(ws: WebSocket, socket: Socket, highWater = 1024 * 
  * after its 'drain' otherwise.
  */
 export function creditingWriter(socket: Socket, highWater = 1024 * 1024) {
-  const tick = batchedTick(socket);
-  const write = (chunk: Uint8Array) => tick(() => socket.write(chunk));
+  const cork = corkUntilCheckPhase(socket);
   let owed = 0;
   let consume: ((n: number) => void) | null = null;
   socket.on('drain', () => {
@@ -72,7 +77,8 @@ export function creditingWriter(socket: Socket, highWater = 1024 * 1024) {
   });
   return (payload: Uint8Array, consumed: (n: number) => void): void => {
     consume = consumed;
-    write(payload);
+    cork();
+    socket.write(payload);
     if (socket.writableLength < highWater) consumed(payload.byteLength);
     else owed += payload.byteLength;
   };

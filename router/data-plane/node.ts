@@ -105,9 +105,10 @@ export function nodeDataPlane(dp: DataPlane, opts: { mode: WebSocketMode; logger
     socket.write(lines.join('\r\n') + '\r\n\r\n');
     const tracker = new FrameBoundaryTracker();
     const write = creditingWriter(socket);
+    const consumed = (n: number) => stream.consumed(n);
     stream.onData = (_kind, payload) => {
       tracker.advance(payload);
-      write(payload, (n) => stream.consumed(n));
+      write(payload, consumed);
     };
     stream.onDrain = () => socket.resume();
     stream.onClose = (_code, reason, byPeer) => {

@@ -9,8 +9,12 @@ export const FRAME_HEADER_BYTES = 5;
 
 export function encodeFrame(kind: FrameKind, sid: number, payload: Uint8Array): Uint8Array {
   const out = new Uint8Array(FRAME_HEADER_BYTES + payload.byteLength);
+  // Written byte by byte: a DataView per frame costs more than the frame on the hot path.
   out[0] = FrameKind[kind];
-  new DataView(out.buffer).setUint32(1, sid);
+  out[1] = sid >>> 24;
+  out[2] = (sid >>> 16) & 0xff;
+  out[3] = (sid >>> 8) & 0xff;
+  out[4] = sid & 0xff;
   out.set(payload, FRAME_HEADER_BYTES);
   return out;
 }
@@ -22,7 +26,7 @@ export function decodeFrame(frame: Uint8Array): DecodedFrame | null {
   if (frame.byteLength < FRAME_HEADER_BYTES) return null;
   const kind = KIND_BY_CODE[frame[0]!];
   if (!kind) return null;
-  const sid = new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(1);
+  const sid = ((frame[1]! << 24) | (frame[2]! << 16) | (frame[3]! << 8) | frame[4]!) >>> 0;
   if (sid === 0) return null;
   return { kind, sid, payload: frame.subarray(FRAME_HEADER_BYTES) };
 }
