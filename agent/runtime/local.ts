@@ -30,7 +30,9 @@ export class LocalChromiumRuntime implements BrowserRuntime {
     const exited = c.exited.then(({ code, signal: sig, stderrTail }): BrowserExit => {
       // Chromium exits 0 when a client sends Browser.close (Puppeteer's browser.close()).
       if (code === 0 && !sig) return { clean: true, reason: 'closed by the client' };
-      this.deps.logger.warn('runtime: chromium died', { session: session.id, pid: c.pid, code, signal: sig, stderr: stderrTail.trim().split('\n').slice(-5) });
+      // A browser this runtime is stopping was asked to die; only an unasked end is worth a warning.
+      if (!this.stopping.has(session.id))
+        this.deps.logger.warn('runtime: chromium died', { session: session.id, pid: c.pid, code, signal: sig, stderr: stderrTail.trim().split('\n').slice(-5) });
       return { clean: false, reason: sig ? `the browser was killed (${sig})` : `the browser crashed (exit code ${code})` };
     });
     return { endpoints: { host: '127.0.0.1', apiPort: c.port, browserWsPath: c.browserWsPath }, exited };

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type RawData } from 'ws';
+import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import type { Logger } from '../../shared/logger.js';
 import { asBytes, creditingWriter, messageSender, nodeHeaderPairs } from '../../shared/node-socket.js';
 import type { TunnelStream } from '../../shared/tunnel/stream.js';
@@ -89,7 +89,7 @@ export function nodeDataPlane(dp: DataPlane, opts: { mode: WebSocketMode; logger
     }
   }
 
-  function bridgeNodeSocket(ws: import('ws').WebSocket, socket: Socket, stream: TunnelStream, t: ProxyTarget): void {
+  function bridgeNodeSocket(ws: WebSocket, socket: Socket, stream: TunnelStream, t: ProxyTarget): void {
     const sender = messageSender(ws, socket);
     const bridge = bridgeMessages({ send: sender.sendCredited, close: (code, reason) => ws.close(code, reason), pause: () => ws.pause(), resume: () => ws.resume() }, stream);
     ws.on('message', (data: RawData, isBinary: boolean) => bridge.fromClient(asBytes(data), isBinary));

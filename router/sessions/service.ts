@@ -1,6 +1,5 @@
 import type { CreateSessionBody } from '../../shared/api.js';
-import { startLoop, withDeadline } from '../../shared/clock.js';
-import type { Clock } from '../../shared/clock.js';
+import { startLoop, withDeadline, type Clock } from '../../shared/clock.js';
 import { AppError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { isTerminal, type Session, type SessionReport } from '../../shared/session.js';

@@ -9,7 +9,7 @@ import { sendableCloseCode } from '../../shared/ws-frames.js';
 import { composeRouter, type RouterCore } from '../compose.js';
 import { DataPlane, type ProxyTarget } from '../data-plane/data-plane.js';
 import { bridgeMessages } from '../data-plane/ws-bridge.js';
-import { errorJson, toAppError } from '../http/errors.js';
+import { errorJson } from '../http/errors.js';
 import type { AgentInfo, Placement } from '../tunnel/hub.js';
 import { InProcessHub } from '../tunnel/in-process-hub.js';
 import { edgeStore, loadEdgeConfig, type WorkerEnv } from './env.js';
@@ -75,7 +75,7 @@ export class TunnelHubObject {
           try {
             return Response.json({ ok: true, value: await this.hub.call(to, method, params, timeoutMs) });
           } catch (err) {
-            return Response.json({ ok: false, error: toWire(toAppError(err)) });
+            return Response.json({ ok: false, error: toWire(err) });
           }
         }
         case '/observe':
