@@ -10,7 +10,7 @@ export function stats(samples: number[]): Stats {
 }
 
 /** Keep-alive HTTP GETs from `concurrency` loops for `durationMs`; returns requests per second. */
-export async function httpLoad(url: string, concurrency: number, durationMs: number): Promise<{ rps: number; errors: number }> {
+export async function httpLoad(url: string, concurrency: number, durationMs: number, headers: Record<string, string> = {}): Promise<{ rps: number; errors: number }> {
   const u = new URL(url);
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
   let done = 0;
@@ -18,7 +18,7 @@ export async function httpLoad(url: string, concurrency: number, durationMs: num
   const end = performance.now() + durationMs;
   const one = () =>
     new Promise<void>((resolve) => {
-      const req = request({ host: u.hostname, port: u.port, path: u.pathname + u.search, agent }, (res) => {
+      const req = request({ host: u.hostname, port: u.port, path: u.pathname + u.search, agent, headers }, (res) => {
         if (res.statusCode !== 200) errors++;
         res.resume();
         res.on('end', resolve);

@@ -12,6 +12,17 @@ import { startUpstashRest } from '../harness/upstash-rest.js';
 import { cdpClient, cdpRoundTrips, cdpThroughput, httpLoad, stats } from './load.js';
 
 const TOKEN = 'bench-token-0123456789abcdef';
+const BENCH_KEY = 'bench-key-0123456789abcdefghijklmnop';
+const AUTH = { authorization: `Bearer ${BENCH_KEY}` };
+/** The measured router runs as users deploy it: keys, signed connect URLs, rate limits in Redis (set
+ * high enough never to refuse, so their cost is measured, not their refusals). */
+const KEYED_ENV = {
+  API_KEYS: `bench:${BENCH_KEY}`,
+  SESSION_TOKEN_SECRET: 'bench-session-token-secret-0123456789abcdef',
+  RATE_LIMIT_API: '100000000/min',
+  RATE_LIMIT_CREATE: '100000000/min',
+};
+const authed = (init: RequestInit = {}): RequestInit => ({ ...init, headers: { ...AUTH, ...(init.headers as Record<string, string>) } });
 const quick = process.argv.includes('--quick');
 const ROUND_TRIPS = quick ? 300 : 1000;
 const LOAD_MS = quick ? 1000 : 2000;
@@ -30,20 +41,40 @@ async function main(): Promise<void> {
   const redis = await startRedis();
   const procs: Spawned[] = [];
   try {
-    const router = spawnEntry('router/node.ts', { PORT: '0', HOST: '127.0.0.1', REDIS_URL: redis.url, AGENT_TOKEN: TOKEN, MAX_SESSIONS: '50', LOG_LEVEL: 'info' });
+    const common = { PORT: '0', HOST: '127.0.0.1', REDIS_URL: redis.url, AGENT_TOKEN: TOKEN, MAX_SESSIONS: '50', LOG_LEVEL: 'info' };
+    const router = spawnEntry('router/node.ts', { ...common, ...KEYED_ENV });
     procs.push(router);
     const routerUrl = JSON.parse(await router.waitForLine(/router listening/)).url as string;
     const agent = spawnEntry('agent/main.ts', { ROUTER_URL: routerUrl, AGENT_TOKEN: TOKEN, NODE_NAME: 'bench', METRICS_PORT: '0', CHROMIUM_PATH: CHROMIUM, LOG_LEVEL: 'warn' });
     procs.push(agent);
-    await waitForAgent(routerUrl);
-
-    const created = await fetch(`${routerUrl}/sessions?wait=true`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ timeout: 3600, idleTimeout: 3600 }),
+    await waitForAgent(routerUrl, AUTH);
+    // The same router with no key (loopback only), on the same Redis, for the cost of access control.
+    const openRouter = spawnEntry('router/node.ts', common);
+    procs.push(openRouter);
+    const openUrl = JSON.parse(await openRouter.waitForLine(/router listening/)).url as string;
+    const openAgent = spawnEntry('agent/main.ts', {
+      ROUTER_URL: openUrl,
+      AGENT_TOKEN: TOKEN,
+      NODE_NAME: 'bench-open',
+      METRICS_PORT: '0',
+      CHROMIUM_PATH: CHROMIUM,
+      LOG_LEVEL: 'warn',
     });
+    procs.push(openAgent);
+    await waitForAgent(openUrl);
+
+    const created = await fetch(
+      `${routerUrl}/sessions?wait=true`,
+      authed({
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ timeout: 3600, idleTimeout: 3600 }),
+      }),
+    );
     const session = (await created.json()) as { id: string; status: string; cdpUrl: string; proxyUrl: string };
     if (session.status !== 'running') throw new Error(`session did not start: ${JSON.stringify(session)}`);
+    // The URLs alone open the session (the token rides in them); the bench's CDP and HTTP rows use them as a client would.
+    if (!/\/proxy\/~[^/]+\/devtools\/browser$/.test(session.cdpUrl)) throw new Error(`cdpUrl carries no session token: ${session.cdpUrl}`);
     // The same browser for all three paths: its real address is in the session record.
     const r = new Redis(redis.url);
     const stored = JSON.parse((await r.hget(`{bso}:s:${session.id}`, 'data')) ?? 'null');
@@ -96,7 +127,7 @@ async function main(): Promise<void> {
     const tpRatio = tp.tunnel! / tp.proxy!;
     const tpRange = range(tpRounds.tunnel!.map((t, i) => t / tpRounds.proxy![i]!));
     rows.push({
-      metric: `CDP evaluate/s, 32 in flight (median of ${ROUNDS})`,
+      metric: `CDP evaluate/s, 32 in flight, token cdpUrl (median of ${ROUNDS})`,
       direct: f(tp.direct!, 0),
       proxy: f(tp.proxy!, 0),
       tunnel: f(tp.tunnel!, 0),
@@ -129,18 +160,74 @@ async function main(): Promise<void> {
       ok: httpRatio >= 0.7,
     });
 
-    // --- status reads against Redis ---
-    await httpLoad(`${routerUrl}/sessions/${session.id}/status`, 64, 500);
-    const status = await httpLoad(`${routerUrl}/sessions/${session.id}/status`, 64, LOAD_MS);
-    if (status.errors) throw new Error(`status: ${status.errors} failed requests`);
-    rows.push({ metric: 'GET /sessions/:id/status req/s (Redis)', tunnel: f(status.rps, 0), ratio: '', floor: '≥ 8000', ok: status.rps >= 8000 });
+    // --- status reads against Redis: with a key (checked, charged to its API bucket in Redis) and without,
+    // each router reading a running session of its own agent (the status includes the agent's view) ---
+    const openSession = (await (
+      await fetch(`${openUrl}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ timeout: 3600, idleTimeout: 3600 }) })
+    ).json()) as { id: string; status: string };
+    if (openSession.status !== 'running') throw new Error(`session did not start: ${JSON.stringify(openSession)}`);
+    const statusPaths = { auth: `/sessions/${session.id}/status`, open: `/sessions/${openSession.id}/status` };
+    await httpLoad(`${routerUrl}${statusPaths.auth}`, 64, 500, AUTH);
+    await httpLoad(`${openUrl}${statusPaths.open}`, 64, 500);
+    const statusRounds: { auth: number[]; open: number[] } = { auth: [], open: [] };
+    for (let round = 0; round < ROUNDS; round++) {
+      const pair = [
+        ['auth', routerUrl, AUTH],
+        ['open', openUrl, {}],
+      ] as const;
+      // ABBA: whichever goes second in a round has the warmer machine; alternate it.
+      for (const [name, url, headers] of round % 2 ? [...pair].reverse() : pair) {
+        const res = await httpLoad(`${url}${statusPaths[name]}`, 64, LOAD_MS, headers);
+        if (res.errors) throw new Error(`status (${name}): ${res.errors} failed requests`);
+        statusRounds[name].push(res.rps);
+      }
+    }
+    const status = { rps: median(statusRounds.auth) };
+    const statusOpen = median(statusRounds.open);
+    const statusRatio = status.rps / statusOpen;
+    rows.push({ metric: 'GET /sessions/:id/status req/s, no auth (Redis)', tunnel: f(statusOpen, 0), ratio: '', floor: '', ok: null });
+    rows.push({
+      metric: 'GET /sessions/:id/status req/s, API key + API rate limit (Redis)',
+      tunnel: f(status.rps, 0),
+      ratio: `${f(statusRatio)}× no auth (rounds ${range(statusRounds.auth.map((a, i) => a / statusRounds.open[i]!))})`,
+      floor: '≥ 0.9× no auth, ≥ 8000',
+      ok: statusRatio >= 0.9 && status.rps >= 8000,
+    });
 
-    await fetch(`${routerUrl}/sessions/${session.id}`, { method: 'DELETE' });
+    await fetch(`${routerUrl}/sessions/${session.id}`, authed({ method: 'DELETE' }));
+    await fetch(`${openUrl}/sessions/${openSession.id}`, { method: 'DELETE' });
+
+    // --- the API cost of a create (answered before the browser starts): key, both rate limits, quota script vs none ---
+    const createCost = { auth: [] as number[], open: [] as number[] };
+    for (let i = 0; i < STARTS * 2; i++) {
+      for (const [name, url, headers] of [
+        ['auth', routerUrl, AUTH],
+        ['open', openUrl, {}],
+      ] as const) {
+        const t = performance.now();
+        const res = await fetch(`${url}/sessions`, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: '{}' });
+        const took = performance.now() - t;
+        const s = (await res.json()) as { id: string };
+        if (res.status !== 201) throw new Error(`create (${name}) answered ${res.status}`);
+        if (i >= 2) createCost[name].push(took);
+        await fetch(`${url}/sessions/${s.id}`, { method: 'DELETE', headers });
+      }
+    }
+    const costAuth = stats(createCost.auth).p50;
+    const costOpen = stats(createCost.open).p50;
+    rows.push({
+      metric: `POST /sessions answer p50 (ms, n=${createCost.auth.length}): key + limits vs none`,
+      direct: f(costOpen, 2),
+      tunnel: f(costAuth, 2),
+      ratio: `+${f(costAuth - costOpen, 2)} ms`,
+      floor: '≤ +1 ms',
+      ok: costAuth - costOpen <= 1,
+    });
 
     // --- the Workers router (miniflare/workerd, Durable Object hub, Upstash REST over the same Redis) ---
     const rest = await startUpstashRest(redis.url, 'bench-rest-token');
     const edge = await startEdgeRouter({
-      bindings: { AGENT_TOKEN: TOKEN, UPSTASH_REDIS_REST_URL: rest.url, UPSTASH_REDIS_REST_TOKEN: 'bench-rest-token', MAX_SESSIONS: '50', LOG_LEVEL: 'error' },
+      bindings: { AGENT_TOKEN: TOKEN, ...KEYED_ENV, UPSTASH_REDIS_REST_URL: rest.url, UPSTASH_REDIS_REST_TOKEN: 'bench-rest-token', MAX_SESSIONS: '50', LOG_LEVEL: 'error' },
     });
     try {
       const edgeAgent = spawnEntry('agent/main.ts', {
@@ -153,13 +240,16 @@ async function main(): Promise<void> {
         LOG_LEVEL: 'warn',
       });
       procs.push(edgeAgent);
-      await waitForAgent(edge.url);
+      await waitForAgent(edge.url, AUTH);
       const es = (await (
-        await fetch(`${edge.url}/sessions?wait=true`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ timeout: 3600, idleTimeout: 3600 }),
-        })
+        await fetch(
+          `${edge.url}/sessions?wait=true`,
+          authed({
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ timeout: 3600, idleTimeout: 3600 }),
+          }),
+        )
       ).json()) as { id: string; status: string; cdpUrl: string };
       if (es.status !== 'running') throw new Error(`edge session did not start: ${JSON.stringify(es)}`);
       const ec = await cdpClient(es.cdpUrl);
@@ -181,8 +271,8 @@ async function main(): Promise<void> {
         floor: '≥ 0.5× Node',
         ok: edgeTp >= 0.5 * tp.tunnel!,
       });
-      await httpLoad(`${edge.url}/sessions/${es.id}/status`, 64, 300);
-      const edgeStatus = await httpLoad(`${edge.url}/sessions/${es.id}/status`, 64, LOAD_MS);
+      await httpLoad(`${edge.url}/sessions/${es.id}/status`, 64, 300, AUTH);
+      const edgeStatus = await httpLoad(`${edge.url}/sessions/${es.id}/status`, 64, LOAD_MS, AUTH);
       rows.push({
         metric: 'Workers router: GET /sessions/:id/status req/s',
         tunnel: f(edgeStatus.rps, 0),
@@ -190,7 +280,7 @@ async function main(): Promise<void> {
         floor: '',
         ok: null,
       });
-      await fetch(`${edge.url}/sessions/${es.id}`, { method: 'DELETE' });
+      await fetch(`${edge.url}/sessions/${es.id}`, authed({ method: 'DELETE' }));
     } finally {
       await edge.close();
       await rest.close();
@@ -205,11 +295,11 @@ async function main(): Promise<void> {
       bare.push(performance.now() - t);
       await killChromium(c);
       t = performance.now();
-      const res = await fetch(`${routerUrl}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+      const res = await fetch(`${routerUrl}/sessions?wait=true`, authed({ method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }));
       const s = (await res.json()) as { id: string; status: string };
       if (s.status !== 'running') throw new Error(`session ${s.id} is ${s.status}`);
       viaApi.push(performance.now() - t);
-      await fetch(`${routerUrl}/sessions/${s.id}`, { method: 'DELETE' });
+      await fetch(`${routerUrl}/sessions/${s.id}`, authed({ method: 'DELETE' }));
     }
     const b = stats(bare);
     const a = stats(viaApi);
@@ -231,9 +321,9 @@ async function main(): Promise<void> {
   process.exitCode = rows.some((r) => r.ok === false) ? 1 : 0;
 }
 
-async function waitForAgent(url: string): Promise<void> {
+async function waitForAgent(url: string, headers: Record<string, string> = {}): Promise<void> {
   for (let i = 0; i < 200; i++) {
-    const h = (await (await fetch(`${url}/health`)).json()) as { agents: unknown[] };
+    const h = (await (await fetch(`${url}/health`, { headers })).json()) as { agents: unknown[] };
     if (h.agents.length) return;
     await new Promise((r) => setTimeout(r, 50));
   }

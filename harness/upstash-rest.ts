@@ -16,6 +16,8 @@ function encode(v: Reply | Error, base64: boolean): unknown {
   if (Buffer.isBuffer(v)) return base64 ? v.toString('base64') : v.toString('utf8');
   if (typeof v === 'string') return base64 && v !== 'OK' ? Buffer.from(v).toString('base64') : v;
   if (Array.isArray(v)) return v.map((x) => encode(x, base64));
+  // ioredis turns HGETALL into an object; Upstash (like Redis itself) answers with a flat array.
+  if (v !== null && typeof v === 'object') return Object.entries(v as Record<string, Reply>).flatMap(([k, x]) => [encode(k, base64), encode(x, base64)]);
   return v;
 }
 

@@ -1,16 +1,47 @@
 import { z } from 'zod';
-import { intVar, logLevelVar, optionalString, parseEnv, type Env } from '../shared/env.js';
+import { ConfigError, intVar, logLevelVar, optionalString, parseEnv, type Env } from '../shared/env.js';
+import { parseEnvKeys, type EnvKey } from './auth/keys.js';
+import { parseRatePolicy, type RatePolicy } from './auth/rate-limit.js';
+
+const commaList = () =>
+  z.preprocess(
+    (v) =>
+      String(v ?? '')
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    z.array(z.string()),
+  );
+
+const boolVar = () =>
+  z.preprocess(
+    (v) => (v === '' || v === undefined ? 'false' : String(v).toLowerCase()),
+    z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1'),
+  );
 
 const RouterEnv = z.object({
   PORT: intVar(3000, 0, 65535),
-  HOST: z.string().default('0.0.0.0'),
+  HOST: optionalString(),
   PUBLIC_URL: z.preprocess((v) => (v === '' ? undefined : v), z.url().optional()),
+  ALLOWED_HOSTS: commaList(),
+  TRUST_PROXY: boolVar(),
   REDIS_URL: optionalString(),
   REDIS_HOST: optionalString(),
   REDIS_PORT: intVar(6379, 1, 65535),
   REDIS_PASSWORD: optionalString(),
   REDIS_KEY_PREFIX: z.string().default('{bso}:'),
   AGENT_TOKEN: z.string().min(16, 'must be at least 16 characters'),
+  AUTH_MODE: z.preprocess((v) => (v === '' ? undefined : v), z.enum(['keys', 'none']).optional()),
+  API_KEYS: optionalString(),
+  ADMIN_API_KEYS: optionalString(),
+  API_KEY_CACHE_MS: intVar(5000, 0, 300_000),
+  SESSION_TOKEN_SECRET: commaList().pipe(z.array(z.string().min(32, 'each secret must be at least 32 characters')).max(2, 'at most two secrets (new,old)')),
+  METRICS_TOKEN: optionalString().pipe(z.string().min(16, 'must be at least 16 characters').optional()),
+  ALLOWED_ORIGINS: commaList().pipe(z.array(z.url().refine((u) => new URL(u).origin === u, 'an origin is scheme://host[:port], nothing more'))),
+  RATE_LIMIT_CREATE: optionalString(),
+  RATE_LIMIT_API: optionalString(),
+  RATE_LIMIT_UNAUTHENTICATED: optionalString(),
+  MAX_SESSIONS_PER_KEY: intVar(0, 0, 100_000),
   SESSION_TIMEOUT: intVar(300, 5, 6 * 3600),
   SESSION_IDLE_TIMEOUT: intVar(300, 5, 6 * 3600),
   SESSION_RETENTION_SECONDS: intVar(3600, 1),
@@ -21,13 +52,32 @@ const RouterEnv = z.object({
   LOG_LEVEL: logLevelVar(),
 });
 
+export type AuthConfig = {
+  /** `keys`: every request needs a key (or, on the proxy, a session token); `none`: no authentication. */
+  mode: 'keys' | 'none';
+  /** How the mode was chosen, for the start-up log line. */
+  reason: 'AUTH_MODE' | 'API keys configured' | 'no key configured';
+  envKeys: EnvKey[];
+  keyCacheMs: number;
+  /** Empty: the runtime makes one up (a single process only; see the composition roots). */
+  sessionTokenSecrets: string[];
+  metricsToken?: string;
+  allowedOrigins: string[];
+  limits: { create: RatePolicy | null; api: RatePolicy | null; unauthenticated: RatePolicy | null };
+  maxSessionsPerKey: number;
+};
+
 export type RouterConfig = {
   port: number;
   host: string;
   publicUrl?: string;
+  /** Hosts `cdpUrl`/`proxyUrl` may be built from; empty: the runtime's default (the listen address and localhost). */
+  allowedHosts: string[];
+  trustProxy: boolean;
   redis: { url: string } | { host: string; port: number; password?: string } | null;
   redisKeyPrefix: string;
   agentToken: string;
+  auth: AuthConfig;
   sessionTimeoutSec: number;
   sessionIdleTimeoutSec: number;
   retentionSec: number;
@@ -38,16 +88,72 @@ export type RouterConfig = {
   logLevel: z.infer<ReturnType<typeof logLevelVar>>;
 };
 
-export function loadRouterConfig(env: Env): RouterConfig {
+/** Limits that apply when keys are on and the variable is unset; with no keys (loopback only) none apply unless set. */
+const DEFAULT_LIMITS = { create: '60/min,burst=10', api: '1200/min,burst=200', unauthenticated: '60/min,burst=20' };
+
+const isLoopback = (host: string) => host === 'localhost' || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host);
+
+/**
+ * The router's configuration. Secure by default: with no key configured the Node router listens on
+ * loopback only; asking it to listen elsewhere without keys is an error unless AUTH_MODE=none says
+ * authentication happens in front of it. `runtime: 'edge'` (Workers) has no listen address and
+ * needs keys unless AUTH_MODE=none.
+ */
+export function loadRouterConfig(env: Env, runtime: 'node' | 'edge' = 'node'): RouterConfig {
   const e = parseEnv(RouterEnv, env);
-  const redis = e.REDIS_URL ? { url: e.REDIS_URL } : e.REDIS_HOST ? { host: e.REDIS_HOST, port: e.REDIS_PORT, password: e.REDIS_PASSWORD } : null;
+  const redis = redisOf(e);
+  const envKeys = [...keysFrom('API_KEYS', e.API_KEYS, 'user'), ...keysFrom('ADMIN_API_KEYS', e.ADMIN_API_KEYS, 'admin')];
+  const names = envKeys.map((k) => k.name);
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup) throw new ConfigError(`invalid configuration:\n  API_KEYS/ADMIN_API_KEYS: the name "${dup}" is used twice`);
+
+  const mode: AuthConfig['mode'] = e.AUTH_MODE ?? (envKeys.length > 0 || runtime === 'edge' ? 'keys' : 'none');
+  const reason: AuthConfig['reason'] = e.AUTH_MODE ? 'AUTH_MODE' : mode === 'keys' ? 'API keys configured' : 'no key configured';
+  if (mode === 'keys' && envKeys.length === 0 && !redis && runtime === 'node') {
+    throw new ConfigError('invalid configuration:\n  AUTH_MODE: keys needs API_KEYS/ADMIN_API_KEYS, or REDIS_URL to hold keys made with `npm run keys`');
+  }
+  const host = e.HOST ?? (mode === 'keys' ? '0.0.0.0' : '127.0.0.1');
+  if (mode === 'keys' && e.SESSION_TOKEN_SECRET.length === 0 && (redis || runtime === 'edge')) {
+    // Every replica must verify the tokens every other replica signs.
+    throw new ConfigError('invalid configuration:\n  SESSION_TOKEN_SECRET: required with API keys and a shared store (at least 32 characters; `openssl rand -hex 32`)');
+  }
+  if (runtime === 'node' && mode === 'none' && !e.AUTH_MODE && !isLoopback(host)) {
+    throw new ConfigError(
+      `invalid configuration:\n  HOST: refusing to listen on ${host} without API keys: set API_KEYS (or ADMIN_API_KEYS), or AUTH_MODE=none if an authenticating proxy stands in front`,
+    );
+  }
+  const keysOn = mode === 'keys';
+  const limit = (name: 'create' | 'api' | 'unauthenticated', variable: string, text: string | undefined) => {
+    try {
+      return parseRatePolicy(name, text ?? (keysOn ? DEFAULT_LIMITS[name] : undefined));
+    } catch (err) {
+      throw new ConfigError(`invalid configuration:\n  ${variable}: ${(err as Error).message}`);
+    }
+  };
   return {
     port: e.PORT,
-    host: e.HOST,
+    host,
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
+    allowedHosts: e.ALLOWED_HOSTS.map((h) => h.toLowerCase()),
+    trustProxy: e.TRUST_PROXY,
     redis,
     redisKeyPrefix: e.REDIS_KEY_PREFIX,
     agentToken: e.AGENT_TOKEN,
+    auth: {
+      mode,
+      reason,
+      envKeys,
+      keyCacheMs: e.API_KEY_CACHE_MS,
+      sessionTokenSecrets: e.SESSION_TOKEN_SECRET,
+      metricsToken: e.METRICS_TOKEN,
+      allowedOrigins: e.ALLOWED_ORIGINS,
+      limits: {
+        create: limit('create', 'RATE_LIMIT_CREATE', e.RATE_LIMIT_CREATE),
+        api: limit('api', 'RATE_LIMIT_API', e.RATE_LIMIT_API),
+        unauthenticated: limit('unauthenticated', 'RATE_LIMIT_UNAUTHENTICATED', e.RATE_LIMIT_UNAUTHENTICATED),
+      },
+      maxSessionsPerKey: e.MAX_SESSIONS_PER_KEY,
+    },
     sessionTimeoutSec: e.SESSION_TIMEOUT,
     sessionIdleTimeoutSec: e.SESSION_IDLE_TIMEOUT,
     retentionSec: e.SESSION_RETENTION_SECONDS,
@@ -57,4 +163,25 @@ export function loadRouterConfig(env: Env): RouterConfig {
     wsProxyMode: e.WS_PROXY_MODE,
     logLevel: e.LOG_LEVEL,
   };
+}
+
+type RedisVars = { REDIS_URL?: string; REDIS_HOST?: string; REDIS_PORT: number; REDIS_PASSWORD?: string };
+const redisOf = (e: RedisVars): RouterConfig['redis'] =>
+  e.REDIS_URL ? { url: e.REDIS_URL } : e.REDIS_HOST ? { host: e.REDIS_HOST, port: e.REDIS_PORT, password: e.REDIS_PASSWORD } : null;
+
+/** What `npm run keys` needs: where the router's Redis is (the same variables the router reads). */
+export function loadKeysConfig(env: Env): { redis: NonNullable<RouterConfig['redis']>; redisKeyPrefix: string } {
+  const e = parseEnv(RouterEnv.pick({ REDIS_URL: true, REDIS_HOST: true, REDIS_PORT: true, REDIS_PASSWORD: true, REDIS_KEY_PREFIX: true }), env);
+  const redis = redisOf(e);
+  if (!redis) throw new ConfigError("invalid configuration:\n  REDIS_URL: keys are stored in the router's Redis; set REDIS_URL (or REDIS_HOST)");
+  return { redis, redisKeyPrefix: e.REDIS_KEY_PREFIX };
+}
+
+function keysFrom(variable: string, text: string | undefined, role: 'user' | 'admin'): EnvKey[] {
+  try {
+    return parseEnvKeys(text, role);
+  } catch (err) {
+    // The message names the entry, never the key itself.
+    throw new ConfigError(`invalid configuration:\n  ${variable}: ${(err as Error).message}`);
+  }
 }

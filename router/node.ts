@@ -1,6 +1,8 @@
-import { createServer, type Server } from 'node:http';
+import { createHmac, hash } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
+import type { Context } from 'hono';
 import { systemClock, type Clock } from '../shared/clock.js';
 import { AppError } from '../shared/errors.js';
 import { createLogger, type Logger } from '../shared/logger.js';
@@ -9,15 +11,14 @@ import { runIfMain } from '../shared/node-main.js';
 import { AGENT_CONNECT_PATH } from '../shared/tunnel/handshake.js';
 import { composeRouter, createStore } from './compose.js';
 import { loadRouterConfig, type RouterConfig } from './config.js';
-import { DataPlane, proxySessionId, resolveTarget } from './data-plane/data-plane.js';
-import { nodeDataPlane } from './data-plane/node.js';
-import type { App } from './http/app.js';
+import { DataPlane, proxySessionId, targetResolver, type TargetResolver } from './data-plane/data-plane.js';
+import { nodeDataPlane, nodeRequestInfo } from './data-plane/node.js';
+import { isWebSocketUpgrade, type App } from './http/app.js';
 import { createAgentEndpoint } from './node/agent-endpoint.js';
 import { createRouterMetrics } from './node/metrics.js';
 import { rejectUpgrade } from './node/upgrade.js';
-import { webRequestInfo, type RequestInfo } from './public-url.js';
+import { clientAddressOf, webRequestInfo, type PublicUrlPolicy, type RequestInfo } from './public-url.js';
 import { IoredisCommands } from './store/ioredis-commands.js';
-import type { SessionStore } from './store/types.js';
 import { InProcessHub } from './tunnel/in-process-hub.js';
 
 export type RunningRouter = { url: string; port: number; server: Server; app: App; close(): Promise<void> };
@@ -26,10 +27,11 @@ export type RunningRouter = { url: string; port: number; server: Server; app: Ap
 const PROXY_CACHE_TTL_MS = 2000;
 
 /** Composition root of the Node router: the shared core, plus Node's sockets and the in-process hub. */
-export async function startRouter(config: RouterConfig, overrides: { logger?: Logger; clock?: Clock; store?: SessionStore } = {}): Promise<RunningRouter> {
+export async function startRouter(config: RouterConfig, overrides: { logger?: Logger; clock?: Clock } = {}): Promise<RunningRouter> {
   const clock = overrides.clock ?? systemClock;
   const logger = overrides.logger ?? createLogger({ level: config.logLevel, base: { component: 'router' } });
-  const store = overrides.store ?? createStore(config, config.redis ? new IoredisCommands(config.redis) : null, clock);
+  const redis = config.redis ? new IoredisCommands(config.redis) : null;
+  const store = createStore(config, redis, clock);
   const metrics = createRouterMetrics();
   // The hub needs the service's handlers and the service needs the hub; handlers are bound lazily.
   const hub = new InProcessHub({
@@ -39,20 +41,49 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
     onAgentsChanged: (agents) => metrics.agentsConnected(agents.length),
   });
   const dataPlane = new DataPlane({ openStream: (to, spec, o) => hub.openStream(to, spec, o), clock });
-  // Like the hub's handlers, the session look-up is bound to the service lazily.
-  const resolve = (id: string, url: URL, info: RequestInfo) => resolveTarget((sid) => core.service.forProxy(sid), id, url, info, config.publicUrl);
+  let boundPort = 0;
+  const publicUrl: PublicUrlPolicy = {
+    publicUrl: config.publicUrl,
+    trustProxy: config.trustProxy,
+    allowedHosts: config.allowedHosts,
+    defaultHosts: () => new Set(ownHosts(config.host, boundPort)),
+    fallbackHost: () => ownHosts(config.host, boundPort)[0]!,
+  };
+  // Hono on Node hands the IncomingMessage along; the app's own fetch (tests) has none.
+  const requestInfo = (c: Context): RequestInfo => {
+    const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+    if (incoming) return nodeRequestInfo(incoming, config.trustProxy);
+    return webRequestInfo(
+      c.req.raw,
+      clientAddressOf(undefined, () => c.req.header('x-forwarded-for'), config.trustProxy),
+    );
+  };
+  // Like the hub's handlers, the session look-up and access are bound to the core lazily.
+  const resolve: TargetResolver = (id, url, info, upgrade) =>
+    targetResolver({ lookup: (sid) => core.service.forProxy(sid), access: core.access, publicUrl })(id, url, info, upgrade);
   const core = composeRouter({
     config,
     store,
+    redis,
     hub,
     clock,
     logger,
     metrics,
+    publicUrl,
+    requestInfo,
+    crypto: { sha256: (text) => hash('sha256', text, 'hex'), hmacSha256: (secret, message) => createHmac('sha256', secret).update(message).digest() },
+    addResponseHeaders: (c, headers) => {
+      const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+      for (const k in headers) {
+        if (outgoing) outgoing.setHeader(k, headers[k]!);
+        else c.header(k, headers[k]!);
+      }
+    },
     proxyCacheTtlMs: PROXY_CACHE_TTL_MS,
     onChange: (s, prev) => metrics.sessionChanged(s, prev),
-    proxy: async (req, id) => dataPlane.fetch(await resolve(id, new URL(req.url), webRequestInfo(req)), req),
+    proxy: async (req, id, info) => dataPlane.fetch(await resolve(id, new URL(req.url), info, isWebSocketUpgrade(req)), req),
   });
-  const nodePlane = nodeDataPlane(dataPlane, { mode: config.wsProxyMode, logger, resolve });
+  const nodePlane = nodeDataPlane(dataPlane, { mode: config.wsProxyMode, logger, resolve, trustProxy: config.trustProxy });
   const agentEndpoint = createAgentEndpoint({ hub, token: config.agentToken, clock, logger });
 
   const honoListener = getRequestListener(core.app.fetch);
@@ -79,9 +110,17 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
     server.listen(config.port, config.host, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
-  const shownHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-  const url = `http://${shownHost}:${port}`;
-  logger.info('router listening', { url, store: config.redis ? 'redis' : 'memory', maxSessions: config.maxSessions });
+  boundPort = port;
+  const url = `http://${ownHosts(config.host, port)[0]}`;
+  const { auth } = config;
+  logger.info('router listening', { url, store: config.redis ? 'redis' : 'memory', maxSessions: config.maxSessions, auth: auth.mode });
+  if (auth.mode === 'none' && auth.reason === 'no key configured') {
+    logger.warn(`no API key configured: listening on ${config.host} only, without authentication (set API_KEYS to listen elsewhere)`);
+  } else if (auth.mode === 'none') {
+    logger.warn('AUTH_MODE=none: every request is accepted without a key; an authenticating proxy must stand in front');
+  } else {
+    logger.info('API keys required', { envKeys: auth.envKeys.length, keyStore: config.redis ? 'redis' : 'none', metricsToken: Boolean(auth.metricsToken) });
+  }
 
   let closing: Promise<void> | undefined;
   return {
@@ -101,6 +140,15 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
         logger.info('router stopped');
       })()),
   };
+}
+
+/** The names this router answers to (for cdpUrl when the request's Host is not one of them): the
+ * listen address, and loopback names when it listens there or everywhere. The first is the fallback. */
+function ownHosts(host: string, port: number): string[] {
+  const wildcard = host === '0.0.0.0' || host === '::';
+  const named = wildcard ? [] : [host.includes(':') ? `[${host}]` : host];
+  const loopback = ['127.0.0.1', 'localhost', '[::1]'];
+  return [...named, ...loopback].map((h) => `${h}:${port}`);
 }
 
 runIfMain(import.meta.url, () => startRouter(loadRouterConfig(readNodeEnv())));

@@ -6,12 +6,11 @@ import { systemClock } from '../shared/clock.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { admitAgent, AGENT_CONNECT_PATH } from '../shared/tunnel/handshake.js';
 import { composeRouter, type RouterCore } from './compose.js';
-import { resolveTarget } from './data-plane/data-plane.js';
+import { targetResolver } from './data-plane/data-plane.js';
 import { errorJson } from './http/errors.js';
-import type { MetricsPort } from './http/app.js';
-import { webRequestInfo } from './public-url.js';
+import { isWebSocketUpgrade, type MetricsPort } from './http/app.js';
 import type { SessionStore } from './store/types.js';
-import { edgeStore, loadEdgeConfig, type EdgeConfig, type WorkerEnv } from './worker/env.js';
+import { edgePublicUrl, edgeRedis, edgeRequestInfo, loadEdgeConfig, type EdgeConfig, type WorkerEnv } from './worker/env.js';
 import type { ExecutionContext } from './worker/platform.js';
 import { RemoteHub } from './worker/remote-hub.js';
 
@@ -25,18 +24,26 @@ function setup(env: WorkerEnv) {
   if (!isolate) {
     const config = loadEdgeConfig(env);
     const logger = createLogger({ level: config.logLevel, base: { component: 'edge-router' }, write: (l) => console.log(l) });
-    const store = edgeStore(config, systemClock);
+    const { redis, store } = edgeRedis(config, systemClock);
     const hub = new RemoteHub(env);
+    const publicUrl = edgePublicUrl(config);
     const core: RouterCore = composeRouter({
       config,
       store,
+      redis,
       hub,
       clock: systemClock,
       logger,
       metrics: edgeMetrics(store, hub),
+      publicUrl,
+      requestInfo: (c) => edgeRequestInfo(c.req.raw),
       // Status changes land in the cluster hubs, not here, so a cached session could never be invalidated.
       proxyCacheTtlMs: 0,
-      proxy: async (req, id) => hub.forward(await resolveTarget((sid) => core.service.forProxy(sid), id, new URL(req.url), webRequestInfo(req), config.publicUrl), req),
+      proxy: async (req, id, info) =>
+        hub.forward(
+          await targetResolver({ lookup: (sid) => core.service.forProxy(sid), access: core.access, publicUrl })(id, new URL(req.url), info, isWebSocketUpgrade(req)),
+          req,
+        ),
     });
     isolate = { config, logger, core };
   }

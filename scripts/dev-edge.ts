@@ -2,7 +2,8 @@
  * `npm run dev:edge`: the Workers router locally in workerd (miniflare), bundled from router/worker.ts
  * with the Durable Object bindings of wrangler.toml. Uses UPSTASH_REDIS_REST_URL/TOKEN when set;
  * otherwise starts a local redis-server behind an Upstash-compatible REST endpoint. Point an agent
- * at the printed URL (ROUTER_URL) with the same AGENT_TOKEN.
+ * at the printed URL (ROUTER_URL) with the same AGENT_TOKEN. The Worker needs keys: without
+ * API_KEYS/ADMIN_API_KEYS (or AUTH_MODE) it makes up an admin key for this run and prints it.
  */
 import { randomBytes } from 'node:crypto';
 import { readNodeEnv } from '../shared/node-env.js';
@@ -33,10 +34,19 @@ if (!upstash.url || !upstash.token) {
   upstash = { url: rest.url, token: restToken };
 }
 const vars = Object.fromEntries(
-  Object.entries(env).filter(([k, v]) => v !== undefined && /^(MAX_SESSIONS|SESSION_|LOG_LEVEL|PUBLIC_URL|START_TIMEOUT_MS|MAX_BODY_BYTES)/.test(k)),
+  Object.entries(env).filter(
+    ([k, v]) =>
+      v !== undefined &&
+      /^(MAX_SESSIONS|SESSION_|LOG_LEVEL|PUBLIC_URL|START_TIMEOUT_MS|MAX_BODY_BYTES|AUTH_MODE|API_KEYS|ADMIN_API_KEYS|API_KEY_CACHE_MS|METRICS_TOKEN|ALLOWED_|TRUST_PROXY|RATE_LIMIT_)/.test(
+        k,
+      ),
+  ),
 ) as Record<string, string>;
+const devKey = !vars.AUTH_MODE && !vars.API_KEYS && !vars.ADMIN_API_KEYS ? `bso_dev_${randomBytes(18).toString('hex')}` : undefined;
+if (devKey) vars.ADMIN_API_KEYS = `dev:${devKey}`;
+vars.SESSION_TOKEN_SECRET ??= randomBytes(32).toString('hex');
 const edge = await startEdgeRouter({ bindings: { ...vars, AGENT_TOKEN: token, UPSTASH_REDIS_REST_URL: upstash.url!, UPSTASH_REDIS_REST_TOKEN: upstash.token! } });
-console.log(JSON.stringify({ msg: 'edge router listening', url: edge.url, agentToken: env.AGENT_TOKEN ? '(from env)' : token }));
+console.log(JSON.stringify({ msg: 'edge router listening', url: edge.url, agentToken: env.AGENT_TOKEN ? '(from env)' : token, apiKey: devKey ?? '(from env)' }));
 const stop = async () => {
   await edge.close();
   for (const c of cleanups.reverse()) await c();

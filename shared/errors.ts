@@ -10,11 +10,15 @@ export const ERROR_STATUS = {
   INVALID_JSON: 400,
   VALIDATION_FAILED: 400,
   UNAUTHORIZED: 401,
+  FORBIDDEN_ORIGIN: 403,
   NOT_FOUND: 404,
   SESSION_NOT_FOUND: 404,
   SESSION_NOT_RUNNING: 409,
   PAYLOAD_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
   UPGRADE_REQUIRED: 426,
+  RATE_LIMITED: 429,
+  QUOTA_EXCEEDED: 429,
   CAPACITY_EXHAUSTED: 429,
   INTERNAL: 500,
   AGENT_ERROR: 502,
@@ -32,12 +36,18 @@ export class AppError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
   readonly details?: unknown;
-  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; details?: unknown } = {}) {
+  /** Whole seconds a client should wait before retrying (every 429 has one): `Retry-After`. */
+  readonly retryAfterSec?: number;
+  /** Response headers that belong with this error (e.g. RateLimit fields). */
+  readonly headers?: Record<string, string>;
+  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; details?: unknown; retryAfterSec?: number; headers?: Record<string, string> } = {}) {
     super(message, { cause: opts.cause });
     this.name = 'AppError';
     this.code = code;
     this.status = ERROR_STATUS[code];
     this.details = opts.details;
+    if (opts.retryAfterSec !== undefined) this.retryAfterSec = Math.max(1, Math.ceil(opts.retryAfterSec));
+    if (opts.headers) this.headers = opts.headers;
   }
 }
 

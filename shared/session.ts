@@ -44,6 +44,8 @@ export const Session = z.strictObject({
   options: SessionOptions,
   cluster: z.string().min(1),
   node: z.string().optional(),
+  /** Id of the API key that created it; only that key (and admins) may see or use it. */
+  owner: z.string().min(1).max(80).optional(),
   endpoints: SessionEndpoints.optional(),
   failureReason: z.string().optional(),
 });

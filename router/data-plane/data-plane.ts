@@ -3,16 +3,21 @@ import { AppError } from '../../shared/errors.js';
 import { SessionId, type Session } from '../../shared/session.js';
 import type { StreamSpec } from '../../shared/tunnel/protocol.js';
 import type { StreamHead, TunnelStream } from '../../shared/tunnel/stream.js';
-import { publicBases, type RequestInfo } from '../public-url.js';
+import type { Access } from '../auth/access.js';
+import { publicBases, type PublicUrlPolicy, type RequestInfo } from '../public-url.js';
 import type { Placement } from '../tunnel/hub.js';
 import { clientResponseHeaders, upstreamRequestHeaders, type HeaderPairs } from './headers.js';
-import { assertProxyable, isDevtoolsJsonPath, rewriteDevtoolsUrls, streamSpecFor, upstreamPath } from './target.js';
+import { assertProxyable, isDevtoolsJsonPath, rewriteDevtoolsUrls, streamSpecFor, proxyRequestParts } from './target.js';
 
 /** Opens a byte stream to the agent that serves `to` (the in-process hub's tunnels). */
 export type StreamOpener = (to: Placement, spec: StreamSpec, opts?: { bodyless?: boolean }) => TunnelStream;
 
-/** A proxied request, resolved: the running session, the path at the browser, the public WebSocket base. */
-export type ProxyTarget = { session: Session; path: string; wsBase: string };
+/** A proxied request, resolved and admitted: the running session, the path at the browser, the public
+ * WebSocket base, and the token rewritten DevTools URLs carry (when keys are on). */
+export type ProxyTarget = { session: Session; path: string; wsBase: string; connectToken?: string };
+
+/** Resolves and admits one proxied request (`upgrade`: a WebSocket). */
+export type TargetResolver = (id: string, url: URL, info: RequestInfo, upgrade: boolean) => Promise<ProxyTarget>;
 
 /** An HTTP exchange whose head arrived; the caller delivers the body. `rewrite`: a DevTools JSON
  * answer whose WebSocket URLs must point back through the router (collect it whole, then rewrite). */
@@ -54,7 +59,7 @@ export class DataPlane {
     const body = responseBody(answer.stream);
     if (answer.rewrite) {
       const text = await new Response(body).text();
-      return new Response(rewriteDevtoolsUrls(text, t.wsBase, t.session.id), { status: answer.status, headers: answer.headers });
+      return new Response(rewriteDevtoolsUrls(text, t.wsBase, t.session.id, t.connectToken), { status: answer.status, headers: answer.headers });
     }
     const nullBody = req.method === 'HEAD' || answer.status === 204 || answer.status === 304;
     if (nullBody) void body.cancel();
@@ -78,13 +83,19 @@ export class DataPlane {
   }
 }
 
-/** Which session and path a request is for; unknown ids and sessions not running are refused.
- * `lookup` reads the session (through a short-lived cache on Node). */
-export async function resolveTarget(lookup: (id: string) => Promise<Session>, id: string, url: URL, info: RequestInfo, publicUrl?: string): Promise<ProxyTarget> {
-  if (!SessionId.safeParse(id).success) throw new AppError('VALIDATION_FAILED', 'invalid session id');
-  const session = await lookup(id);
-  assertProxyable(session);
-  return { session, path: upstreamPath(url, id), wsBase: publicBases(info, publicUrl).ws };
+/**
+ * Which session and path a request is for, once `access` admitted it (session token or key, origin,
+ * rate limit); unknown ids, other keys' sessions and sessions not running are refused. `lookup` reads
+ * the session (through a short-lived cache on Node).
+ */
+export function targetResolver(deps: { lookup: (id: string) => Promise<Session>; access: Access; publicUrl: PublicUrlPolicy }): TargetResolver {
+  return async (id, url, info, upgrade) => {
+    if (!SessionId.safeParse(id).success) throw new AppError('VALIDATION_FAILED', 'invalid session id');
+    const { token, path } = proxyRequestParts(url, id);
+    const { session, connectToken } = await deps.access.admitProxy(info, id, token, deps.lookup, upgrade);
+    assertProxyable(session);
+    return { session, path, wsBase: publicBases(info, deps.publicUrl).ws, connectToken };
+  };
 }
 
 const placementOf = (s: Session): Placement => ({ cluster: s.cluster, node: s.node });

@@ -7,12 +7,14 @@ const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-authenticate', 'proxy-aut
  * Request headers the router never passes to a browser, by stream kind. `host`: Chromium's DevTools
  * server refuses a Host that is not an IP or localhost. WebSocket streams: the agent makes its own
  * handshake (`ws`), or the browser answers the client's own key (`upgrade`, spliced); `origin`:
- * Chromium refuses DevTools sockets with an Origin, and a CDP client is not a page.
+ * Chromium refuses DevTools sockets with an Origin, and the router checked it already (ALLOWED_ORIGINS).
+ * The client's API key is for the router: it never reaches an agent or a browser.
  */
+const ROUTER_CREDENTIALS = ['authorization', 'x-api-key'];
 const DROP_REQUEST: Record<StreamSpec['kind'], readonly string[]> = {
-  http: ['host'],
-  ws: ['host', 'origin', 'sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-accept'],
-  upgrade: ['host', 'origin'],
+  http: ['host', ...ROUTER_CREDENTIALS],
+  ws: ['host', 'origin', 'sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-accept', ...ROUTER_CREDENTIALS],
+  upgrade: ['host', 'origin', ...ROUTER_CREDENTIALS],
 };
 
 /** Response headers the router sets itself: the body is re-framed (and may be rewritten). */

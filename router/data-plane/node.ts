@@ -6,10 +6,10 @@ import type { Logger } from '../../shared/logger.js';
 import { asBytes, creditingWriter, messageSender, nodeHeaderPairs } from '../../shared/node-socket.js';
 import type { TunnelStream } from '../../shared/tunnel/stream.js';
 import { closeFrame, FrameBoundaryTracker } from '../../shared/ws-frames.js';
-import { errorBody, toAppError } from '../http/errors.js';
+import { errorBody, errorHeaders, toAppError } from '../http/errors.js';
 import { rejectUpgrade } from '../node/upgrade.js';
-import type { RequestInfo } from '../public-url.js';
-import type { DataPlane, ProxyTarget, WebSocketMode } from './data-plane.js';
+import { clientAddressOf, type RequestInfo } from '../public-url.js';
+import type { DataPlane, ProxyTarget, TargetResolver, WebSocketMode } from './data-plane.js';
 import { upgradeAnswerHeaders } from './headers.js';
 import { rewriteDevtoolsUrls } from './target.js';
 import { bridgeMessages } from './ws-bridge.js';
@@ -21,13 +21,13 @@ import { bridgeMessages } from './ws-bridge.js';
  * Workers runtime must do). The browser side is opened first, and only when it accepted is the
  * client's upgrade completed, so every failure is an HTTP error with a JSON body.
  */
-export function nodeDataPlane(dp: DataPlane, opts: { mode: WebSocketMode; logger: Logger; resolve: (id: string, url: URL, info: RequestInfo) => Promise<ProxyTarget> }) {
+export function nodeDataPlane(dp: DataPlane, opts: { mode: WebSocketMode; logger: Logger; resolve: TargetResolver; trustProxy: boolean }) {
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 256 * 1024 * 1024, skipUTF8Validation: true });
   const spliced = new Set<Socket>();
 
   async function handleRequest(req: IncomingMessage, res: ServerResponse, id: string, url: URL): Promise<void> {
     try {
-      const t = await opts.resolve(id, url, nodeRequestInfo(req));
+      const t = await opts.resolve(id, url, nodeRequestInfo(req, opts.trustProxy), false);
       const method = req.method ?? 'GET';
       const bodyless = (method === 'GET' || method === 'HEAD') && !req.headers['content-length'] && !req.headers['transfer-encoding'];
       const answer = await dp.http(t, method, nodeHeaderPairs(req.headers), bodyless ? null : (stream) => pumpNodeBody(req, stream));
@@ -47,7 +47,7 @@ export function nodeDataPlane(dp: DataPlane, opts: { mode: WebSocketMode; logger
           stream.consumed(p.byteLength);
         };
         stream.onEnd = () => {
-          const body = Buffer.from(rewriteDevtoolsUrls(Buffer.concat(chunks).toString('utf8'), t.wsBase, id));
+          const body = Buffer.from(rewriteDevtoolsUrls(Buffer.concat(chunks).toString('utf8'), t.wsBase, id, t.connectToken));
           res.writeHead(answer.status, { ...headers, 'content-length': String(body.length) }).end(body);
         };
       } else {
@@ -69,14 +69,14 @@ export function nodeDataPlane(dp: DataPlane, opts: { mode: WebSocketMode; logger
       if (e.status >= 500) opts.logger.warn('proxy request failed', { session: id, code: e.code, err: e.cause ?? e });
       if (res.headersSent) return void res.destroy();
       const body = JSON.stringify(errorBody(e));
-      res.writeHead(e.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
+      res.writeHead(e.status, { ...errorHeaders(e), 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
     }
   }
 
   async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, id: string, url: URL): Promise<void> {
     socket.on('error', () => {});
     try {
-      const t = await opts.resolve(id, url, nodeRequestInfo(req));
+      const t = await opts.resolve(id, url, nodeRequestInfo(req, opts.trustProxy), true);
       const { stream, head: answer } = await dp.webSocket(t, nodeHeaderPairs(req.headers), opts.mode, opts.mode === 'splice' ? head : undefined);
       if (socket.destroyed) return stream.close(1001, 'client went away');
       if (opts.mode === 'splice') return splice(socket as Socket, stream, answer.headers);
@@ -156,12 +156,31 @@ function groupHeaders(pairs: Array<[string, string]>): Record<string, string | s
   return out;
 }
 
-export function nodeRequestInfo(req: IncomingMessage): RequestInfo {
-  return {
-    url: `http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`,
-    header: (name) => {
-      const v = req.headers[name];
-      return Array.isArray(v) ? v[0] : v;
-    },
-  };
+/** A request as the router needs to see it, read from Node's own header object (building a web
+ * `Headers` for it costs more than the whole status route). A class, not closures: it is made for
+ * every request. */
+class NodeRequestInfo implements RequestInfo {
+  constructor(
+    private readonly req: IncomingMessage,
+    private readonly trustProxy: boolean,
+  ) {}
+
+  get url(): string {
+    return `http://${this.req.headers.host ?? 'localhost'}${this.req.url ?? '/'}`;
+  }
+
+  get method(): string {
+    return this.req.method ?? 'GET';
+  }
+
+  header(name: string): string | undefined {
+    const v = this.req.headers[name];
+    return Array.isArray(v) ? v[0] : v;
+  }
+
+  get clientAddress(): string {
+    return clientAddressOf(this.req.socket.remoteAddress, () => this.header('x-forwarded-for'), this.trustProxy);
+  }
 }
+
+export const nodeRequestInfo = (req: IncomingMessage, trustProxy: boolean): RequestInfo => new NodeRequestInfo(req, trustProxy);

@@ -1,16 +1,21 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { swaggerUI } from '@hono/swagger-ui';
+import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { cors } from 'hono/cors';
 import { withDeadline, type Clock } from '../../shared/clock.js';
 import { AppError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { isTerminal } from '../../shared/session.js';
-import { publicBases, webRequestInfo } from '../public-url.js';
+import type { Access } from '../auth/access.js';
+import type { Caller } from '../auth/keys.js';
+import { proxySessionId } from '../data-plane/data-plane.js';
+import { publicBases, type PublicUrlPolicy, type RequestInfo } from '../public-url.js';
 import type { SessionService } from '../sessions/service.js';
 import type { SessionStore } from '../store/types.js';
 import type { TunnelHub } from '../tunnel/hub.js';
 import { errorResponse } from './errors.js';
-import { createSessionRoute, deleteSessionRoute, getSessionRoute, healthRoute, listSessionsRoute, sessionStatusRoute } from './routes.js';
+import { createSessionRoute, deleteSessionRoute, getSessionRoute, healthRoute, listSessionsRoute, livezRoute, readyzRoute, sessionStatusRoute } from './routes.js';
 import { toView } from './views.js';
 
 export type MetricsPort = {
@@ -20,8 +25,10 @@ export type MetricsPort = {
 };
 
 /** Carries one proxied request (HTTP, or a WebSocket upgrade where the runtime takes it this way) to
- * the browser of session `id`: the runtime's data plane. */
-export type ProxyPort = (req: Request, id: string) => Promise<Response>;
+ * the browser of session `id`: the runtime's data plane, which admits it first (token or key). */
+export type ProxyPort = (req: Request, id: string, info: RequestInfo) => Promise<Response>;
+
+export const isWebSocketUpgrade = (req: Request): boolean => req.headers.get('upgrade')?.toLowerCase() === 'websocket';
 
 export type AppDeps = {
   service: SessionService;
@@ -31,16 +38,27 @@ export type AppDeps = {
   logger: Logger;
   metrics: MetricsPort;
   proxy: ProxyPort;
-  config: { maxBodyBytes: number; publicUrl?: string };
+  access: Access;
+  publicUrl: PublicUrlPolicy;
+  /** The runtime's view of a request (its client address in particular). */
+  requestInfo: (c: Context) => RequestInfo;
+  /** Adds headers to whatever response the request gets. Default: Hono's `c.header`; Node sets them
+   * on its own response object (Hono's headers would take every response off its fast path). */
+  addResponseHeaders?: (c: Context, headers: Record<string, string>) => void;
+  config: { maxBodyBytes: number; allowedOrigins: readonly string[] };
 };
+
+/** Routes anyone may call: liveness and the API's own description. */
+const PUBLIC_PATHS = new Set(['/livez', '/readyz', '/docs', '/openapi.json']);
 
 const DEFAULT_WAIT_SEC = 60;
 const STORE_PING_TIMEOUT_MS = 2000;
 
 /** The runtime-neutral HTTP app: web-standard Request in, Response out. Entry points only add sockets. */
 export function createApp(deps: AppDeps) {
-  const { service, hub, logger, clock, config } = deps;
-  const app = new OpenAPIHono({
+  const { service, hub, logger, clock, config, access } = deps;
+  const addResponseHeaders = deps.addResponseHeaders ?? ((c: Context, headers: Record<string, string>) => Object.entries(headers).forEach(([k, v]) => c.header(k, v)));
+  const app = new OpenAPIHono<{ Variables: { caller: Caller } }>({
     defaultHook: (result) => {
       if (!result.success) {
         const issues = result.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message, code: i.code }));
@@ -59,6 +77,34 @@ export function createApp(deps: AppDeps) {
     deps.metrics.observeRequest(c.req.method, route, c.res.status, (performance.now() - started) / 1000);
   });
 
+  if (config.allowedOrigins.length) {
+    app.use(
+      '*',
+      cors({ origin: [...config.allowedOrigins], allowHeaders: ['authorization', 'x-api-key', 'content-type'], exposeHeaders: ['ratelimit', 'ratelimit-policy', 'retry-after'] }),
+    );
+  }
+
+  // Every route but the public ones and the proxy (whose runtime adapters admit it) needs a key.
+  app.use('*', async (c, next) => {
+    const path = c.req.path;
+    if (PUBLIC_PATHS.has(path) || proxySessionId(path) !== null) return next();
+    const info = deps.requestInfo(c);
+    if (path === '/metrics') {
+      access.checkOrigin(info, false);
+      await access.admitMetrics(info);
+      return next();
+    }
+    const creating = c.req.method === 'POST' && path === '/sessions';
+    const { caller, headers } = await access.admit(info, creating ? 'create' : 'api');
+    addResponseHeaders(c, headers);
+    if (creating) requireJsonBody(c);
+    c.set('caller', caller);
+    return next();
+  });
+
+  const bases = (c: Context) => publicBases(deps.requestInfo(c), deps.publicUrl);
+  const view = async (c: Context, s: Parameters<typeof toView>[0], b = bases(c)) => toView(s, b, await access.connectToken(s));
+
   const limitBody = bodyLimit({
     maxSize: config.maxBodyBytes,
     onError: () => {
@@ -72,24 +118,24 @@ export function createApp(deps: AppDeps) {
     const query = c.req.valid('query');
     const body = c.req.valid('json') ?? {};
     const wait = query.wait === 'true' ? { waitMs: (query.waitTimeout ?? DEFAULT_WAIT_SEC) * 1000 } : null;
-    const session = await service.create(body, wait, backgroundOf(c));
-    return c.json(toView(session, publicBases(webRequestInfo(c.req.raw), config.publicUrl)), 201);
+    const session = await service.create(body, c.get('caller'), wait, backgroundOf(c));
+    return c.json(await view(c, session), 201);
   });
 
   app.openapi(listSessionsRoute, async (c) => {
     const q = c.req.valid('query');
-    const page = await service.list({ status: q.status, cursor: q.cursor, limit: q.limit ?? 50 });
-    const bases = publicBases(webRequestInfo(c.req.raw), config.publicUrl);
-    return c.json({ items: page.items.map((s) => toView(s, bases)), nextCursor: page.nextCursor }, 200);
+    const page = await service.list({ status: q.status, cursor: q.cursor, limit: q.limit ?? 50 }, c.get('caller'));
+    const b = bases(c);
+    return c.json({ items: await Promise.all(page.items.map((s) => view(c, s, b))), nextCursor: page.nextCursor }, 200);
   });
 
   app.openapi(getSessionRoute, async (c) => {
-    const s = await service.require(c.req.valid('param').id);
-    return c.json(toView(s, publicBases(webRequestInfo(c.req.raw), config.publicUrl)), 200);
+    const s = await service.require(c.req.valid('param').id, c.get('caller'));
+    return c.json(await view(c, s), 200);
   });
 
   app.openapi(sessionStatusRoute, async (c) => {
-    const s = await service.require(c.req.valid('param').id);
+    const s = await service.require(c.req.valid('param').id, c.get('caller'));
     const placement = { cluster: s.cluster, node: s.node };
     const { connected, health } = isTerminal(s.status) ? { connected: false, health: null } : await hub.observe(placement, s.id);
     return c.json(
@@ -109,21 +155,33 @@ export function createApp(deps: AppDeps) {
   });
 
   app.openapi(deleteSessionRoute, async (c) => {
-    const s = await service.delete(c.req.valid('param').id);
-    return c.json(toView(s, publicBases(webRequestInfo(c.req.raw), config.publicUrl)), 200);
+    const s = await service.delete(c.req.valid('param').id, c.get('caller'));
+    return c.json(await view(c, s), 200);
   });
 
-  app.openapi(healthRoute, async (c) => {
+  /** Store reachability, bounded: a dead store is an answer, not a hung probe. */
+  const pingStore = async (): Promise<{ ok: boolean; latencyMs: number | null; error?: string }> => {
     const started = performance.now();
-    let store: { ok: boolean; latencyMs: number | null; error?: string };
     try {
       await withDeadline(clock, deps.store.ping(), STORE_PING_TIMEOUT_MS, {
         error: () => new AppError('STORE_UNAVAILABLE', `the session store did not answer within ${STORE_PING_TIMEOUT_MS} ms`),
       });
-      store = { ok: true, latencyMs: Math.round((performance.now() - started) * 100) / 100 };
+      return { ok: true, latencyMs: Math.round((performance.now() - started) * 100) / 100 };
     } catch (err) {
-      store = { ok: false, latencyMs: null, error: (err as Error).message };
+      return { ok: false, latencyMs: null, error: (err as Error).message };
     }
+  };
+
+  // Probes: liveness never depends on the store (a Redis outage must not restart every router and
+  // drop its open CDP sockets); readiness does. Neither says more than ok or not.
+  app.openapi(livezRoute, (c) => c.json({ status: 'ok' as const }, 200));
+  app.openapi(readyzRoute, async (c) => {
+    const ok = (await pingStore()).ok;
+    return ok ? c.json({ status: 'ok' as const }, 200) : c.json({ status: 'degraded' as const }, 503);
+  });
+
+  app.openapi(healthRoute, async (c) => {
+    const store = await pingStore();
     const agents = (await hub.agents()).map((a) => ({ cluster: a.cluster, node: a.node, runtime: a.runtime, connectedAt: a.connectedAt }));
     const body = { status: store.ok ? ('ok' as const) : ('degraded' as const), store, agents };
     return c.json(body, store.ok ? 200 : 503);
@@ -131,17 +189,27 @@ export function createApp(deps: AppDeps) {
 
   app.get('/metrics', async (c) => c.body(await deps.metrics.render(), 200, { 'content-type': deps.metrics.contentType }));
 
-  app.all('/sessions/:id/proxy/*', (c) => deps.proxy(c.req.raw, c.req.param('id')));
-  app.all('/sessions/:id/proxy', (c) => deps.proxy(c.req.raw, c.req.param('id')));
+  app.all('/sessions/:id/proxy/*', (c) => deps.proxy(c.req.raw, c.req.param('id'), deps.requestInfo(c)));
+  app.all('/sessions/:id/proxy', (c) => deps.proxy(c.req.raw, c.req.param('id'), deps.requestInfo(c)));
 
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', { type: 'http', scheme: 'bearer', description: 'An API key: `Authorization: Bearer <key>`' });
+  app.openAPIRegistry.registerComponent('securitySchemes', 'apiKeyHeader', { type: 'apiKey', in: 'header', name: 'X-API-Key', description: 'An API key in `X-API-Key`' });
+  app.openAPIRegistry.registerComponent('securitySchemes', 'sessionToken', {
+    type: 'apiKey',
+    in: 'query',
+    name: 'token',
+    description: "A session's own token (in its `cdpUrl`/`proxyUrl`): opens that session's proxy only",
+  });
   app.doc('/openapi.json', {
     openapi: '3.0.0',
     info: { title: 'Browser session orchestrator', version: '0.1.0', description: 'Isolated headless browsers over REST, driven through a CDP proxy.' },
+    security: [{ bearerAuth: [] }, { apiKeyHeader: [] }],
   });
   app.openAPIRegistry.registerPath({
     method: 'get',
     path: '/sessions/{id}/proxy/{path}',
     summary: "HTTP or WebSocket (CDP) traffic to the session's browser; any method. `/ui/...` goes to the UI container.",
+    security: [{ sessionToken: [] }, { bearerAuth: [] }, { apiKeyHeader: [] }],
     responses: { 101: { description: 'WebSocket upgraded' }, 200: { description: "The browser's response" } },
   });
   app.get('/docs', swaggerUI({ url: '/openapi.json' }));
@@ -149,6 +217,16 @@ export function createApp(deps: AppDeps) {
 }
 
 export type App = ReturnType<typeof createApp>;
+
+/** A create with a body must say it is JSON: a form post from a web page cannot then create sessions. */
+function requireJsonBody(c: Context): void {
+  const length = c.req.header('content-length');
+  const hasBody = (length !== undefined && length !== '0') || c.req.header('transfer-encoding') !== undefined;
+  const type = c.req.header('content-type') ?? '';
+  if (hasBody && !/^application\/([a-z0-9.+-]*\+)?json\s*(;|$)/i.test(type)) {
+    throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'a request body must be JSON (Content-Type: application/json)');
+  }
+}
 
 /** Workers hand each request an execution context whose waitUntil keeps work alive; Node has none. */
 function backgroundOf(c: { executionCtx: { waitUntil(p: Promise<unknown>): void } }): ((p: Promise<unknown>) => void) | undefined {

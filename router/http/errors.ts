@@ -16,6 +16,11 @@ export function toAppError(err: unknown): AppError {
   return new AppError('INTERNAL', 'internal error', { cause: err });
 }
 
+/** Headers an error response carries besides its body: Retry-After on every 429, RateLimit fields. */
+export function errorHeaders(e: AppError): Record<string, string> {
+  return { ...e.headers, ...(e.retryAfterSec !== undefined ? { 'retry-after': String(e.retryAfterSec) } : {}) };
+}
+
 export function errorBody(e: AppError) {
   return { error: { code: e.code, message: e.message, ...(e.details !== undefined ? { details: e.details } : {}) } };
 }
@@ -23,13 +28,16 @@ export function errorBody(e: AppError) {
 /** The error as a web-standard response (runtime entry points outside the Hono app). */
 export function errorJson(err: unknown): Response {
   const e = toAppError(err);
-  return Response.json(errorBody(e), { status: e.status });
+  return Response.json(errorBody(e), { status: e.status, headers: errorHeaders(e) });
 }
+
+/** A path as logs may show it: a session token in it (`/~<token>`) is a credential. */
+export const redactPath = (path: string): string => path.replace(/\/~[^/]*/, '/~…');
 
 export function errorResponse(c: Context, err: unknown, logger: Logger): Response {
   const e = toAppError(err);
-  const fields = { code: e.code, status: e.status, path: c.req.path, method: c.req.method, err: e.cause ?? e };
+  const fields = { code: e.code, status: e.status, path: redactPath(c.req.path), method: c.req.method, err: e.cause ?? e };
   if (e.status >= 500) logger.error('request failed', fields);
   else logger.debug('request rejected', fields);
-  return c.json(errorBody(e), e.status as ContentfulStatusCode);
+  return c.json(errorBody(e), e.status as ContentfulStatusCode, errorHeaders(e));
 }

@@ -5,6 +5,8 @@ import { SessionId } from '../../shared/session.js';
 const json = <T extends z.ZodType>(schema: T, description: string) => ({ content: { 'application/json': { schema } }, description });
 const errors = {
   400: json(ErrorBody, 'Invalid request'),
+  401: json(ErrorBody, 'No valid API key (UNAUTHORIZED)'),
+  403: json(ErrorBody, 'Origin not allowed (FORBIDDEN_ORIGIN)'),
   404: json(ErrorBody, 'Unknown session'),
   503: json(ErrorBody, 'Store or agents unavailable'),
 };
@@ -19,7 +21,8 @@ export const createSessionRoute = createRoute({
     201: json(SessionView, 'Created; `pending` unless `wait=true` saw it finish starting'),
     ...errors,
     413: json(ErrorBody, 'Body too large'),
-    429: json(ErrorBody, 'MAX_SESSIONS reached'),
+    415: json(ErrorBody, 'Body is not JSON (UNSUPPORTED_MEDIA_TYPE)'),
+    429: json(ErrorBody, 'RATE_LIMITED, QUOTA_EXCEEDED (MAX_SESSIONS_PER_KEY) or CAPACITY_EXHAUSTED (MAX_SESSIONS); see Retry-After'),
   },
 });
 
@@ -28,7 +31,7 @@ export const listSessionsRoute = createRoute({
   path: '/sessions',
   summary: 'List sessions, newest first',
   request: { query: ListSessionsQuery },
-  responses: { 200: json(SessionList, 'A page of sessions'), ...errors },
+  responses: { 200: json(SessionList, "A page of the caller's sessions (an admin's: everyone's)"), ...errors, 429: json(ErrorBody, 'RATE_LIMITED') },
 });
 
 export const sessionStatusRoute = createRoute({
@@ -55,9 +58,28 @@ export const deleteSessionRoute = createRoute({
   responses: { 200: json(SessionView, 'The session, now ended'), ...errors },
 });
 
+export const livezRoute = createRoute({
+  method: 'get',
+  path: '/livez',
+  summary: 'Liveness: the process answers (no store or agent check, no key needed)',
+  security: [],
+  responses: { 200: json(z.object({ status: z.literal('ok') }), 'Alive') },
+});
+
+export const readyzRoute = createRoute({
+  method: 'get',
+  path: '/readyz',
+  summary: 'Readiness: the session store answers (no key needed)',
+  security: [],
+  responses: {
+    200: json(z.object({ status: z.literal('ok') }), 'Ready'),
+    503: json(z.object({ status: z.literal('degraded') }), 'The store does not answer'),
+  },
+});
+
 export const healthRoute = createRoute({
   method: 'get',
   path: '/health',
-  summary: 'Liveness with store and agent detail',
+  summary: 'Store and agent detail (needs a key)',
   responses: { 200: json(HealthView, 'Healthy'), 503: json(HealthView, 'Store unreachable') },
 });

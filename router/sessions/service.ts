@@ -6,14 +6,16 @@ import { isTerminal, type Session, type SessionReport } from '../../shared/sessi
 import type { RpcHandlers } from '../../shared/tunnel/peer.js';
 import type { AgentInfo, TunnelHub } from '../tunnel/hub.js';
 import { ProxySessionCache } from './proxy-cache.js';
-import type { ListPage, ListQuery, SessionChange, SessionStore } from '../store/types.js';
+import { ownerOf, type ListPage, type ListQuery, type SessionChange, type SessionStore } from '../store/types.js';
+import type { Caller } from '../auth/keys.js';
 
 export type SessionServiceDeps = {
   store: SessionStore;
   hub: TunnelHub;
   clock: Clock;
   logger: Logger;
-  limits: { maxSessions: number; defaultTimeoutSec: number; defaultIdleTimeoutSec: number; startTimeoutMs: number };
+  /** `maxSessionsPerKey`: active sessions one API key may hold (0: no quota). */
+  limits: { maxSessions: number; maxSessionsPerKey: number; defaultTimeoutSec: number; defaultIdleTimeoutSec: number; startTimeoutMs: number };
   onChange?: (session: Session, previous: Session['status'] | null) => void;
   /** How long a proxied request may use a session read earlier; 0 reads the store every time (the
    * Workers router, where status changes land in another isolate and could not invalidate it). */
@@ -24,6 +26,11 @@ export type SessionServiceDeps = {
 export type Background = (work: Promise<unknown>) => void;
 
 const STOP_TIMEOUT_MS = 15_000;
+/** A slot frees when some session ends, which nobody can predict; a short hint keeps clients polite. */
+const SLOT_RETRY_AFTER_SEC = 5;
+
+/** Whether `caller` may see and manage `s`: its owner, or an admin. Anyone else is told it does not exist. */
+export const visibleTo = (s: Session, caller: Caller): boolean => caller.role === 'admin' || ownerOf(s) === caller.keyId;
 
 /** Session lifecycle as the router sees it: what was asked (store) and what agents report. */
 export class SessionService {
@@ -33,16 +40,18 @@ export class SessionService {
     this.proxyCache = deps.proxyCacheTtlMs > 0 ? new ProxySessionCache({ clock: deps.clock, ttlMs: deps.proxyCacheTtlMs, maxEntries: 10_000 }) : null;
   }
 
-  /** The session for a proxied request; served from a short-lived cache while it is running. */
+  /** The session for a proxied request, whoever owns it (the proxy checks access itself); served from a
+   * short-lived cache while it is running. */
   async forProxy(id: string): Promise<Session> {
     const cached = this.proxyCache?.get(id);
     if (cached) return cached;
-    const s = await this.require(id);
+    const s = await this.get(id);
+    if (!s) throw new AppError('SESSION_NOT_FOUND', `no session with id ${id}`);
     this.proxyCache?.put(s);
     return s;
   }
 
-  async create(body: CreateSessionBody, wait: { waitMs: number } | null, background?: Background): Promise<Session> {
+  async create(body: CreateSessionBody, caller: Caller, wait: { waitMs: number } | null, background?: Background): Promise<Session> {
     const { store, hub, clock, limits } = this.deps;
     const agent = await hub.place(body.cluster);
     if (!agent) {
@@ -61,12 +70,20 @@ export class SessionService {
       options: body.options ?? {},
       cluster: agent.cluster,
       node: agent.node,
+      owner: caller.keyId,
     };
-    const res = await this.storeCall(() => store.create(session, limits.maxSessions));
+    const res = await this.storeCall(() => store.create(session, { maxSessions: limits.maxSessions, maxPerOwner: limits.maxSessionsPerKey }));
     if (!res.ok) {
       if (res.reason === 'capacity') {
         throw new AppError('CAPACITY_EXHAUSTED', `all ${limits.maxSessions} session slots are in use; retry after a session ends`, {
           details: { maxSessions: limits.maxSessions, active: res.active },
+          retryAfterSec: SLOT_RETRY_AFTER_SEC,
+        });
+      }
+      if (res.reason === 'quota') {
+        throw new AppError('QUOTA_EXCEEDED', `this key already holds ${res.active} of its ${limits.maxSessionsPerKey} sessions; end one first`, {
+          details: { maxSessionsPerKey: limits.maxSessionsPerKey, active: res.active },
+          retryAfterSec: SLOT_RETRY_AFTER_SEC,
         });
       }
       throw new AppError('INTERNAL', 'session id collision');
@@ -85,19 +102,21 @@ export class SessionService {
     return this.storeCall(() => this.deps.store.get(id));
   }
 
-  async require(id: string): Promise<Session> {
+  /** The session if `caller` may see it; another key's session is as unknown as a missing one (no oracle). */
+  async require(id: string, caller: Caller): Promise<Session> {
     const s = await this.get(id);
-    if (!s) throw new AppError('SESSION_NOT_FOUND', `no session with id ${id}`);
+    if (!s || !visibleTo(s, caller)) throw new AppError('SESSION_NOT_FOUND', `no session with id ${id}`);
     return s;
   }
 
-  list(q: ListQuery): Promise<ListPage> {
-    return this.storeCall(() => this.deps.store.list(q));
+  /** The caller's own sessions; an admin's list has everyone's. */
+  list(q: Omit<ListQuery, 'owner'>, caller: Caller): Promise<ListPage> {
+    return this.storeCall(() => this.deps.store.list({ ...q, owner: caller.role === 'admin' ? undefined : caller.keyId }));
   }
 
   /** Idempotent: deleting an ended session returns it as it is. */
-  async delete(id: string): Promise<Session> {
-    const s = await this.require(id);
+  async delete(id: string, caller: Caller): Promise<Session> {
+    const s = await this.require(id, caller);
     if (isTerminal(s.status)) return s;
     return this.stop(s, 'terminated', 'deleted');
   }
@@ -127,7 +146,7 @@ export class SessionService {
 
   /** Puts back a running session the store lost. It already runs, so capacity cannot refuse it. */
   private async rebuild(snapshot: Session): Promise<boolean> {
-    const res = await this.storeCall(() => this.deps.store.create({ ...snapshot, updatedAt: this.deps.clock.now() }, Number.MAX_SAFE_INTEGER));
+    const res = await this.storeCall(() => this.deps.store.create({ ...snapshot, updatedAt: this.deps.clock.now() }, { maxSessions: Number.MAX_SAFE_INTEGER, maxPerOwner: 0 }));
     if (res.ok) this.deps.onChange?.(snapshot, null);
     return res.ok;
   }

@@ -1,8 +1,8 @@
 import { Redis, type RedisOptions } from 'ioredis';
-import { CREATE_SESSION, UPDATE_SESSION } from './redis-scripts.js';
+import { CREATE_SESSION, RATE_LIMIT, UPDATE_SESSION } from './redis-scripts.js';
 import type { RedisCommands, ScriptName } from './redis-commands.js';
 
-type Scripted = Redis & Record<'bsoCreate' | 'bsoUpdate', (...keysThenArgs: Array<string | number>) => Promise<unknown>>;
+type Scripted = Redis & Record<'bsoCreate' | 'bsoUpdate' | 'bsoRate', (...keysThenArgs: Array<string | number>) => Promise<unknown>>;
 
 export type IoredisConnection = { url: string } | { host: string; port: number; password?: string };
 
@@ -22,13 +22,40 @@ export class IoredisCommands implements RedisCommands {
     const redis = 'url' in connection ? new Redis(connection.url, common) : new Redis({ ...common, ...connection });
     // Without a listener ioredis prints unhandled 'error' events; failures surface through commands.
     redis.on('error', () => {});
-    redis.defineCommand('bsoCreate', { numberOfKeys: 3, lua: CREATE_SESSION });
-    redis.defineCommand('bsoUpdate', { numberOfKeys: 2, lua: UPDATE_SESSION });
+    redis.defineCommand('bsoCreate', { numberOfKeys: 5, lua: CREATE_SESSION });
+    redis.defineCommand('bsoUpdate', { numberOfKeys: 3, lua: UPDATE_SESSION });
+    // The number of buckets varies per call: the key count is the first argument.
+    redis.defineCommand('bsoRate', { lua: RATE_LIMIT });
     this.redis = redis as Scripted;
   }
 
   script(name: ScriptName, keys: string[], args: Array<string | number>): Promise<unknown> {
+    if (name === 'rate') return this.redis.bsoRate(keys.length, ...keys, ...args);
     return name === 'create' ? this.redis.bsoCreate(...keys, ...args) : this.redis.bsoUpdate(...keys, ...args);
+  }
+
+  get(key: string) {
+    return this.redis.get(key);
+  }
+
+  async set(key: string, value: string): Promise<void> {
+    await this.redis.set(key, value);
+  }
+
+  async del(key: string): Promise<void> {
+    await this.redis.del(key);
+  }
+
+  async hset(key: string, field: string, value: string): Promise<void> {
+    await this.redis.hset(key, field, value);
+  }
+
+  async hdel(key: string, field: string): Promise<void> {
+    await this.redis.hdel(key, field);
+  }
+
+  hgetall(key: string) {
+    return this.redis.hgetall(key);
   }
 
   hget(key: string, field: string) {

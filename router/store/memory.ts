@@ -1,6 +1,6 @@
 import { isTerminal, type Session } from '../../shared/session.js';
 import { applyChange, indexMember } from './transition.js';
-import type { CreateResult, ListPage, ListQuery, SessionChange, SessionStore } from './types.js';
+import { ownerOf, type CreateLimits, type CreateResult, type ListPage, type ListQuery, type SessionChange, type SessionStore } from './types.js';
 
 type Entry = { session: Session; expiresAt: number | null };
 
@@ -10,11 +10,15 @@ export class MemorySessionStore implements SessionStore {
 
   constructor(private readonly deps: { retentionSec: number; now: () => number }) {}
 
-  async create(session: Session, maxSessions: number): Promise<CreateResult> {
+  async create(session: Session, limits: CreateLimits): Promise<CreateResult> {
     this.sweep();
     if (this.entries.has(session.id)) return { ok: false, reason: 'exists' };
     const active = this.countActive();
-    if (active >= maxSessions) return { ok: false, reason: 'capacity', active };
+    if (active >= limits.maxSessions) return { ok: false, reason: 'capacity', active };
+    if (limits.maxPerOwner > 0) {
+      const mine = this.countActive(ownerOf(session));
+      if (mine >= limits.maxPerOwner) return { ok: false, reason: 'quota', active: mine };
+    }
     this.entries.set(session.id, { session: structuredClone(session), expiresAt: null });
     return { ok: true };
   }
@@ -37,7 +41,10 @@ export class MemorySessionStore implements SessionStore {
 
   async list(q: ListQuery): Promise<ListPage> {
     this.sweep();
-    const sorted = [...this.entries.values()].map((e) => e.session).sort((a, b) => (indexMember(a) < indexMember(b) ? 1 : -1));
+    const sorted = [...this.entries.values()]
+      .map((e) => e.session)
+      .filter((s) => q.owner === undefined || ownerOf(s) === q.owner)
+      .sort((a, b) => (indexMember(a) < indexMember(b) ? 1 : -1));
     const after = q.cursor ? sorted.filter((s) => indexMember(s) < q.cursor!) : sorted;
     const matching = q.status ? after.filter((s) => s.status === q.status) : after;
     const items = matching.slice(0, q.limit);
@@ -56,9 +63,9 @@ export class MemorySessionStore implements SessionStore {
   async ping(): Promise<void> {}
   async close(): Promise<void> {}
 
-  private countActive(): number {
+  private countActive(owner?: string): number {
     let n = 0;
-    for (const e of this.entries.values()) if (!isTerminal(e.session.status)) n++;
+    for (const e of this.entries.values()) if (!isTerminal(e.session.status) && (owner === undefined || ownerOf(e.session) === owner)) n++;
     return n;
   }
 

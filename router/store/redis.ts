@@ -1,7 +1,7 @@
 import { isTerminal, Session } from '../../shared/session.js';
 import type { RedisCommands } from './redis-commands.js';
 import { applyChange, indexMember } from './transition.js';
-import type { CreateResult, ListPage, ListQuery, SessionChange, SessionStore } from './types.js';
+import { ownerOf, type CreateLimits, type CreateResult, type ListPage, type ListQuery, type SessionChange, type SessionStore } from './types.js';
 
 const MAX_CAS_ATTEMPTS = 8;
 
@@ -11,25 +11,33 @@ const MAX_CAS_ATTEMPTS = 8;
  * for capacity run as Lua scripts (redis-scripts.ts).
  */
 export class RedisSessionStore implements SessionStore {
-  private readonly k: { active: string; index: string; session: (id: string) => string };
+  private readonly k: { active: string; index: string; session: (id: string) => string; ownerActive: (o: string) => string; ownerIndex: (o: string) => string };
 
   constructor(private readonly opts: { commands: RedisCommands; keyPrefix: string; retentionSec: number }) {
     const p = opts.keyPrefix;
-    this.k = { active: `${p}active`, index: `${p}index`, session: (id) => `${p}s:${id}` };
+    this.k = {
+      active: `${p}active`,
+      index: `${p}index`,
+      session: (id) => `${p}s:${id}`,
+      ownerActive: (o) => `${p}owner:${o}:active`,
+      ownerIndex: (o) => `${p}owner:${o}:index`,
+    };
   }
 
   private get r(): RedisCommands {
     return this.opts.commands;
   }
 
-  async create(session: Session, maxSessions: number): Promise<CreateResult> {
+  async create(session: Session, limits: CreateLimits): Promise<CreateResult> {
+    const owner = ownerOf(session);
     const [code, active] = (await this.r.script(
       'create',
-      [this.k.active, this.k.session(session.id), this.k.index],
-      [session.id, JSON.stringify(session), maxSessions, indexMember(session)],
+      [this.k.active, this.k.session(session.id), this.k.index, this.k.ownerActive(owner), this.k.ownerIndex(owner)],
+      [session.id, JSON.stringify(session), limits.maxSessions, indexMember(session), limits.maxPerOwner],
     )) as [number, number];
     if (code === 1) return { ok: true };
     if (code === -1) return { ok: false, reason: 'exists' };
+    if (code === -2) return { ok: false, reason: 'quota', active };
     return { ok: false, reason: 'capacity', active };
   }
 
@@ -46,7 +54,11 @@ export class RedisSessionStore implements SessionStore {
       const next = applyChange(current, change, now);
       if (next === current) return { session: current, changed: false, previous: current.status };
       const res = Number(
-        await this.r.script('update', [this.k.session(id), this.k.active], [rev, JSON.stringify(next), id, isTerminal(next.status) ? '1' : '0', this.opts.retentionSec]),
+        await this.r.script(
+          'update',
+          [this.k.session(id), this.k.active, this.k.ownerActive(ownerOf(current))],
+          [rev, JSON.stringify(next), id, isTerminal(next.status) ? '1' : '0', this.opts.retentionSec],
+        ),
       );
       if (res === 1) return { session: next, changed: true, previous: current.status };
       if (res === -1) return null;
@@ -56,11 +68,12 @@ export class RedisSessionStore implements SessionStore {
 
   async list(q: ListQuery): Promise<ListPage> {
     const items: Session[] = [];
+    const index = q.owner === undefined ? this.k.index : this.k.ownerIndex(q.owner);
     let cursor = q.cursor;
     // Filtering by status may skip entries; bound the scan so one call stays cheap.
     const batch = Math.max(q.limit * 2, 50);
     for (let scanned = 0; scanned < q.limit * 20 + 200; scanned += batch) {
-      const members = await this.r.zrevrangeByLex(this.k.index, cursor ? `(${cursor}` : '+', '-', batch);
+      const members = await this.r.zrevrangeByLex(index, cursor ? `(${cursor}` : '+', '-', batch);
       if (members.length === 0) return { items, nextCursor: null };
       const datas = await this.r.hgetMany(
         members.map((m) => this.k.session(m.slice(m.indexOf(':') + 1))),
@@ -77,12 +90,12 @@ export class RedisSessionStore implements SessionStore {
         if (q.status && s.status !== q.status) continue;
         items.push(s);
         if (items.length === q.limit) {
-          await this.r.zrem(this.k.index, gone);
+          await this.r.zrem(index, gone);
           const more = i < members.length - 1 || members.length === batch;
           return { items, nextCursor: more ? members[i]! : null };
         }
       }
-      await this.r.zrem(this.k.index, gone);
+      await this.r.zrem(index, gone);
       cursor = members[members.length - 1];
       if (members.length < batch) return { items, nextCursor: null };
     }

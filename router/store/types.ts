@@ -1,13 +1,20 @@
 import type { Session, SessionStatus } from '../../shared/session.js';
 
-export type CreateResult = { ok: true } | { ok: false; reason: 'capacity'; active: number } | { ok: false; reason: 'exists' };
+export type CreateResult = { ok: true } | { ok: false; reason: 'capacity'; active: number } | { ok: false; reason: 'quota'; active: number } | { ok: false; reason: 'exists' };
+
+/** Slots a create may take: `maxSessions` overall and `maxPerOwner` for the session's owner (0: no quota). */
+export type CreateLimits = { maxSessions: number; maxPerOwner: number };
+
+/** Sessions without an owner (written before keys existed) belong to the anonymous caller. */
+export const ownerOf = (s: Session): string => s.owner ?? 'anonymous';
 
 export type SessionChange = Partial<Pick<Session, 'status' | 'node' | 'endpoints' | 'failureReason'>>;
 
 /** The session after the change, whether anything changed, and the status it had before. */
 export type TransitionResult = { session: Session; changed: boolean; previous: Session['status'] };
 
-export type ListQuery = { status?: SessionStatus; cursor?: string; limit: number };
+/** `owner`: only that key's sessions (what a `user` key sees); unset lists all (admins). */
+export type ListQuery = { status?: SessionStatus; cursor?: string; limit: number; owner?: string };
 export type ListPage = { items: Session[]; nextCursor: string | null };
 
 /**
@@ -16,8 +23,8 @@ export type ListPage = { items: Session[]; nextCursor: string | null };
  * so router replicas sharing a store can never oversubscribe.
  */
 export interface SessionStore {
-  /** Writes a new session and takes one of `maxSessions` slots, or refuses. */
-  create(session: Session, maxSessions: number): Promise<CreateResult>;
+  /** Writes a new session and takes a slot within both limits, atomically, or refuses. */
+  create(session: Session, limits: CreateLimits): Promise<CreateResult>;
   get(id: string): Promise<Session | null>;
   /**
    * Applies `change` when the status transition is allowed (see shared/session.ts). A terminal status

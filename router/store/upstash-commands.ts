@@ -1,8 +1,8 @@
 import { Redis } from '@upstash/redis';
-import { CREATE_SESSION, UPDATE_SESSION } from './redis-scripts.js';
+import { CREATE_SESSION, RATE_LIMIT, UPDATE_SESSION } from './redis-scripts.js';
 import type { RedisCommands, ScriptName } from './redis-commands.js';
 
-const SCRIPTS: Record<ScriptName, string> = { create: CREATE_SESSION, update: UPDATE_SESSION };
+const SCRIPTS: Record<ScriptName, string> = { create: CREATE_SESSION, update: UPDATE_SESSION, rate: RATE_LIMIT };
 
 /**
  * @upstash/redis (Redis over HTTPS): what the Workers router uses. Results stay raw strings (no
@@ -22,11 +22,42 @@ export class UpstashCommands implements RedisCommands {
       signal: () => AbortSignal.timeout(opts.timeoutMs ?? 3000),
       retry: { retries: 2, backoff: (n) => Math.min(1000, 50 * 2 ** n) + Math.random() * 50 },
     });
-    this.scripts = { create: this.redis.createScript(SCRIPTS.create), update: this.redis.createScript(SCRIPTS.update) };
+    this.scripts = { create: this.redis.createScript(SCRIPTS.create), update: this.redis.createScript(SCRIPTS.update), rate: this.redis.createScript(SCRIPTS.rate) };
   }
 
   script(name: ScriptName, keys: string[], args: Array<string | number>): Promise<unknown> {
     return this.scripts[name].exec(keys, args.map(String));
+  }
+
+  async get(key: string): Promise<string | null> {
+    return ((await this.redis.get(key)) as string | null) ?? null;
+  }
+
+  async set(key: string, value: string): Promise<void> {
+    await this.redis.set(key, value);
+  }
+
+  async del(key: string): Promise<void> {
+    await this.redis.del(key);
+  }
+
+  async hset(key: string, field: string, value: string): Promise<void> {
+    await this.redis.hset(key, { [field]: value });
+  }
+
+  async hdel(key: string, field: string): Promise<void> {
+    await this.redis.hdel(key, field);
+  }
+
+  async hgetall(key: string): Promise<Record<string, string>> {
+    // Raw (no deserialization): the SDK may hand back a flat [field, value, …] array or an object.
+    const res = (await this.redis.hgetall(key)) as unknown;
+    if (Array.isArray(res)) {
+      const out: Record<string, string> = {};
+      for (let i = 0; i + 1 < res.length; i += 2) out[String(res[i])] = String(res[i + 1]);
+      return out;
+    }
+    return (res as Record<string, string> | null) ?? {};
   }
 
   async hget(key: string, field: string): Promise<string | null> {

@@ -12,7 +12,7 @@ import { bridgeMessages } from '../data-plane/ws-bridge.js';
 import { errorJson } from '../http/errors.js';
 import type { AgentInfo, Placement } from '../tunnel/hub.js';
 import { InProcessHub } from '../tunnel/in-process-hub.js';
-import { edgeStore, loadEdgeConfig, type WorkerEnv } from './env.js';
+import { edgePublicUrl, edgeRedis, edgeRequestInfo, loadEdgeConfig, type WorkerEnv } from './env.js';
 import { asBytes, autoResponse, newWebSocketPair, upgradeResponse, type DurableObjectState, type WorkerWebSocket } from './platform.js';
 import { TARGET_HEADERS } from './remote-hub.js';
 
@@ -46,9 +46,13 @@ export class TunnelHubObject {
     this.logger = createLogger({ level: config.logLevel, base: { component: 'edge-hub' }, write: (l) => console.log(l) });
     this.hub = new InProcessHub({ clock: systemClock, logger: this.logger, handlersFor: (a) => this.core.service.agentHandlers(a), heartbeatMs: 0 });
     this.dataPlane = new DataPlane({ openStream: (to, spec, o) => this.hub.openStream(to, spec, o), clock: systemClock });
+    const { redis, store } = edgeRedis(config, systemClock);
     this.core = composeRouter({
       config,
-      store: edgeStore(config, systemClock),
+      store,
+      redis,
+      publicUrl: edgePublicUrl(config),
+      requestInfo: (c) => edgeRequestInfo(c.req.raw),
       hub: this.hub,
       clock: systemClock,
       logger: this.logger,
@@ -228,6 +232,7 @@ function targetOf(req: Request): ProxyTarget {
     session: Session.parse(JSON.parse(req.headers.get(TARGET_HEADERS.session) ?? 'null')),
     path: req.headers.get(TARGET_HEADERS.path) ?? '/',
     wsBase: req.headers.get(TARGET_HEADERS.wsBase) ?? '',
+    connectToken: req.headers.get(TARGET_HEADERS.connectToken) ?? undefined,
   };
 }
 

@@ -5,7 +5,7 @@ import type { AgentInfo, BrowserHealth, Placement, TunnelHub } from '../tunnel/h
 import type { WorkerEnv } from './env.js';
 
 /** Headers that carry a resolved proxy target from the Worker to the cluster's hub object. */
-export const TARGET_HEADERS = { session: 'x-bso-session', path: 'x-bso-path', wsBase: 'x-bso-ws-base' } as const;
+export const TARGET_HEADERS = { session: 'x-bso-session', path: 'x-bso-path', wsBase: 'x-bso-ws-base', connectToken: 'x-bso-connect-token' } as const;
 
 /** The stateless Worker's hub: every question goes to the cluster's Durable Object, or the directory. */
 export class RemoteHub implements TunnelHub {
@@ -36,9 +36,12 @@ export class RemoteHub implements TunnelHub {
    * holds the agent's tunnel, with the target the Worker resolved. */
   forward(t: ProxyTarget, req: Request): Promise<Response> {
     const headers = new Headers(req.headers);
+    // These headers are the Worker's word to the hub object: a client's own copies never pass.
+    for (const h of Object.values(TARGET_HEADERS)) headers.delete(h);
     headers.set(TARGET_HEADERS.session, JSON.stringify(t.session));
     headers.set(TARGET_HEADERS.path, t.path);
     headers.set(TARGET_HEADERS.wsBase, t.wsBase);
+    if (t.connectToken) headers.set(TARGET_HEADERS.connectToken, t.connectToken);
     const body = req.method === 'GET' || req.method === 'HEAD' ? undefined : req.body;
     return this.hub(t.session.cluster).fetch(new Request('https://hub/proxy', { method: req.method, headers, body, duplex: 'half' } as RequestInit));
   }

@@ -1,3 +1,4 @@
+import { bytesEqual, sha256 } from '../crypto.js';
 import { AppError } from '../errors.js';
 import { CLUSTER_ID, Hello, PROTOCOL_VERSION, TunnelClose } from './protocol.js';
 
@@ -15,14 +16,10 @@ export function bearerToken(authorization: string | null | undefined): string | 
   return m ? m[1]! : null;
 }
 
-const digest = async (s: string) => new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(s)));
-
 /** Compares digests, so the time taken says nothing about the token or its length. */
 export async function tokensEqual(given: string, expected: string): Promise<boolean> {
-  const [a, b] = await Promise.all([digest(given), digest(expected)]);
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
-  return diff === 0;
+  const [a, b] = await Promise.all([sha256(given), sha256(expected)]);
+  return bytesEqual(a, b);
 }
 
 /** Checks an agent's upgrade request before any socket exists; throws the AppError to answer with. */

@@ -2,7 +2,7 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SessionView } from '../../shared/api.js';
 import { pidsMatching } from '../../harness/processes.js';
-import { json, startSystem, TEST_TOKEN, waitFor, type TestSystem } from '../../harness/system.js';
+import { bearer, json, keyedFetch, startSystem, TEST_KEYS, TEST_TOKEN, waitFor, type TestSystem } from '../../harness/system.js';
 
 /** Every rejection has the one error shape, a 4xx/503 status and never a 500. */
 function expectError(res: { status: number; body: any }, status: number, code: string) {
@@ -11,7 +11,8 @@ function expectError(res: { status: number; body: any }, status: number, code: s
   expect(Object.keys(res.body)).toEqual(['error']);
 }
 
-const post = (url: string, body: string, headers: Record<string, string> = { 'content-type': 'application/json' }) => json(fetch(url, { method: 'POST', headers, body }));
+const post = (url: string, body: string, headers: Record<string, string> = { 'content-type': 'application/json' }) =>
+  json(keyedFetch(TEST_KEYS.user)(url, { method: 'POST', headers, body }));
 
 for (const runtime of ['node', 'edge'] as const)
   describe(`bad input (${runtime} router)`, () => {
@@ -36,10 +37,10 @@ for (const runtime of ['node', 'edge'] as const)
       expectError(await post(`${sys.url}/sessions`, JSON.stringify({ timeout: 1 })), 400, 'VALIDATION_FAILED');
       expectError(await post(`${sys.url}/sessions`, JSON.stringify({ options: { viewport: { width: 'wide' } } })), 400, 'VALIDATION_FAILED');
       expectError(await post(`${sys.url}/sessions`, '[1,2]'), 400, 'VALIDATION_FAILED');
-      expectError(await json(fetch(`${sys.url}/sessions?status=sleeping`)), 400, 'VALIDATION_FAILED');
-      expectError(await json(fetch(`${sys.url}/sessions?limit=0`)), 400, 'VALIDATION_FAILED');
+      expectError(await json(sys.fetch(`${sys.url}/sessions?status=sleeping`)), 400, 'VALIDATION_FAILED');
+      expectError(await json(sys.fetch(`${sys.url}/sessions?limit=0`)), 400, 'VALIDATION_FAILED');
       for (const cursor of ['%ZZ', 'abc', '000000000000001:x', `${'9'.repeat(15)}:${'a'.repeat(80)}`]) {
-        expectError(await json(fetch(`${sys.url}/sessions?cursor=${cursor}`)), 400, 'VALIDATION_FAILED');
+        expectError(await json(sys.fetch(`${sys.url}/sessions?cursor=${cursor}`)), 400, 'VALIDATION_FAILED');
       }
       expectError(await post(`${sys.url}/sessions?wait=maybe`, '{}'), 400, 'VALIDATION_FAILED');
     });
@@ -61,23 +62,23 @@ for (const runtime of ['node', 'edge'] as const)
           c.close();
         },
       });
-      const res = await fetch(`${sys.url}/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: chunked, duplex: 'half' } as RequestInit);
+      const res = await sys.fetch(`${sys.url}/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: chunked, duplex: 'half' } as RequestInit);
       expectError({ status: res.status, body: await res.json() }, 413, 'PAYLOAD_TOO_LARGE');
     });
 
     it('unknown session id → 404 SESSION_NOT_FOUND on every route; a malformed id → 400', async () => {
       const id = '00000000-0000-4000-8000-000000000000';
-      expectError(await json(fetch(`${sys.url}/sessions/${id}`)), 404, 'SESSION_NOT_FOUND');
-      expectError(await json(fetch(`${sys.url}/sessions/${id}/status`)), 404, 'SESSION_NOT_FOUND');
-      expectError(await json(fetch(`${sys.url}/sessions/${id}`, { method: 'DELETE' })), 404, 'SESSION_NOT_FOUND');
-      expectError(await json(fetch(`${sys.url}/sessions/${id}/proxy/json/version`)), 404, 'SESSION_NOT_FOUND');
-      expectError(await json(fetch(`${sys.url}/sessions/NOT_AN_ID/status`)), 400, 'VALIDATION_FAILED');
-      expectError(await json(fetch(`${sys.url}/nothing-here`)), 404, 'NOT_FOUND');
+      expectError(await json(sys.fetch(`${sys.url}/sessions/${id}`)), 404, 'SESSION_NOT_FOUND');
+      expectError(await json(sys.fetch(`${sys.url}/sessions/${id}/status`)), 404, 'SESSION_NOT_FOUND');
+      expectError(await json(sys.fetch(`${sys.url}/sessions/${id}`, { method: 'DELETE' })), 404, 'SESSION_NOT_FOUND');
+      expectError(await json(sys.fetch(`${sys.url}/sessions/${id}/proxy/json/version`)), 404, 'SESSION_NOT_FOUND');
+      expectError(await json(sys.fetch(`${sys.url}/sessions/NOT_AN_ID/status`)), 400, 'VALIDATION_FAILED');
+      expectError(await json(sys.fetch(`${sys.url}/nothing-here`)), 404, 'NOT_FOUND');
     });
 
     it('a WebSocket to an unknown or ended session is refused with an HTTP error and JSON body', async () => {
       const status = await new Promise<number>((resolve, reject) => {
-        const ws = new WebSocket(`${sys.url.replace('http', 'ws')}/sessions/00000000-0000-4000-8000-000000000000/proxy/devtools/browser`);
+        const ws = new WebSocket(`${sys.url.replace('http', 'ws')}/sessions/00000000-0000-4000-8000-000000000000/proxy/devtools/browser`, { headers: bearer(TEST_KEYS.user) });
         ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
         ws.on('open', () => reject(new Error('should not open')));
         ws.on('error', () => {});
@@ -91,12 +92,12 @@ for (const runtime of ['node', 'edge'] as const)
       const second = await post(`${sys.url}/sessions`, '{}');
       expectError(second, 429, 'CAPACITY_EXHAUSTED');
       expect(second.body.error.details).toMatchObject({ maxSessions: 1, active: 1 });
-      await fetch(`${sys.url}/sessions/${first.body.id}`, { method: 'DELETE' });
+      await sys.fetch(`${sys.url}/sessions/${first.body.id}`, { method: 'DELETE' });
       expectError(await json(fetch(`${first.body.proxyUrl}/json/version`)), 409, 'SESSION_NOT_RUNNING');
       // The slot is free again.
       const third = (await post(`${sys.url}/sessions?wait=true`, '{}')) as { status: number; body: SessionView };
       expect(third.status).toBe(201);
-      await fetch(`${sys.url}/sessions/${third.body.id}`, { method: 'DELETE' });
+      await sys.fetch(`${sys.url}/sessions/${third.body.id}`, { method: 'DELETE' });
     });
 
     it('a wrong agent token → 401, and the agent is not registered', async () => {
@@ -114,7 +115,7 @@ for (const runtime of ['node', 'edge'] as const)
       expect(noToken).toBe(401);
       const bad = await sys.addAgent({ AGENT_TOKEN: 'not-the-token-at-all', NODE_NAME: 'intruder' });
       await new Promise((r) => setTimeout(r, 300));
-      const health = await json(fetch(`${sys.url}/health`));
+      const health = await json(sys.fetch(`${sys.url}/health`));
       expect(health.body.agents.map((a: { node: string }) => a.node)).not.toContain('intruder');
       await bad.close();
       sys.agents.splice(sys.agents.indexOf(bad), 1);
@@ -143,9 +144,9 @@ for (const runtime of ['node', 'edge'] as const)
       expectError(await post(`${sys.url}/sessions`, JSON.stringify({ cluster: 'elsewhere' })), 503, 'NO_AGENT');
       const agent = sys.agents.pop()!;
       await agent.close();
-      await waitFor(async () => (await json(fetch(`${sys.url}/health`))).body.agents.length === 0, 5000, 'agent gone');
+      await waitFor(async () => (await json(sys.fetch(`${sys.url}/health`))).body.agents.length === 0, 5000, 'agent gone');
       expectError(await post(`${sys.url}/sessions`, '{}'), 503, 'NO_AGENT');
       await sys.addAgent();
-      await waitFor(async () => (await json(fetch(`${sys.url}/health`))).body.agents.length === 1, 5000, 'agent back');
+      await waitFor(async () => (await json(sys.fetch(`${sys.url}/health`))).body.agents.length === 1, 5000, 'agent back');
     });
   });

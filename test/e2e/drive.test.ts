@@ -38,7 +38,7 @@ for (const [storeKind, wsMode, runtime] of [
 
     const create = async (body: object = {}) => {
       const { status, body: s } = await json<SessionView>(
-        fetch(`${sys.url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+        sys.fetch(`${sys.url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
       );
       expect(status).toBe(201);
       expect(s.status).toBe('running');
@@ -52,7 +52,8 @@ for (const [storeKind, wsMode, runtime] of [
 
     it('Playwright: create → connectOverCDP → page → evaluate → screenshot → DELETE leaves nothing', async () => {
       const s = await create({ options: { viewport: { width: 1024, height: 700 } } });
-      expect(s.cdpUrl).toBe(`ws://${new URL(sys.url).host}/sessions/${s.id}/proxy/devtools/browser`);
+      // The URL alone opens the session: it carries the session's token (owner key id, expiry, signature).
+      expect(s.cdpUrl).toMatch(new RegExp(`^ws://${new URL(sys.url).host}/sessions/${s.id}/proxy/~env-user\\.\\d+\\.[\\w-]{43}/devtools/browser$`));
       const pid = localRuntime().pidOf(s.id)!;
       expect(isAlive(pid)).toBe(true);
 
@@ -67,21 +68,21 @@ for (const [storeKind, wsMode, runtime] of [
       expect(png.byteLength).toBeGreaterThan(1000);
       await browser.close();
 
-      const status = await json(fetch(`${sys.url}/sessions/${s.id}/status`));
+      const status = await json(sys.fetch(`${sys.url}/sessions/${s.id}/status`));
       expect(status.body).toMatchObject({ id: s.id, status: 'running', health: { agentConnected: true } });
 
       // The browser is a process group (zygotes, renderers, utility processes): all of it is gone
       // by the time DELETE answers.
       expect((await groupMembers(pid)).length).toBeGreaterThan(2);
-      const del = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }));
+      const del = await json<SessionView>(sys.fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }));
       expect(del.status).toBe(200);
       expect(del.body.status).toBe('terminated');
       expect(await groupMembers(pid)).toEqual([]);
       expect(isAlive(pid)).toBe(false);
       expect(await pidsMatching('bso-chromium-')).toEqual([]);
-      expect((await json(fetch(`${sys.url}/sessions/${s.id}/status`))).body).toMatchObject({ status: 'terminated' });
+      expect((await json(sys.fetch(`${sys.url}/sessions/${s.id}/status`))).body).toMatchObject({ status: 'terminated' });
       // Idempotent.
-      expect((await json(fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }))).body).toMatchObject({ status: 'terminated' });
+      expect((await json(sys.fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }))).body).toMatchObject({ status: 'terminated' });
     });
 
     it('Puppeteer: browserWSEndpoint = cdpUrl, same journey', async () => {
@@ -94,7 +95,7 @@ for (const [storeKind, wsMode, runtime] of [
       const shot = await page.screenshot();
       expect([...shot.subarray(0, 4)]).toEqual(PNG_MAGIC);
       await browser.disconnect();
-      const del = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }));
+      const del = await json<SessionView>(sys.fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }));
       expect(del.body.status).toBe('terminated');
       expect(isAlive(pid)).toBe(false);
     });
@@ -106,8 +107,8 @@ for (const [storeKind, wsMode, runtime] of [
       const browser = await puppeteer.connect({ browserWSEndpoint: s.cdpUrl, protocolTimeout: 20_000 });
       await (await browser.newPage()).goto(`${pages.url}/`);
       await browser.close();
-      await waitFor(async () => (await json(fetch(`${sys.url}/sessions/${s.id}/status`))).body.status !== 'running', 10_000, 'session ended');
-      const after = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`));
+      await waitFor(async () => (await json(sys.fetch(`${sys.url}/sessions/${s.id}/status`))).body.status !== 'running', 10_000, 'session ended');
+      const after = await json<SessionView>(sys.fetch(`${sys.url}/sessions/${s.id}`));
       expect(after.body).toMatchObject({ status: 'terminated', failureReason: 'closed by the client' });
       expect(await agentMetric('browser_sessions_failed')).toBe(failedBefore);
       await waitFor(async () => !isAlive(pid) && (await groupMembers(pid)).length === 0, 5000, 'browser gone');
@@ -116,14 +117,16 @@ for (const [storeKind, wsMode, runtime] of [
     it('Playwright over the HTTP endpoint: /json/version is rewritten to the router', async () => {
       const s = await create();
       const version = await json<{ webSocketDebuggerUrl: string }>(fetch(`${s.proxyUrl}/json/version`));
-      expect(version.body.webSocketDebuggerUrl).toMatch(new RegExp(`^ws://${new URL(sys.url).host}/sessions/${s.id}/proxy/devtools/browser/[0-9a-f-]+$`));
+      expect(version.body.webSocketDebuggerUrl).toMatch(
+        new RegExp(`^ws://${new URL(sys.url).host}/sessions/${s.id}/proxy/~env-user\\.\\d+\\.[\\w-]{43}/devtools/browser/[0-9a-f-]+$`),
+      );
       const list = await json<Array<{ webSocketDebuggerUrl: string }>>(fetch(`${s.proxyUrl}/json/list`));
-      for (const t of list.body) expect(t.webSocketDebuggerUrl).toContain(`/sessions/${s.id}/proxy/devtools/page/`);
+      for (const t of list.body) expect(t.webSocketDebuggerUrl).toContain(`${new URL(s.proxyUrl).pathname}/devtools/page/`);
       const browser = await chromium.connectOverCDP(s.proxyUrl);
       const page = await (browser.contexts()[0] ?? (await browser.newContext())).newPage();
       expect(await page.evaluate(() => 2 ** 10)).toBe(1024);
       await browser.close();
-      await fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
+      await sys.fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
     });
 
     it('the runtime-neutral fetch path (what Workers use) proxies and rewrites the same way', async () => {
@@ -133,11 +136,11 @@ for (const [storeKind, wsMode, runtime] of [
       const res = await viaFetch(new Request(`${s.proxyUrl}/json/version`));
       expect(res.status).toBe(200);
       const version = (await res.json()) as { webSocketDebuggerUrl: string };
-      expect(version.webSocketDebuggerUrl).toContain(`/sessions/${s.id}/proxy/devtools/browser/`);
+      expect(version.webSocketDebuggerUrl).toContain(`${new URL(s.proxyUrl).pathname}/devtools/browser/`);
       const opened = await viaFetch(new Request(`${s.proxyUrl}/json/new?about:blank`, { method: 'PUT' }));
       expect(opened.status).toBe(200);
-      expect(((await opened.json()) as { webSocketDebuggerUrl: string }).webSocketDebuggerUrl).toContain(`/sessions/${s.id}/proxy/devtools/page/`);
-      await fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
+      expect(((await opened.json()) as { webSocketDebuggerUrl: string }).webSocketDebuggerUrl).toContain(`${new URL(s.proxyUrl).pathname}/devtools/page/`);
+      await sys.fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
     });
 
     it('a browser that crashes marks its session failed with a reason, and the profile is removed', async () => {
@@ -151,8 +154,8 @@ for (const [storeKind, wsMode, runtime] of [
       const closed = new Promise<number>((resolve) => cdp.once('close', (code) => resolve(code)));
       process.kill(-pid, 'SIGKILL');
       expect(await closed).toBe(1011);
-      await waitFor(async () => (await json(fetch(`${sys.url}/sessions/${s.id}/status`))).body.status === 'failed', 10_000, 'failed status');
-      const after = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`));
+      await waitFor(async () => (await json(sys.fetch(`${sys.url}/sessions/${s.id}/status`))).body.status === 'failed', 10_000, 'failed status');
+      const after = await json<SessionView>(sys.fetch(`${sys.url}/sessions/${s.id}`));
       expect(after.body.failureReason).toBe('the browser was killed (SIGKILL)');
       await waitFor(async () => (await pidsMatching('bso-chromium-')).length === 0, 5000, 'no chromium left');
       const proxied = await json(fetch(`${s.proxyUrl}/json/version`));
@@ -164,16 +167,16 @@ for (const [storeKind, wsMode, runtime] of [
     it('lists sessions with a status filter and a cursor', async () => {
       const a = await create();
       const b = await create();
-      await fetch(`${sys.url}/sessions/${a.id}`, { method: 'DELETE' });
-      const running = await json<{ items: SessionView[] }>(fetch(`${sys.url}/sessions?status=running`));
+      await sys.fetch(`${sys.url}/sessions/${a.id}`, { method: 'DELETE' });
+      const running = await json<{ items: SessionView[] }>(sys.fetch(`${sys.url}/sessions?status=running`));
       expect(running.body.items.map((x) => x.id)).toContain(b.id);
       expect(running.body.items.map((x) => x.id)).not.toContain(a.id);
-      const page1 = await json<{ items: SessionView[]; nextCursor: string | null }>(fetch(`${sys.url}/sessions?limit=1`));
+      const page1 = await json<{ items: SessionView[]; nextCursor: string | null }>(sys.fetch(`${sys.url}/sessions?limit=1`));
       expect(page1.body.items).toHaveLength(1);
       expect(page1.body.nextCursor).not.toBeNull();
-      const page2 = await json<{ items: SessionView[] }>(fetch(`${sys.url}/sessions?limit=1&cursor=${encodeURIComponent(page1.body.nextCursor!)}`));
+      const page2 = await json<{ items: SessionView[] }>(sys.fetch(`${sys.url}/sessions?limit=1&cursor=${encodeURIComponent(page1.body.nextCursor!)}`));
       expect(page2.body.items[0]!.id).not.toBe(page1.body.items[0]!.id);
-      await fetch(`${sys.url}/sessions/${b.id}`, { method: 'DELETE' });
+      await sys.fetch(`${sys.url}/sessions/${b.id}`, { method: 'DELETE' });
     });
   });
 }

@@ -6,10 +6,12 @@ import type { SessionView } from '../../shared/api.js';
 import { createLogger } from '../../shared/logger.js';
 import { startPageServer } from '../helpers/pages.js';
 import { CHROMIUM, pidsMatching, startRedis, type RedisServer } from '../../harness/processes.js';
-import { json, startSystem, waitFor, type TestSystem } from '../../harness/system.js';
+import { bearer, json, keyedFetch, startSystem, TEST_KEYS, TEST_METRICS_TOKEN, waitFor, type TestSystem } from '../../harness/system.js';
 
 const createSession = async (url: string, body: object = {}) => {
-  const res = await json<SessionView>(fetch(`${url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }));
+  const res = await json<SessionView>(
+    keyedFetch(TEST_KEYS.user)(`${url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+  );
   expect(res.status).toBe(201);
   expect(res.body.status).toBe('running');
   return res.body;
@@ -34,13 +36,13 @@ describe('deadlines, metrics and docs', () => {
     // Traffic on the hard-timeout session keeps it from idling; the hard limit still ends it.
     const keepBusy = setInterval(() => ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify({ id: 1, method: 'Browser.getVersion' })), 500);
     try {
-      await waitFor(async () => (await json(fetch(`${sys.url}/sessions/${hard.id}/status`))).body.status === 'timed_out', 12_000, 'hard timeout');
-      await waitFor(async () => (await json(fetch(`${sys.url}/sessions/${idle.id}/status`))).body.status === 'timed_out', 12_000, 'idle timeout');
+      await waitFor(async () => (await json(sys.fetch(`${sys.url}/sessions/${hard.id}/status`))).body.status === 'timed_out', 12_000, 'hard timeout');
+      await waitFor(async () => (await json(sys.fetch(`${sys.url}/sessions/${idle.id}/status`))).body.status === 'timed_out', 12_000, 'idle timeout');
     } finally {
       clearInterval(keepBusy);
     }
     expect(await closed).toEqual([1001, 'session timeout reached']);
-    const idleView = await json<SessionView>(fetch(`${sys.url}/sessions/${idle.id}`));
+    const idleView = await json<SessionView>(sys.fetch(`${sys.url}/sessions/${idle.id}`));
     expect(idleView.body.failureReason).toBe('idle timeout');
     expect(idleView.body.endedAt! - idleView.body.startedAt!).toBeGreaterThanOrEqual(5000);
     await waitFor(async () => (await pidsMatching('bso-chromium-')).length === 0, 5000, 'browsers gone');
@@ -57,15 +59,15 @@ describe('deadlines, metrics and docs', () => {
   });
 
   it('the router serves metrics, an OpenAPI document and Swagger UI', async () => {
-    const metrics = await fetch(`${sys.url}/metrics`);
+    const metrics = await fetch(`${sys.url}/metrics`, { headers: bearer(TEST_METRICS_TOKEN) });
     expect(metrics.headers.get('content-type')).toContain('text/plain');
     const text = await metrics.text();
     expect(text).toMatch(/router_http_request_duration_seconds_count\{method="POST",route="\/sessions",status="201"\} 2/);
     expect(text).toMatch(/router_agents_connected 1/);
-    const doc = await json(fetch(`${sys.url}/openapi.json`));
+    const doc = await json(sys.fetch(`${sys.url}/openapi.json`));
     expect(Object.keys(doc.body.paths)).toEqual(expect.arrayContaining(['/sessions', '/sessions/{id}/status', '/sessions/{id}', '/health']));
     expect(doc.body.paths['/sessions'].post.requestBody.content['application/json'].schema.properties).toHaveProperty('idleTimeout');
-    const docs = await fetch(`${sys.url}/docs`);
+    const docs = await sys.fetch(`${sys.url}/docs`);
     expect(docs.status).toBe(200);
     expect(await docs.text()).toContain('swagger');
   });
@@ -103,7 +105,7 @@ for (const wsMode of ['splice', 'messages'] as const)
           runtime: withUi,
         }),
       );
-      await waitFor(async () => (await json(fetch(`${sys.url}/health`))).body.agents.length === 1, 5000, 'agent');
+      await waitFor(async () => (await json(sys.fetch(`${sys.url}/health`))).body.agents.length === 1, 5000, 'agent');
     });
     afterAll(async () => {
       await sys?.close();
@@ -122,7 +124,7 @@ for (const wsMode of ['splice', 'messages'] as const)
       const viaFetch = await sys.router!.app.fetch(new Request(`${s.proxyUrl}/ui/echo`, { method: 'PUT', body }));
       expect(viaFetch.headers.get('x-method')).toBe('PUT');
       expect(Buffer.from(await viaFetch.arrayBuffer()).equals(body)).toBe(true);
-      await fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
+      await sys.fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
     });
 
     it('a drop mid-request fails that request with 503, leaves the session running, and the tunnel comes back', async () => {
@@ -143,13 +145,13 @@ for (const wsMode of ['splice', 'messages'] as const)
       expect(body).toMatchObject({ error: { code: 'AGENT_DISCONNECTED' } });
       expect(await cdpClosed).toBe(1011);
 
-      const status = await json(fetch(`${sys.url}/sessions/${s.id}/status`));
+      const status = await json(sys.fetch(`${sys.url}/sessions/${s.id}/status`));
       expect(status.body.status).toBe('running');
-      await waitFor(async () => (await json(fetch(`${sys.url}/sessions/${s.id}/status`))).body.health.agentConnected === true, 10_000, 'reconnect');
+      await waitFor(async () => (await json(sys.fetch(`${sys.url}/sessions/${s.id}/status`))).body.health.agentConnected === true, 10_000, 'reconnect');
       const again = await json(fetch(`${s.proxyUrl}/json/version`));
       expect(again.status).toBe(200);
       pages.releaseSlow();
-      await fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
+      await sys.fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
     });
 
     it('a session deleted while its agent was away is stopped when the agent reconnects', async () => {
@@ -157,7 +159,7 @@ for (const wsMode of ['splice', 'messages'] as const)
       const agent = sys.agents[0]!;
       // Hold the agent away long enough for the DELETE to find no tunnel.
       agent.tunnel.disconnect();
-      const del = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }));
+      const del = await json<SessionView>(sys.fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }));
       expect(del.body.status).toBe('terminated');
       await waitFor(() => agent.sessions.ids().length === 0, 15_000, 'agent to stop the orphan');
       await waitFor(async () => (await pidsMatching('bso-chromium-')).length === 0, 5000, 'browser gone');
@@ -185,12 +187,12 @@ describe('store data loss', () => {
     // that it comes back at all, with its original times, after everything was flushed is the point.
     expect(await r.flushall()).toBe('OK');
     r.disconnect();
-    await waitFor(async () => (await fetch(`${sys.url}/sessions/${s.id}`)).status === 200, 5000, 'rebuild');
-    const back = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`));
+    await waitFor(async () => (await sys.fetch(`${sys.url}/sessions/${s.id}`)).status === 200, 5000, 'rebuild');
+    const back = await json<SessionView>(sys.fetch(`${sys.url}/sessions/${s.id}`));
     expect(back.body).toMatchObject({ id: s.id, status: 'running', createdAt: s.createdAt, expiresAt: s.expiresAt });
     expect((await fetch(`${s.proxyUrl}/json/version`)).status).toBe(200);
     // It holds a capacity slot again, and deleting it stops the browser.
-    expect((await json(fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }))).body.status).toBe('terminated');
+    expect((await json(sys.fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }))).body.status).toBe('terminated');
     await waitFor(async () => (await pidsMatching('bso-chromium-')).length === 0, 5000, 'browser gone');
   });
 });
@@ -208,12 +210,12 @@ describe('store outage', () => {
   });
 
   it('/health is 503 and API calls answer 503 STORE_UNAVAILABLE while Redis is down', async () => {
-    expect((await fetch(`${sys.url}/health`)).status).toBe(200);
+    expect((await sys.fetch(`${sys.url}/health`)).status).toBe(200);
     await redis.stop();
-    const health = await json(fetch(`${sys.url}/health`));
+    const health = await json(sys.fetch(`${sys.url}/health`));
     expect(health.status).toBe(503);
     expect(health.body.store.ok).toBe(false);
-    const get = await json(fetch(`${sys.url}/sessions/00000000-0000-4000-8000-000000000000`));
+    const get = await json(sys.fetch(`${sys.url}/sessions/00000000-0000-4000-8000-000000000000`));
     expect(get.status).toBe(503);
     expect(get.body.error.code).toBe('STORE_UNAVAILABLE');
   });

@@ -10,7 +10,9 @@ import { startEdgeRouter } from '../../harness/edge.js';
 import { startPageServer } from '../helpers/pages.js';
 import { CHROMIUM, isAlive, pidsMatching, requireBinary, startRedis, type RedisServer } from '../../harness/processes.js';
 import { spawnEntry } from '../../harness/spawn.js';
-import { json, TEST_TOKEN, waitFor } from '../../harness/system.js';
+import { bearer, json, KEYED_ROUTER_ENV, keyedFetch, TEST_KEYS, TEST_METRICS_TOKEN, TEST_TOKEN, waitFor } from '../../harness/system.js';
+
+const api = keyedFetch(TEST_KEYS.user);
 import { startUpstashRest } from '../../harness/upstash-rest.js';
 import type { LocalChromiumRuntime } from '../../agent/runtime/local.js';
 
@@ -29,6 +31,7 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
     edge = await startEdgeRouter({
       bindings: {
         AGENT_TOKEN: TEST_TOKEN,
+        ...KEYED_ROUTER_ENV,
         UPSTASH_REDIS_REST_URL: rest.url,
         UPSTASH_REDIS_REST_TOKEN: 'edge-rest-token',
         MAX_SESSIONS: '2',
@@ -41,7 +44,7 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
         process.getuid?.() === 0,
       ),
     );
-    await waitFor(async () => (await json(fetch(`${edge.url}/health`))).body.agents?.length === 1, 15_000, 'agent on the edge');
+    await waitFor(async () => (await json(api(`${edge.url}/health`))).body.agents?.length === 1, 15_000, 'agent on the edge');
   }, 120_000);
 
   afterAll(async () => {
@@ -54,7 +57,7 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
   });
 
   const create = async () => {
-    const res = await json<SessionView>(fetch(`${edge.url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }));
+    const res = await json<SessionView>(api(`${edge.url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }));
     expect(res.status).toBe(201);
     expect(res.body.status).toBe('running');
     return res.body;
@@ -72,7 +75,7 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
     ws.send(JSON.stringify({ id: 21, method: 'Browser.close' }));
     expect(await closed).toEqual([1000, '']);
     expect(got.map((m) => m.id)).toEqual(Array.from({ length: 21 }, (_, i) => i + 1));
-    await fetch(`${edge.url}/sessions/${s.id}`, { method: 'DELETE' });
+    await api(`${edge.url}/sessions/${s.id}`, { method: 'DELETE' });
   });
 
   it('Playwright through Worker → Durable Object → agent → Chromium, then DELETE leaves nothing', async () => {
@@ -86,10 +89,10 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
     expect(png.byteLength).toBeGreaterThan(1000);
     await browser.close();
     const version = await json(fetch(`${s.proxyUrl}/json/version`));
-    expect(version.body.webSocketDebuggerUrl).toContain(`/sessions/${s.id}/proxy/devtools/browser/`);
-    const status = await json(fetch(`${edge.url}/sessions/${s.id}/status`));
+    expect(version.body.webSocketDebuggerUrl).toContain(`${new URL(s.proxyUrl).pathname}/devtools/browser/`);
+    const status = await json(api(`${edge.url}/sessions/${s.id}/status`));
     expect(status.body).toMatchObject({ status: 'running', health: { agentConnected: true } });
-    const del = await json<SessionView>(fetch(`${edge.url}/sessions/${s.id}`, { method: 'DELETE' }));
+    const del = await json<SessionView>(api(`${edge.url}/sessions/${s.id}`, { method: 'DELETE' }));
     expect(del.body.status).toBe('terminated');
     expect(isAlive(pid)).toBe(false);
   });
@@ -101,31 +104,27 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
     await page.goto(`${pages.url}/`);
     expect(await page.evaluate(() => document.title)).toBe('bso test page');
     await browser.disconnect();
-    expect((await json(fetch(`${edge.url}/sessions/${s.id}`, { method: 'DELETE' }))).body.status).toBe('terminated');
+    expect((await json(api(`${edge.url}/sessions/${s.id}`, { method: 'DELETE' }))).body.status).toBe('terminated');
   });
 
   it('an agent whose tunnel drops reconnects to its hub, and its running session keeps working', async () => {
     const s = await create();
     agent.tunnel.disconnect();
-    await waitFor(
-      async () => (await fetch(`${s.proxyUrl}/json/version`)).status === 200 && (await json(fetch(`${edge.url}/health`))).body.agents.length === 1,
-      15_000,
-      'reconnect',
-    );
-    const status = await json(fetch(`${edge.url}/sessions/${s.id}/status`));
+    await waitFor(async () => (await fetch(`${s.proxyUrl}/json/version`)).status === 200 && (await json(api(`${edge.url}/health`))).body.agents.length === 1, 15_000, 'reconnect');
+    const status = await json(api(`${edge.url}/sessions/${s.id}/status`));
     expect(status.body).toMatchObject({ status: 'running', health: { agentConnected: true } });
     const browser = await chromium.connectOverCDP(s.cdpUrl);
     expect(browser.contexts().length).toBeGreaterThan(0);
     await browser.close();
-    expect((await json(fetch(`${edge.url}/sessions/${s.id}`, { method: 'DELETE' }))).body.status).toBe('terminated');
+    expect((await json(api(`${edge.url}/sessions/${s.id}`, { method: 'DELETE' }))).body.status).toBe('terminated');
   });
 
   it('answers bad input with the same errors as the Node router', async () => {
-    const post = (body: string) => json(fetch(`${edge.url}/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body }));
+    const post = (body: string) => json(api(`${edge.url}/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body }));
     expect(await post('{"timeout":')).toMatchObject({ status: 400, body: { error: { code: 'INVALID_JSON' } } });
     expect(await post('{"timeout":"soon"}')).toMatchObject({ status: 400, body: { error: { code: 'VALIDATION_FAILED' } } });
     expect(await post('{"flags":[]}')).toMatchObject({ status: 400, body: { error: { code: 'VALIDATION_FAILED' } } });
-    expect(await json(fetch(`${edge.url}/sessions/00000000-0000-4000-8000-000000000000`))).toMatchObject({ status: 404, body: { error: { code: 'SESSION_NOT_FOUND' } } });
+    expect(await json(api(`${edge.url}/sessions/00000000-0000-4000-8000-000000000000`))).toMatchObject({ status: 404, body: { error: { code: 'SESSION_NOT_FOUND' } } });
     expect(await post('{"cluster":"nowhere"}')).toMatchObject({ status: 503, body: { error: { code: 'NO_AGENT' } } });
     const wrong = await new Promise<number>((resolve) => {
       const ws = new WebSocket(`${edge.url.replace('http', 'ws')}/agent/connect?cluster=local`, { headers: { authorization: 'Bearer nope' } });
@@ -141,7 +140,7 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
       ws.on('error', () => {});
     });
     expect(mismatch).toBe(4004);
-    const metrics = await (await fetch(`${edge.url}/metrics`)).text();
+    const metrics = await (await fetch(`${edge.url}/metrics`, { headers: bearer(TEST_METRICS_TOKEN) })).text();
     expect(metrics).toMatch(/bso_agents_connected 1/);
   });
 });
@@ -155,7 +154,14 @@ describe('the Workers router reaps on Durable Object alarms when the agent is go
     redis = await startRedis();
     rest = await startUpstashRest(redis.url, 'edge-rest-token');
     edge = await startEdgeRouter({
-      bindings: { AGENT_TOKEN: TEST_TOKEN, UPSTASH_REDIS_REST_URL: rest.url, UPSTASH_REDIS_REST_TOKEN: 'edge-rest-token', EDGE_ALARM_INTERVAL_MS: '500', LOG_LEVEL: 'silent' },
+      bindings: {
+        AGENT_TOKEN: TEST_TOKEN,
+        ...KEYED_ROUTER_ENV,
+        UPSTASH_REDIS_REST_URL: rest.url,
+        UPSTASH_REDIS_REST_TOKEN: 'edge-rest-token',
+        EDGE_ALARM_INTERVAL_MS: '500',
+        LOG_LEVEL: 'silent',
+      },
     });
   }, 60_000);
 
@@ -178,7 +184,7 @@ describe('the Workers router reaps on Durable Object alarms when the agent is go
     try {
       await agentProc.waitForLine(/tunnel connected/);
       const res = await json<SessionView>(
-        fetch(`${edge.url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ timeout: 5 }) }),
+        api(`${edge.url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ timeout: 5 }) }),
       );
       expect(res.body.status).toBe('running');
       const browsers = await pidsMatching('bso-chromium-');
@@ -195,7 +201,7 @@ describe('the Workers router reaps on Durable Object alarms when the agent is go
           // not a group leader; the group leader's kill takes it
         }
       }
-      await waitFor(async () => (await json(fetch(`${edge.url}/sessions/${res.body.id}`))).body.status === 'timed_out', 20_000, 'hub reaper');
+      await waitFor(async () => (await json(api(`${edge.url}/sessions/${res.body.id}`))).body.status === 'timed_out', 20_000, 'hub reaper');
     } finally {
       await agentProc.stop();
       // The killed agent could not remove its browser's profile; the test does.

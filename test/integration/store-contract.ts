@@ -29,30 +29,30 @@ export function storeContract(name: string, make: () => Promise<{ store: Session
     it('creates and reads back a session unchanged', async () => {
       const { store } = await make();
       const s = newSession({ options: { viewport: { width: 800, height: 600 } } });
-      expect(await store.create(s, 10)).toEqual({ ok: true });
+      expect(await store.create(s, { maxSessions: 10, maxPerOwner: 0 })).toEqual({ ok: true });
       expect(await store.get(s.id)).toEqual(s);
       expect(await store.get('missing-000000')).toBeNull();
-      expect(await store.create(s, 10)).toEqual({ ok: false, reason: 'exists' });
+      expect(await store.create(s, { maxSessions: 10, maxPerOwner: 0 })).toEqual({ ok: false, reason: 'exists' });
     });
 
     it('refuses creates beyond capacity and frees a slot on a terminal status', async () => {
       const { store } = await make();
       const a = newSession();
       const b = newSession();
-      expect((await store.create(a, 2)).ok).toBe(true);
-      expect((await store.create(b, 2)).ok).toBe(true);
-      expect(await store.create(newSession(), 2)).toEqual({ ok: false, reason: 'capacity', active: 2 });
+      expect((await store.create(a, { maxSessions: 2, maxPerOwner: 0 })).ok).toBe(true);
+      expect((await store.create(b, { maxSessions: 2, maxPerOwner: 0 })).ok).toBe(true);
+      expect(await store.create(newSession(), { maxSessions: 2, maxPerOwner: 0 })).toEqual({ ok: false, reason: 'capacity', active: 2 });
       expect(await store.activeCount()).toBe(2);
       await store.transition(a.id, { status: 'running' }, 5000);
       expect(await store.activeCount()).toBe(2);
       await store.transition(a.id, { status: 'terminated' }, 6000);
       expect(await store.activeCount()).toBe(1);
-      expect((await store.create(newSession(), 2)).ok).toBe(true);
+      expect((await store.create(newSession(), { maxSessions: 2, maxPerOwner: 0 })).ok).toBe(true);
     });
 
     it('is atomic under concurrent creates', async () => {
       const { store } = await make();
-      const results = await Promise.all(Array.from({ length: 25 }, () => store.create(newSession(), 5)));
+      const results = await Promise.all(Array.from({ length: 25 }, () => store.create(newSession(), { maxSessions: 5, maxPerOwner: 0 })));
       expect(results.filter((r) => r.ok)).toHaveLength(5);
       expect(await store.activeCount()).toBe(5);
     });
@@ -60,7 +60,7 @@ export function storeContract(name: string, make: () => Promise<{ store: Session
     it('applies allowed transitions only, and reports whether anything changed', async () => {
       const { store } = await make();
       const s = newSession();
-      await store.create(s, 10);
+      await store.create(s, { maxSessions: 10, maxPerOwner: 0 });
       const r1 = await store.transition(s.id, { status: 'running', node: 'n9', endpoints: { host: '127.0.0.1', apiPort: 9222, browserWsPath: '/devtools/browser/x' } }, 2000);
       expect(r1).toMatchObject({ changed: true, previous: 'pending', session: { status: 'running', node: 'n9', startedAt: 2000 } });
       const again = await store.transition(s.id, { status: 'running' }, 2500);
@@ -76,7 +76,7 @@ export function storeContract(name: string, make: () => Promise<{ store: Session
     it('keeps concurrent transitions consistent (exactly one terminal status wins)', async () => {
       const { store } = await make();
       const s = newSession();
-      await store.create(s, 10);
+      await store.create(s, { maxSessions: 10, maxPerOwner: 0 });
       const results = await Promise.all([
         store.transition(s.id, { status: 'terminated' }, 10),
         store.transition(s.id, { status: 'failed', failureReason: 'x' }, 10),
@@ -92,7 +92,7 @@ export function storeContract(name: string, make: () => Promise<{ store: Session
       for (let i = 0; i < 7; i++) {
         const s = newSession();
         made.push(s);
-        await store.create(s, 100);
+        await store.create(s, { maxSessions: 100, maxPerOwner: 0 });
       }
       await store.transition(made[1]!.id, { status: 'running' }, 9000);
       await store.transition(made[4]!.id, { status: 'running' }, 9000);
@@ -110,10 +110,41 @@ export function storeContract(name: string, make: () => Promise<{ store: Session
       expect((await store.listActive()).map((s) => s.id).sort()).toEqual(made.map((s) => s.id).sort());
     });
 
+    it('holds each owner to its quota, atomically, and frees the owner slot on a terminal status', async () => {
+      const { store } = await make();
+      const limits = { maxSessions: 10, maxPerOwner: 2 };
+      const results = await Promise.all(Array.from({ length: 6 }, () => store.create(newSession({ owner: 'key_a' }), limits)));
+      expect(results.filter((r) => r.ok)).toHaveLength(2);
+      expect(results.filter((r) => !r.ok)).toEqual(Array(4).fill({ ok: false, reason: 'quota', active: 2 }));
+      // Another owner is not affected; the global limit still counts everyone.
+      expect((await store.create(newSession({ owner: 'key_b' }), limits)).ok).toBe(true);
+      expect(await store.activeCount()).toBe(3);
+      const mine = await store.list({ limit: 10, owner: 'key_a' });
+      await store.transition(mine.items[0]!.id, { status: 'terminated' }, 5000);
+      expect((await store.create(newSession({ owner: 'key_a' }), limits)).ok).toBe(true);
+      expect(await store.create(newSession({ owner: 'key_a' }), { maxSessions: 3, maxPerOwner: 5 })).toEqual({ ok: false, reason: 'capacity', active: 3 });
+    });
+
+    it("lists one owner's sessions, newest first, with pagination", async () => {
+      const { store } = await make();
+      const a: Session[] = [];
+      for (let i = 0; i < 5; i++) {
+        const s = newSession({ owner: i % 2 ? 'key_b' : 'key_a' });
+        if (i % 2 === 0) a.push(s);
+        await store.create(s, { maxSessions: 100, maxPerOwner: 0 });
+      }
+      const first = await store.list({ limit: 2, owner: 'key_a' });
+      const second = await store.list({ limit: 2, owner: 'key_a', cursor: first.nextCursor! });
+      expect([...first.items, ...second.items].map((s) => s.id)).toEqual(a.map((s) => s.id).reverse());
+      expect(second.nextCursor).toBeNull();
+      expect((await store.list({ limit: 10, owner: 'key_c' })).items).toEqual([]);
+      expect((await store.list({ limit: 10 })).items).toHaveLength(5);
+    });
+
     it('forgets ended sessions after the retention period', async () => {
       const { store, advance } = await make();
       const s = newSession();
-      await store.create(s, 10);
+      await store.create(s, { maxSessions: 10, maxPerOwner: 0 });
       await store.transition(s.id, { status: 'terminated' }, Date.now());
       expect(await store.get(s.id)).not.toBeNull();
       await advance(2100);

@@ -43,15 +43,15 @@ describe('kubernetes runtime on a real control plane', () => {
   const addAgent = async (clusterId: string, extra: Record<string, string> = {}) => {
     const a = await startAgent(loadAgentConfig(agentEnv(clusterId, extra), false));
     agents.set(clusterId, a);
-    await until(`agent ${clusterId}`, async () => (await json(fetch(`${sys.url}/health`))).body.agents.some((x: { cluster: string }) => x.cluster === clusterId), 10_000);
+    await until(`agent ${clusterId}`, async () => (await json(sys.fetch(`${sys.url}/health`))).body.agents.some((x: { cluster: string }) => x.cluster === clusterId), 10_000);
     return a;
   };
   const jobs = async () =>
     (await cluster.admin.call('GET', `/apis/batch/v1/namespaces/${NAMESPACE}/jobs`)).items as Array<{ metadata: { name: string; labels: Record<string, string> } }>;
   const pods = async () => (await cluster.admin.call('GET', `/api/v1/namespaces/${NAMESPACE}/pods`)).items as Array<{ metadata: { name: string; labels: Record<string, string> } }>;
   const create = async (body: object, wait = true) =>
-    json<SessionView>(fetch(`${sys.url}/sessions${wait ? '?wait=true' : ''}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }));
-  const statusOf = async (id: string) => (await json(fetch(`${sys.url}/sessions/${id}`))).body as SessionView;
+    json<SessionView>(sys.fetch(`${sys.url}/sessions${wait ? '?wait=true' : ''}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }));
+  const statusOf = async (id: string) => (await json(sys.fetch(`${sys.url}/sessions/${id}`))).body as SessionView;
   const nothingLeft = async (id: string) => {
     if (process.env.K8S_DEBUG) {
       for (let i = 0; i < 10; i++) {
@@ -118,7 +118,7 @@ describe('kubernetes runtime on a real control plane', () => {
     if (cluster.kubelet) expect(await ui.text()).toBe('live view');
 
     const started = Date.now();
-    const del = await json<SessionView>(fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }));
+    const del = await json<SessionView>(sys.fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }));
     expect(del.body.status).toBe('terminated');
     await nothingLeft(s.id);
     expect(Date.now() - started).toBeLessThan(15_000);
@@ -181,7 +181,7 @@ describe('kubernetes runtime on a real control plane', () => {
         180_000,
       );
     }
-    await Promise.all(ids.map((id) => fetch(`${sys.url}/sessions/${id}`, { method: 'DELETE' })));
+    await Promise.all(ids.map((id) => sys.fetch(`${sys.url}/sessions/${id}`, { method: 'DELETE' })));
     await until('all jobs and pods gone', async () => (await jobs()).length === 0 && (await pods()).length === 0, 90_000);
   });
 
@@ -208,7 +208,7 @@ describe('kubernetes runtime on a real control plane', () => {
     ).catch((err) => {
       throw new Error(`${err.message}: jobs ${jobIds.join(',')} vs running ${running.join(',')}`);
     });
-    await Promise.all(ids.map((id) => fetch(`${sys.url}/sessions/${id}`, { method: 'DELETE' })));
+    await Promise.all(ids.map((id) => sys.fetch(`${sys.url}/sessions/${id}`, { method: 'DELETE' })));
     await until('all jobs and pods gone', async () => (await jobs()).length === 0 && (await pods()).length === 0, 60_000);
   }, 240_000);
 });

@@ -1,10 +1,11 @@
 import { HTTPException } from 'hono/http-exception';
 import { describe, expect, it } from 'vitest';
 import { clientResponseHeaders, upgradeAnswerHeaders, upstreamRequestHeaders } from '../../router/data-plane/headers.js';
-import { errorBody, toAppError } from '../../router/http/errors.js';
+import { errorBody, errorHeaders, errorJson, redactPath, toAppError } from '../../router/http/errors.js';
 import { AppError, ERROR_STATUS, fromWire, toWire, type ErrorCode } from '../../shared/errors.js';
 import { acceptHello, admitAgent, bearerToken, MAX_HELLO_BYTES } from '../../shared/tunnel/handshake.js';
 import { PROTOCOL_VERSION, TunnelClose } from '../../shared/tunnel/protocol.js';
+import { RemoteHub, TARGET_HEADERS } from '../../router/worker/remote-hub.js';
 
 describe('errors: one table of code and status, mapped to HTTP in one place', () => {
   it.each(Object.entries(ERROR_STATUS) as Array<[ErrorCode, number]>)('%s → %i, and across the tunnel unchanged', (code, status) => {
@@ -26,6 +27,24 @@ describe('errors: one table of code and status, mapped to HTTP in one place', ()
     const e = toAppError(err);
     expect([e.code, e.status]).toEqual([code, status]);
     if (code === 'INTERNAL') expect(e.message).toBe('internal error'); // internals never reach the client
+  });
+
+  it.each([
+    ['RATE_LIMITED', { retryAfterSec: 2.2, headers: { ratelimit: '"api";r=0;t=3' } }, { 'retry-after': '3', ratelimit: '"api";r=0;t=3' }],
+    ['QUOTA_EXCEEDED', { retryAfterSec: 5 }, { 'retry-after': '5' }],
+    ['CAPACITY_EXHAUSTED', { retryAfterSec: 0.1 }, { 'retry-after': '1' }],
+    ['UNAUTHORIZED', {}, {}],
+  ] as const)('%s carries its headers (every 429 a whole-second Retry-After)', async (code, opts, headers) => {
+    const e = new AppError(code, 'no', opts);
+    expect(errorHeaders(e)).toEqual(headers);
+    const res = errorJson(e);
+    expect(res.status).toBe(ERROR_STATUS[code]);
+    for (const [k, v] of Object.entries(headers)) expect(res.headers.get(k)).toBe(v);
+  });
+
+  it('a session token in a path never reaches a log line', () => {
+    expect(redactPath('/sessions/abc/proxy/~env-user.17.c2lnbmF0dXJl/json/version')).toBe('/sessions/abc/proxy/~…/json/version');
+    expect(redactPath('/sessions/abc')).toBe('/sessions/abc');
   });
 
   it('a code from a newer peer becomes AGENT_ERROR with the original kept in details; a non-AppError crosses as INTERNAL', () => {
@@ -92,6 +111,18 @@ describe('proxy headers', () => {
     expect(out).toEqual({ accept: 'a, b' });
   });
 
+  it.each(['http', 'ws', 'upgrade'] as const)('%s streams never carry the client credentials for the router', (kind) => {
+    const out = upstreamRequestHeaders(
+      [
+        ['Authorization', 'Bearer bso_secret'],
+        ['X-API-Key', 'bso_secret'],
+        ['Cookie', 'site=1'],
+      ],
+      kind,
+    );
+    expect(out).toEqual({ cookie: 'site=1' });
+  });
+
   it("WebSocket streams: messages mode drops the client's handshake; splice keeps it; both drop Origin", () => {
     const h: Array<[string, string]> = [
       ['connection', 'Upgrade'],
@@ -131,5 +162,21 @@ describe('proxy headers', () => {
       ['upgrade', 'websocket'],
       ['sec-websocket-accept', 'x'],
     ]);
+  });
+});
+
+describe('the Worker → hub object boundary', () => {
+  it("carries the target the Worker resolved, never a client's own copy of those headers", async () => {
+    const seen: Request[] = [];
+    const stub = { fetch: async (input: Request | string) => (seen.push(input as Request), new Response('ok')) };
+    const ns = { idFromName: (n: string) => ({ toString: () => n }), get: () => stub };
+    const hub = new RemoteHub({ HUB: ns, DIRECTORY: ns } as never);
+    const session = { id: 'aaaaaaaa-0000-4000-8000-000000000001', cluster: 'c1' } as never;
+    const forged = { [TARGET_HEADERS.connectToken]: 'forged', [TARGET_HEADERS.path]: '/json/evil', authorization: 'Bearer k' };
+    await hub.forward({ session, path: '/json/version', wsBase: 'ws://r' }, new Request('http://r/sessions/x/proxy/json/version', { headers: forged }));
+    const sent = seen[0]!.headers;
+    expect([sent.get(TARGET_HEADERS.path), sent.get(TARGET_HEADERS.wsBase), sent.get(TARGET_HEADERS.connectToken)]).toEqual(['/json/version', 'ws://r', null]);
+    await hub.forward({ session, path: '/', wsBase: 'ws://r', connectToken: 'real' }, new Request('http://r/x', { headers: forged }));
+    expect(seen[1]!.headers.get(TARGET_HEADERS.connectToken)).toBe('real');
   });
 });

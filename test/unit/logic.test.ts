@@ -4,7 +4,7 @@ import { backoffDelay, startLoop } from '../../shared/clock.js';
 import { ConfigError } from '../../shared/env.js';
 import { canTransition, type Session } from '../../shared/session.js';
 import { loadRouterConfig } from '../../router/config.js';
-import { isDevtoolsJsonPath, rewriteDevtoolsUrls, streamSpecFor, upstreamPath } from '../../router/data-plane/target.js';
+import { isDevtoolsJsonPath, proxyRequestParts, rewriteDevtoolsUrls, streamSpecFor } from '../../router/data-plane/target.js';
 import { sendableCloseCode } from '../../shared/ws-frames.js';
 import { applyChange } from '../../router/store/transition.js';
 import { ManualClock } from '../helpers/clock.js';
@@ -77,6 +77,9 @@ describe('proxy target', () => {
     const out = JSON.parse(rewriteDevtoolsUrls(body, 'wss://r.example', 'sid-12345678'));
     expect(out.webSocketDebuggerUrl).toBe('wss://r.example/sessions/sid-12345678/proxy/devtools/browser/abc');
     expect(out.devtoolsFrontendUrl).toBe('/devtools/inspector.html?ws=r.example/sessions/sid-12345678/proxy/devtools/page/P1');
+    const withToken = JSON.parse(rewriteDevtoolsUrls(body, 'wss://r.example', 'sid-12345678', 'key_a.99.sig'));
+    expect(withToken.webSocketDebuggerUrl).toBe('wss://r.example/sessions/sid-12345678/proxy/~key_a.99.sig/devtools/browser/abc');
+    expect(withToken.devtoolsFrontendUrl).toBe('/devtools/inspector.html?ws=r.example/sessions/sid-12345678/proxy/~key_a.99.sig/devtools/page/P1');
   });
   it('knows which paths carry DevTools JSON', () => {
     expect(isDevtoolsJsonPath('/json/version')).toBe(true);
@@ -88,8 +91,16 @@ describe('proxy target', () => {
     const s = { ...base, status: 'running' as const };
     expect(streamSpecFor(s, 'http', 'GET', '/ui/index.html?a=1', {})).toMatchObject({ target: 'ui', path: '/index.html?a=1' });
     expect(streamSpecFor(s, 'http', 'GET', '/json/version', {})).toMatchObject({ target: 'api', path: '/json/version' });
-    expect(upstreamPath(new URL('http://h/sessions/abc/proxy/json?x=1'), 'abc')).toBe('/json?x=1');
-    expect(upstreamPath(new URL('http://h/sessions/abc/proxy'), 'abc')).toBe('/');
+    expect(proxyRequestParts(new URL('http://h/sessions/abc/proxy/json?x=1'), 'abc')).toEqual({ token: null, path: '/json?x=1' });
+    expect(proxyRequestParts(new URL('http://h/sessions/abc/proxy'), 'abc')).toEqual({ token: null, path: '/' });
+    // The token never reaches the browser, in either place; the rest of the query stays as written.
+    expect(proxyRequestParts(new URL('http://h/sessions/abc/proxy/~k.1.sig/json/new?about:blank'), 'abc')).toEqual({ token: 'k.1.sig', path: '/json/new?about:blank' });
+    expect(proxyRequestParts(new URL('http://h/sessions/abc/proxy/~k.1.sig'), 'abc')).toEqual({ token: 'k.1.sig', path: '/' });
+    expect(proxyRequestParts(new URL('http://h/sessions/abc/proxy/devtools/browser?a=1&token=k.2.s&b=%41'), 'abc')).toEqual({
+      token: 'k.2.s',
+      path: '/devtools/browser?a=1&b=%41',
+    });
+    expect(proxyRequestParts(new URL('http://h/sessions/abc/proxy/json?token=%E0%A4%A'), 'abc')).toEqual({ token: '', path: '/json' });
   });
   it('never puts a reserved code in a close frame', () => {
     expect(sendableCloseCode(1006)).toBe(1000);

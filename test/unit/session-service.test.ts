@@ -4,6 +4,7 @@ import { createLogger } from '../../shared/logger.js';
 import type { Session, SessionReport } from '../../shared/session.js';
 import type { RpcMethod, RpcParams, RpcResult } from '../../shared/tunnel/protocol.js';
 import { SessionService } from '../../router/sessions/service.js';
+import { ANONYMOUS } from '../../router/auth/keys.js';
 import { MemorySessionStore } from '../../router/store/memory.js';
 import type { AgentInfo, BrowserHealth, Placement, TunnelHub } from '../../router/tunnel/hub.js';
 import { ManualClock } from '../helpers/clock.js';
@@ -57,7 +58,7 @@ function setup(opts: { maxSessions?: number; proxyCacheTtlMs?: number } = {}) {
     hub,
     clock,
     logger: createLogger({ level: 'silent' }),
-    limits: { maxSessions: opts.maxSessions ?? 5, defaultTimeoutSec: 300, defaultIdleTimeoutSec: 60, startTimeoutMs: 10_000 },
+    limits: { maxSessionsPerKey: 0, maxSessions: opts.maxSessions ?? 5, defaultTimeoutSec: 300, defaultIdleTimeoutSec: 60, startTimeoutMs: 10_000 },
     onChange: (s, prev) => changes.push([s.status, prev]),
     proxyCacheTtlMs: opts.proxyCacheTtlMs ?? 0,
   });
@@ -77,7 +78,7 @@ function deferred<T>() {
 describe('SessionService', () => {
   it('creates a pending session on the placed agent and records the start outcome from the RPC answer', async () => {
     const { service, hub, changes, clock } = setup();
-    const s = await service.create({ timeout: 30 }, null);
+    const s = await service.create({ timeout: 30 }, ANONYMOUS, null);
     expect(s).toMatchObject({ status: 'pending', cluster: 'local', node: 'node-a', timeout: 30, expiresAt: clock.now() + 30_000, idleTimeout: 60 });
     await settle();
     expect((await service.get(s.id))?.status).toBe('running');
@@ -90,10 +91,10 @@ describe('SessionService', () => {
 
   it('with wait, answers once the start finished; past the wait it answers pending and the start goes on', async () => {
     const { service, hub, clock } = setup();
-    expect((await service.create({}, { waitMs: 5000 })).status).toBe('running');
+    expect((await service.create({}, ANONYMOUS, { waitMs: 5000 })).status).toBe('running');
     const gate = deferred<SessionReport>();
     hub.start = () => gate.promise;
-    const waiting = service.create({}, { waitMs: 5000 });
+    const waiting = service.create({}, ANONYMOUS, { waitMs: 5000 });
     await settle();
     clock.advance(5000);
     const s = await waiting;
@@ -105,11 +106,11 @@ describe('SessionService', () => {
 
   it('refuses without an agent (NO_AGENT) and at capacity (CAPACITY_EXHAUSTED, with details)', async () => {
     const { service, hub } = setup({ maxSessions: 1 });
-    await expect(service.create({ cluster: 'elsewhere' }, null)).rejects.toMatchObject({ code: 'NO_AGENT', status: 503 });
-    await service.create({}, null);
-    await expect(service.create({}, null)).rejects.toMatchObject({ code: 'CAPACITY_EXHAUSTED', status: 429, details: { maxSessions: 1, active: 1 } });
+    await expect(service.create({ cluster: 'elsewhere' }, ANONYMOUS, null)).rejects.toMatchObject({ code: 'NO_AGENT', status: 503 });
+    await service.create({}, ANONYMOUS, null);
+    await expect(service.create({}, ANONYMOUS, null)).rejects.toMatchObject({ code: 'CAPACITY_EXHAUSTED', status: 429, details: { maxSessions: 1, active: 1 } });
     hub.connected = [];
-    await expect(service.create({}, null)).rejects.toMatchObject({ code: 'NO_AGENT' });
+    await expect(service.create({}, ANONYMOUS, null)).rejects.toMatchObject({ code: 'NO_AGENT' });
   });
 
   it.each([
@@ -119,7 +120,7 @@ describe('SessionService', () => {
   ])('%s fails the session with a short reason and asks the agent to clean up', async (_name, err, reason) => {
     const { service, hub } = setup();
     hub.start = () => Promise.reject(err);
-    const s = await service.create({}, { waitMs: 1000 });
+    const s = await service.create({}, ANONYMOUS, { waitMs: 1000 });
     expect(s).toMatchObject({ status: 'failed', failureReason: reason });
     expect(hub.stops()).toEqual(['orphaned']);
   });
@@ -127,27 +128,27 @@ describe('SessionService', () => {
   it("a start that reports failure is recorded as failed, with the agent's reason, and nothing is stopped", async () => {
     const { service, hub } = setup();
     hub.start = async ({ session }) => report(session.id, 'failed', { failureReason: 'browser failed to start: no chromium' });
-    const s = await service.create({}, { waitMs: 1000 });
+    const s = await service.create({}, ANONYMOUS, { waitMs: 1000 });
     expect(s).toMatchObject({ status: 'failed', failureReason: 'browser failed to start: no chromium' });
     expect(hub.stops()).toEqual([]);
   });
 
   it('delete stops the browser, releases the slot and is idempotent', async () => {
     const { service, hub, store } = setup({ maxSessions: 1 });
-    const s = await service.create({}, { waitMs: 1000 });
-    expect((await service.delete(s.id)).status).toBe('terminated');
-    expect((await service.delete(s.id)).status).toBe('terminated');
+    const s = await service.create({}, ANONYMOUS, { waitMs: 1000 });
+    expect((await service.delete(s.id, ANONYMOUS)).status).toBe('terminated');
+    expect((await service.delete(s.id, ANONYMOUS)).status).toBe('terminated');
     expect(hub.stops()).toEqual(['deleted']);
     expect(await store.activeCount()).toBe(0);
-    await expect(service.delete('00000000-0000-4000-8000-000000000000')).rejects.toMatchObject({ code: 'SESSION_NOT_FOUND' });
+    await expect(service.delete('00000000-0000-4000-8000-000000000000', ANONYMOUS)).rejects.toMatchObject({ code: 'SESSION_NOT_FOUND' });
   });
 
   it('delete while the start is in flight wins: the late running answer does not revive the session', async () => {
     const { service, hub } = setup();
     const gate = deferred<SessionReport>();
     hub.start = () => gate.promise;
-    const s = await service.create({}, null);
-    expect((await service.delete(s.id)).status).toBe('terminated');
+    const s = await service.create({}, ANONYMOUS, null);
+    expect((await service.delete(s.id, ANONYMOUS)).status).toBe('terminated');
     gate.resolve(report(s.id, 'running'));
     await settle();
     expect((await service.get(s.id))?.status).toBe('terminated');
@@ -155,18 +156,18 @@ describe('SessionService', () => {
 
   it('delete with the agent away still ends the session (the agent stops it when it syncs)', async () => {
     const { service, hub, store } = setup();
-    const s = await service.create({}, { waitMs: 1000 });
+    const s = await service.create({}, ANONYMOUS, { waitMs: 1000 });
     hub.connected = [];
-    expect((await service.delete(s.id)).status).toBe('terminated');
+    expect((await service.delete(s.id, ANONYMOUS)).status).toBe('terminated');
     expect(await store.activeCount()).toBe(0);
   });
 
   it('reaper: an expired session times out through the agent; a start lost for good fails; others stay', async () => {
     const { service, hub, clock } = setup();
-    const short = await service.create({ timeout: 5 }, { waitMs: 1000 });
-    const long = await service.create({ timeout: 600 }, { waitMs: 1000 });
+    const short = await service.create({ timeout: 5 }, ANONYMOUS, { waitMs: 1000 });
+    const long = await service.create({ timeout: 600 }, ANONYMOUS, { waitMs: 1000 });
     hub.start = () => new Promise(() => {}); // a router died mid-call: nobody will ever answer
-    const lost = await service.create({ timeout: 600 }, null);
+    const lost = await service.create({ timeout: 600 }, ANONYMOUS, null);
     clock.advance(5000);
     expect(await service.reapOnce()).toBe(3); // the 5 s grace past expiry has not passed yet
     clock.advance(5001);
@@ -182,7 +183,7 @@ describe('SessionService', () => {
 
   it('the reaper loop runs on the clock, never overlaps, and stops', async () => {
     const { service, clock } = setup();
-    const s = await service.create({ timeout: 5 }, { waitMs: 1000 });
+    const s = await service.create({ timeout: 5 }, ANONYMOUS, { waitMs: 1000 });
     const loop = service.startReaper(1000);
     for (let i = 0; i < 12; i++) {
       // One timer at a time: the next pass is scheduled only after this one settled.
@@ -198,7 +199,7 @@ describe('SessionService', () => {
   it('takes reports from agents: later changes are applied, unknown sessions are refused', async () => {
     const { service } = setup();
     const handlers = service.agentHandlers(agent);
-    const s = await service.create({}, { waitMs: 1000 });
+    const s = await service.create({}, ANONYMOUS, { waitMs: 1000 });
     await expect(handlers['session.report']!(report(s.id, 'failed', { failureReason: 'the browser crashed (exit code 139)' }))).resolves.toEqual({ accepted: true });
     expect(await service.get(s.id)).toMatchObject({ status: 'failed', failureReason: 'the browser crashed (exit code 139)' });
     await expect(handlers['session.report']!(report('00000000-0000-4000-8000-000000000000', 'running'))).resolves.toEqual({ accepted: false });
@@ -207,8 +208,8 @@ describe('SessionService', () => {
   it('agent.sync: ended sessions are to stop, sessions the store lost are rebuilt from snapshots', async () => {
     const { service, clock } = setup({ maxSessions: 1 });
     const handlers = service.agentHandlers(agent);
-    const ended = await service.create({}, { waitMs: 1000 });
-    await service.delete(ended.id);
+    const ended = await service.create({}, ANONYMOUS, { waitMs: 1000 });
+    await service.delete(ended.id, ANONYMOUS);
     const lost: Session = { ...ended, id: '11111111-1111-4111-8111-111111111111', status: 'running', expiresAt: clock.now() + 60_000 };
     const expired: Session = { ...lost, id: '22222222-2222-4222-8222-222222222222', expiresAt: clock.now() - 1 };
     const unknown = '33333333-3333-4333-8333-333333333333';
@@ -219,7 +220,7 @@ describe('SessionService', () => {
 
   it('serves proxied look-ups from a short cache that status changes refresh', async () => {
     const { service, clock, store } = setup({ proxyCacheTtlMs: 2000 });
-    const s = await service.create({}, { waitMs: 1000 });
+    const s = await service.create({}, ANONYMOUS, { waitMs: 1000 });
     expect((await service.forProxy(s.id)).status).toBe('running');
     // A change made behind the service's back (another replica) is seen once the entry expires.
     await store.transition(s.id, { status: 'failed', failureReason: 'elsewhere' }, clock.now());
@@ -227,15 +228,15 @@ describe('SessionService', () => {
     clock.advance(2001);
     expect((await service.forProxy(s.id)).status).toBe('failed');
     // A change through this service replaces the entry at once.
-    const t = await service.create({}, { waitMs: 1000 });
+    const t = await service.create({}, ANONYMOUS, { waitMs: 1000 });
     await service.forProxy(t.id);
-    await service.delete(t.id);
+    await service.delete(t.id, ANONYMOUS);
     expect((await service.forProxy(t.id)).status).toBe('terminated');
   });
 
   it('maps a store that fails to STORE_UNAVAILABLE', async () => {
     const { service, store } = setup();
     store.get = () => Promise.reject(new Error('ECONNREFUSED'));
-    await expect(service.require('00000000-0000-4000-8000-000000000000')).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE', status: 503 });
+    await expect(service.require('00000000-0000-4000-8000-000000000000', ANONYMOUS)).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE', status: 503 });
   });
 });
