@@ -170,13 +170,14 @@ async function main(): Promise<void> {
     await httpLoad(`${routerUrl}${statusPaths.auth}`, 64, 500, AUTH);
     await httpLoad(`${openUrl}${statusPaths.open}`, 64, 500);
     const statusRounds: { auth: number[]; open: number[] } = { auth: [], open: [] };
+    /** The router as deployed and the same router without keys, with the headers each needs. */
+    const routerPair = [
+      ['auth', routerUrl, AUTH],
+      ['open', openUrl, {}],
+    ] as const;
     for (let round = 0; round < ROUNDS; round++) {
-      const pair = [
-        ['auth', routerUrl, AUTH],
-        ['open', openUrl, {}],
-      ] as const;
       // ABBA: whichever goes second in a round has the warmer machine; alternate it.
-      for (const [name, url, headers] of round % 2 ? [...pair].reverse() : pair) {
+      for (const [name, url, headers] of round % 2 ? [...routerPair].reverse() : routerPair) {
         const res = await httpLoad(`${url}${statusPaths[name]}`, 64, LOAD_MS, headers);
         if (res.errors) throw new Error(`status (${name}): ${res.errors} failed requests`);
         statusRounds[name].push(res.rps);
@@ -200,10 +201,7 @@ async function main(): Promise<void> {
     // --- the API cost of a create (answered before the browser starts): key, both rate limits, quota script vs none ---
     const createCost = { auth: [] as number[], open: [] as number[] };
     for (let i = 0; i < STARTS * 2; i++) {
-      for (const [name, url, headers] of [
-        ['auth', routerUrl, AUTH],
-        ['open', openUrl, {}],
-      ] as const) {
+      for (const [name, url, headers] of routerPair) {
         const t = performance.now();
         const res = await fetch(`${url}/sessions`, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: '{}' });
         const took = performance.now() - t;

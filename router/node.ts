@@ -58,9 +58,6 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
       clientAddressOf(undefined, () => c.req.header('x-forwarded-for'), config.trustProxy),
     );
   };
-  // Like the hub's handlers, the session look-up and access are bound to the core lazily.
-  const resolve: TargetResolver = (id, url, info, upgrade) =>
-    targetResolver({ lookup: (sid) => core.service.forProxy(sid), access: core.access, publicUrl })(id, url, info, upgrade);
   const core = composeRouter({
     config,
     store,
@@ -83,6 +80,8 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
     onChange: (s, prev) => metrics.sessionChanged(s, prev),
     proxy: async (req, id, info) => dataPlane.fetch(await resolve(id, new URL(req.url), info, isWebSocketUpgrade(req)), req),
   });
+  // Made after the core (its service and access); the proxy port above only runs once requests arrive.
+  const resolve: TargetResolver = targetResolver({ lookup: (sid) => core.service.forProxy(sid), access: core.access, publicUrl });
   const nodePlane = nodeDataPlane(dataPlane, { mode: config.wsProxyMode, logger, resolve, trustProxy: config.trustProxy });
   const agentEndpoint = createAgentEndpoint({ hub, token: config.agentToken, clock, logger });
 

@@ -39,12 +39,10 @@ function setup(env: WorkerEnv) {
       requestInfo: (c) => edgeRequestInfo(c.req.raw),
       // Status changes land in the cluster hubs, not here, so a cached session could never be invalidated.
       proxyCacheTtlMs: 0,
-      proxy: async (req, id, info) =>
-        hub.forward(
-          await targetResolver({ lookup: (sid) => core.service.forProxy(sid), access: core.access, publicUrl })(id, new URL(req.url), info, isWebSocketUpgrade(req)),
-          req,
-        ),
+      proxy: async (req, id, info) => hub.forward(await resolve(id, new URL(req.url), info, isWebSocketUpgrade(req)), req),
     });
+    // Made after the core (its service and access); the proxy port only runs once requests arrive.
+    const resolve = targetResolver({ lookup: (sid) => core.service.forProxy(sid), access: core.access, publicUrl });
     isolate = { config, logger, core };
   }
   return isolate;

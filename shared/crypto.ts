@@ -66,9 +66,9 @@ export function randomBase64url(bytes: number): string {
   return base64url(crypto.getRandomValues(new Uint8Array(bytes)));
 }
 
-export const hmacKey = (secret: string, usage: 'sign' | 'verify'): Promise<CryptoKey> =>
+const hmacKey = (secret: string, usage: 'sign' | 'verify'): Promise<CryptoKey> =>
   crypto.subtle.importKey('raw', encoder.encode(secret), { name: 'HMAC', hash: 'SHA-256' }, false, [usage]);
 
-export async function hmacSign(key: CryptoKey, message: string): Promise<Uint8Array> {
+async function hmacSign(key: CryptoKey, message: string): Promise<Uint8Array> {
   return new Uint8Array(await crypto.subtle.sign('HMAC', key, encoder.encode(message)));
 }

@@ -64,7 +64,7 @@ export class Access {
   /** An API request: origin, key, and the limits of `kind` (`create` is charged to both its buckets). */
   async admit(req: RequestInfo, kind: 'api' | 'create'): Promise<Admission> {
     this.checkOrigin(req, false);
-    const caller = this.keysRequired ? (this.cachedCaller(req) ?? (await this.identify(req))) : ANONYMOUS;
+    const caller = this.keysRequired ? await this.identify(req) : ANONYMOUS;
     if (!caller) return this.refuse(req, 'an API key is required (Authorization: Bearer … or X-API-Key)');
     const { api, create } = this.deps.config.limits;
     const buckets: Bucket[] = [];
@@ -115,22 +115,18 @@ export class Access {
     return this.keysRequired && this.deps.tokens ? this.deps.tokens.mint(session) : Promise.resolve(undefined);
   }
 
-  /** The caller of a key verified moments ago, without waiting for anything (the hot path); else undefined. */
-  private cachedCaller(req: RequestInfo): Caller | undefined {
+  /** The key in `Authorization: Bearer` or `X-API-Key`, verified (and cached briefly); null if none or unknown. */
+  identify(req: RequestInfo): Promise<Caller | null> {
     const presented = presentedKey(req);
-    if (!presented) return undefined;
-    const hex = this.sha256(presented);
-    if (typeof hex !== 'string') return undefined;
-    const cached = this.cache.get(hex);
-    return cached && cached.until > this.deps.clock.now() ? cached.caller : undefined;
+    if (!presented) return Promise.resolve(null);
+    const hashed = this.sha256(presented);
+    if (typeof hashed !== 'string') return hashed.then((hex) => this.fromCacheOrVerify(hex));
+    // The hot path: a key verified moments ago, hashed synchronously, answered without awaiting anything.
+    const cached = this.cache.get(hashed);
+    return cached && cached.until > this.deps.clock.now() ? Promise.resolve(cached.caller) : this.fromCacheOrVerify(hashed);
   }
 
-  /** The key in `Authorization: Bearer` or `X-API-Key`, verified (and cached briefly); null if none or unknown. */
-  async identify(req: RequestInfo): Promise<Caller | null> {
-    const presented = presentedKey(req);
-    if (!presented) return null;
-    const hashed = this.sha256(presented);
-    const hex = typeof hashed === 'string' ? hashed : await hashed;
+  private async fromCacheOrVerify(hex: string): Promise<Caller | null> {
     const now = this.deps.clock.now();
     const cached = this.cache.get(hex);
     if (cached && cached.until > now) return cached.caller;

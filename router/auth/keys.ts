@@ -36,8 +36,8 @@ export function parseEnvKeys(text: string | undefined, role: Role): EnvKey[] {
 }
 
 /** A new key: shown once, stored only as its SHA-256. 32 random bytes, so a plain hash is enough. */
-export const generateKey = (): string => `bso_${randomBase64url(32)}`;
-export const generateKeyId = (): string => `key_${randomBase64url(9).replace(/[-_]/g, 'x')}`;
+const generateKey = (): string => `bso_${randomBase64url(32)}`;
+const generateKeyId = (): string => `key_${randomBase64url(9).replace(/[-_]/g, 'x')}`;
 
 /** Where keys created at run time live (`npm run keys`); looked up by the hash of the presented key. */
 export interface KeyStore {
@@ -68,8 +68,9 @@ export class RedisKeyStore implements KeyStore {
     const key = generateKey();
     const hash = await sha256Hex(key);
     const record: StoredKey = { id: generateKeyId(), name: KeyName.parse(name), role, createdAt: now };
-    await this.opts.commands.set(this.byHash(hash), JSON.stringify(record));
+    // Listed first: if the second write fails, `revoke` can still find and remove what was written.
     await this.opts.commands.hset(this.index, record.id, JSON.stringify({ hash, record }));
+    await this.opts.commands.set(this.byHash(hash), JSON.stringify(record));
     return { key, record };
   }
 
