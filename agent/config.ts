@@ -1,12 +1,14 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import type { JobSettings } from './runtime/kubernetes/job.js';
-import { intVar, logLevelVar, optionalString, parseEnv, type Env } from '../shared/env.js';
+import { ConfigError, intVar, isLoopbackHost, logLevelVar, optionalString, parseEnv, type Env } from '../shared/env.js';
 import { CLUSTER_ID } from '../shared/tunnel/protocol.js';
+import { DEFAULT_BROWSER_USER } from './runtime/chromium.js';
 
 const AgentEnv = z.object({
   ROUTER_URL: z.url().refine((u) => /^(wss?|https?):\/\//.test(u), 'must be a ws://, wss://, http:// or https:// URL'),
   AGENT_TOKEN: z.string().min(16, 'must be at least 16 characters'),
+  ALLOW_INSECURE_TUNNEL: z.enum(['true', 'false']).default('false'),
   CLUSTER_ID: z.string().regex(CLUSTER_ID, 'must be a DNS label').default('local'),
   NODE_NAME: optionalString(),
   AGENT_RUNTIME: z.enum(['local', 'kubernetes']).default('local'),
@@ -26,7 +28,13 @@ const AgentEnv = z.object({
   POD_MEMORY_LIMIT: z.string().default('1Gi'),
   K8S_SCHEDULE_TIMEOUT_MS: intVar(30_000, 1000),
   CHROMIUM_PATH: z.string().default('/usr/bin/chromium'),
-  CHROMIUM_NO_SANDBOX: z.enum(['auto', 'true', 'false']).default('auto'),
+  CHROMIUM_USER: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'must be a user name')
+    .default(DEFAULT_BROWSER_USER),
+  CHROMIUM_NO_SANDBOX: z.enum(['true', 'false']).default('false'),
+  MAX_WS_MESSAGE_BYTES: intVar(64 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+  MAX_DEVTOOLS_CONNECTIONS: intVar(32, 1, 1000),
   LOCAL_MAX_BROWSERS: intVar(16, 1, 1000),
   METRICS_PORT: intVar(9464, 0, 65535),
   METRICS_HOST: z.string().default('0.0.0.0'),
@@ -44,7 +52,11 @@ export type AgentConfig = {
   runtime: 'local' | 'kubernetes';
   kubernetes: Omit<JobSettings, 'cluster'> & { kubeconfig?: string; scheduleTimeoutMs: number };
   chromiumPath: string;
+  /** The account browsers run as, when the agent runs as root (Chromium never does). */
+  chromiumUser: string | undefined;
   noSandbox: boolean;
+  maxWsMessageBytes: number;
+  maxDevtoolsConnections: number;
   localMaxBrowsers: number;
   metricsPort: number;
   metricsHost: string;
@@ -57,6 +69,12 @@ export type AgentConfig = {
 export function loadAgentConfig(env: Env, isRoot: boolean): AgentConfig {
   const e = parseEnv(AgentEnv, env);
   const base = e.ROUTER_URL.replace(/^http/, 'ws').replace(/\/+$/, '');
+  // The token travels in the upgrade request: in clear text only to this machine, or when said so.
+  if (base.startsWith('ws://') && !isLoopbackHost(new URL(base).hostname) && e.ALLOW_INSECURE_TUNNEL !== 'true') {
+    throw new ConfigError(
+      'invalid configuration:\n  ROUTER_URL: a cleartext ws:// or http:// router that is not on this machine would carry AGENT_TOKEN unencrypted: use wss:// or https://, or set ALLOW_INSECURE_TUNNEL=true (e.g. inside a cluster network you trust)',
+    );
+  }
   return {
     // The cluster rides in the URL too: the Workers router routes the upgrade to that cluster's hub.
     routerUrl: `${base.endsWith('/agent/connect') ? base : `${base}/agent/connect`}?cluster=${encodeURIComponent(e.CLUSTER_ID)}`,
@@ -76,7 +94,10 @@ export function loadAgentConfig(env: Env, isRoot: boolean): AgentConfig {
       scheduleTimeoutMs: e.K8S_SCHEDULE_TIMEOUT_MS,
     },
     chromiumPath: e.CHROMIUM_PATH,
-    noSandbox: e.CHROMIUM_NO_SANDBOX === 'auto' ? isRoot : e.CHROMIUM_NO_SANDBOX === 'true',
+    chromiumUser: isRoot ? e.CHROMIUM_USER : undefined,
+    noSandbox: e.CHROMIUM_NO_SANDBOX === 'true',
+    maxWsMessageBytes: e.MAX_WS_MESSAGE_BYTES,
+    maxDevtoolsConnections: e.MAX_DEVTOOLS_CONNECTIONS,
     localMaxBrowsers: e.LOCAL_MAX_BROWSERS,
     metricsPort: e.METRICS_PORT,
     metricsHost: e.METRICS_HOST,

@@ -7,7 +7,12 @@ import type { SessionManager } from './sessions.js';
 export async function checkBrowsers(deps: { sessions: SessionManager; clock: Clock; peer: TunnelPeer | null; timeoutMs: number }): Promise<void> {
   const running = deps.sessions.running();
   const sessions = await Promise.all(
-    running.map(async ({ id, endpoints }) => ({ id, reachable: (await devtoolsVersion(endpoints.host, endpoints.apiPort, deps.timeoutMs)) !== null })),
+    running.map(async ({ id, endpoints, devtools }) => ({
+      id,
+      reachable: devtools
+        ? await devtools.answers(deps.timeoutMs)
+        : endpoints?.apiPort !== undefined && (await devtoolsVersion(endpoints.host, endpoints.apiPort, deps.timeoutMs)) !== null,
+    })),
   );
   if (deps.peer) await deps.peer.call('agent.health', { checkedAt: deps.clock.now(), sessions }, 5000);
 }

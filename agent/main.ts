@@ -8,6 +8,7 @@ import { checkBrowsers } from './health.js';
 import { createAgentMetrics, serveMetrics } from './metrics.js';
 import { createProxyHandler } from './proxy.js';
 import { Reporter } from './reporter.js';
+import { lookupBrowserUser } from './runtime/chromium.js';
 import { LocalChromiumRuntime } from './runtime/local.js';
 import type { BrowserRuntime } from './runtime/types.js';
 import { SessionManager } from './sessions.js';
@@ -31,7 +32,7 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
   // Closures below reach `tunnel` only after it is constructed.
   const reporter = new Reporter({ peer: () => tunnel.current, logger });
   const sessions = new SessionManager({ runtime, clock, logger, metrics, nodeName: config.nodeName, report: (r) => reporter.report(r) });
-  const proxy = createProxyHandler({ sessions, clock, logger });
+  const proxy = createProxyHandler({ sessions, clock, logger, maxWsMessageBytes: config.maxWsMessageBytes });
 
   const tunnel: TunnelClient = new TunnelClient({
     url: config.routerUrl,
@@ -71,7 +72,7 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
     tick: () => checkBrowsers({ sessions, clock, peer: tunnel.current, timeoutMs: 2000 }),
     onError: (err) => logger.warn('health pass failed', { err }),
   });
-  const metricsServer = await serveMetrics(metrics, config.metricsHost, config.metricsPort);
+  const metricsServer = await serveMetrics(metrics, config.metricsHost, config.metricsPort, () => tunnel.current !== null);
   const shownHost = config.metricsHost === '0.0.0.0' ? '127.0.0.1' : config.metricsHost;
   logger.info('agent started', { cluster: config.clusterId, runtime: runtime.name, router: config.routerUrl, metricsPort: metricsServer.port });
 
@@ -106,9 +107,12 @@ async function createRuntime(config: AgentConfig, clock: Clock, logger: Logger):
     else kc.loadFromCluster();
     return new KubernetesRuntime({ kc, clock, logger, scheduleTimeoutMs, startTimeoutMs: config.startTimeoutMs, settings: { ...settings, cluster: config.clusterId } });
   }
+  if (config.noSandbox) logger.warn('CHROMIUM_NO_SANDBOX=true: browsers run without their sandbox');
   return new LocalChromiumRuntime({
     executablePath: config.chromiumPath,
     noSandbox: config.noSandbox,
+    user: config.chromiumUser ? await lookupBrowserUser(config.chromiumUser) : undefined,
+    maxConnections: config.maxDevtoolsConnections,
     maxBrowsers: config.localMaxBrowsers,
     startTimeoutMs: config.startTimeoutMs,
     logger,

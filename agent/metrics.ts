@@ -42,15 +42,22 @@ export function createAgentMetrics(): AgentMetrics {
   };
 }
 
-export async function serveMetrics(metrics: AgentMetrics, host: string, port: number): Promise<{ server: Server; port: number; close(): Promise<void> }> {
+/**
+ * The agent's own HTTP port: `/metrics`, `/livez` (the process answers: liveness never depends on the
+ * router, so a router outage restarts no agent and drops no browser) and `/readyz` (the tunnel is up).
+ */
+export async function serveMetrics(metrics: AgentMetrics, host: string, port: number, ready: () => boolean): Promise<{ server: Server; port: number; close(): Promise<void> }> {
   const server = createServer((req, res) => {
     if (req.url === '/metrics') {
       metrics.registry.metrics().then(
         (body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
         () => res.writeHead(500).end(),
       );
-    } else if (req.url === '/healthz') {
+    } else if (req.url === '/livez') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+    } else if (req.url === '/readyz') {
+      const up = ready();
+      res.writeHead(up ? 200 : 503, { 'content-type': 'text/plain' }).end(up ? 'ok' : 'tunnel not connected');
     } else res.writeHead(404).end();
   });
   await new Promise<void>((resolve, reject) => {

@@ -8,8 +8,10 @@ import type { Logger } from '../shared/logger.js';
 import type { StreamSpec } from '../shared/tunnel/protocol.js';
 import type { TunnelStream } from '../shared/tunnel/stream.js';
 import { sendableCloseCode } from '../shared/ws-frames.js';
+import type { DevtoolsMux, MuxConnection } from './runtime/devtools-mux.js';
 import type { SessionManager } from './sessions.js';
-import { spliceUpgrade } from './splice.js';
+import { chainClose, spliceUpgrade } from './splice.js';
+import { acceptWebSocket, type WsEndpoint } from './ws-endpoint.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 /**
@@ -20,14 +22,18 @@ const CONNECT_TIMEOUT_MS = 10_000;
 const ABNORMAL_CLOSE_GRACE_MS = 2000;
 
 /** Carries streams opened by the router to the session's browser: HTTP exchanges and WebSockets. */
-export function createProxyHandler(deps: { sessions: SessionManager; clock: Clock; logger: Logger }) {
+export function createProxyHandler(deps: { sessions: SessionManager; clock: Clock; logger: Logger; maxWsMessageBytes: number }) {
   const httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 64 });
   return {
     onStreamOpen(stream: TunnelStream, spec: StreamSpec): void {
-      const ep = deps.sessions.endpoints(spec.sessionId);
-      if (!ep) return stream.reject(new AppError('SESSION_NOT_RUNNING', `session ${spec.sessionId} is not running on this agent`));
-      const port = spec.target === 'ui' ? ep.uiPort : ep.apiPort;
-      if (!port) return stream.reject(new AppError('NOT_FOUND', 'this session has no UI'));
+      const browser = deps.sessions.browser(spec.sessionId);
+      if (!browser) return stream.reject(new AppError('SESSION_NOT_RUNNING', `session ${spec.sessionId} is not running on this agent`));
+      const devtools = spec.target === 'api' ? browser.devtools : undefined;
+      const ep = browser.endpoints;
+      const port = spec.target === 'ui' ? ep?.uiPort : ep?.apiPort;
+      if (!ep || !port) {
+        if (!devtools) return stream.reject(new AppError('NOT_FOUND', spec.target === 'ui' ? 'this session has no UI' : 'this session has no browser port'));
+      }
       const touch = () => deps.sessions.touch(spec.sessionId);
       touch();
       let closeForSessionEnd = (code: number, reason: string) => stream.close(code, reason);
@@ -40,15 +46,95 @@ export function createProxyHandler(deps: { sessions: SessionManager; clock: Cloc
         untrack();
         if (verdictTimer !== undefined) deps.clock.clearTimeout(verdictTimer);
       };
-      const path = spec.kind !== 'http' && spec.target === 'api' && /^\/devtools\/browser\/?(\?.*)?$/.test(spec.path) ? ep.browserWsPath : spec.path;
-      if (spec.kind === 'http') proxyHttp(stream, spec, ep.host, port, touch);
-      else if (spec.kind === 'upgrade') closeForSessionEnd = spliceUpgrade(stream, { ...spec, path }, ep.host, port, { touch, abnormalClose });
-      else proxyWs(stream, spec, `ws://${ep.host}:${port}${path}`, { touch, abnormalClose });
+      if (devtools) {
+        if (spec.kind === 'http') serveDevtoolsHttp(stream, spec, devtools);
+        else closeForSessionEnd = serveDevtoolsWs(stream, spec, devtools, { touch, abnormalClose });
+        return;
+      }
+      const { host } = ep!;
+      const path = spec.kind !== 'http' && spec.target === 'api' && /^\/devtools\/browser\/?(\?.*)?$/.test(spec.path) ? (ep!.browserWsPath ?? spec.path) : spec.path;
+      if (spec.kind === 'http') proxyHttp(stream, spec, host, port!, touch);
+      else if (spec.kind === 'upgrade') closeForSessionEnd = spliceUpgrade(stream, { ...spec, path }, host, port!, { touch, abnormalClose });
+      else proxyWs(stream, spec, `ws://${host}:${port}${path}`, { touch, abnormalClose });
     },
     close(): void {
       httpAgent.destroy();
     },
   };
+
+  /** `/json/*` of a browser reached by its pipe, answered by the agent. */
+  function serveDevtoolsHttp(stream: TunnelStream, spec: StreamSpec, devtools: DevtoolsMux): void {
+    stream.onData = (_kind, payload) => stream.consumed(payload.byteLength);
+    stream.start();
+    devtools.http(spec.method, spec.path).then(
+      ({ status, body }) => {
+        const text = typeof body === 'string';
+        stream.accept({ status, headers: [['content-type', text ? 'text/plain; charset=UTF-8' : 'application/json; charset=UTF-8']] });
+        stream.write('data', Buffer.from(text ? body : JSON.stringify(body)));
+        stream.end();
+      },
+      (err: Error) => stream.reject(new AppError('BROWSER_UNREACHABLE', `the browser did not answer: ${err.message}`)),
+    );
+  }
+
+  /**
+   * A DevTools WebSocket of a browser reached by its pipe: the agent ends the client's WebSocket and
+   * gives it its own session on the pipe. Returns the session-end closer.
+   */
+  function serveDevtoolsWs(
+    stream: TunnelStream,
+    spec: StreamSpec,
+    devtools: DevtoolsMux,
+    { touch, abnormalClose }: { touch: () => void; abnormalClose: () => void },
+  ): (code: number, reason: string) => void {
+    let endpoint: WsEndpoint | null = null;
+    let connection: MuxConnection | null = null;
+    // What the browser says between the attach and the 101 waits for the endpoint.
+    const early: Buffer[] = [];
+    const client = {
+      send(message: Buffer): boolean {
+        touch();
+        if (endpoint) return endpoint.send(message);
+        early.push(Buffer.from(message));
+        return true;
+      },
+      onceWritable(fn: () => void): void {
+        if (endpoint) endpoint.onceWritable(fn);
+        else fn();
+      },
+    };
+    const forgetPipe = devtools.pipe.onClose(() => abnormalClose());
+    stream.onClose = chainClose(stream.onClose, () => {
+      forgetPipe();
+      connection?.close();
+    });
+    const refuse = (err: unknown) => stream.reject(err instanceof AppError ? err : new AppError('BROWSER_UNREACHABLE', `browser unreachable: ${(err as Error).message}`));
+    devtools.connect(spec.path, client).then((conn) => {
+      connection = conn;
+      if (stream.isClosed) return conn.close();
+      try {
+        endpoint = acceptWebSocket(
+          stream,
+          spec,
+          {
+            onMessage(data, consumed) {
+              touch();
+              if (conn.receive(data)) consumed();
+              else conn.onceWritable(consumed);
+            },
+            onClose: () => conn.close(),
+          },
+          { maxPayload: deps.maxWsMessageBytes },
+        );
+      } catch (err) {
+        conn.close();
+        return refuse(err);
+      }
+      if (!endpoint) return conn.close();
+      for (const m of early.splice(0)) endpoint.send(m);
+    }, refuse);
+    return (code, reason) => (endpoint ? endpoint.close(code, reason) : stream.close(code, reason));
+  }
 
   function proxyHttp(stream: TunnelStream, spec: StreamSpec, host: string, port: number, touch: () => void): void {
     const headers: Record<string, string> = { ...spec.headers, host: `${host}:${port}` };
@@ -96,7 +182,7 @@ export function createProxyHandler(deps: { sessions: SessionManager; clock: Cloc
       perMessageDeflate: false,
       handshakeTimeout: CONNECT_TIMEOUT_MS,
       headers,
-      maxPayload: 256 * 1024 * 1024,
+      maxPayload: deps.maxWsMessageBytes,
       skipUTF8Validation: true,
       generateMask: zeroMask,
     });

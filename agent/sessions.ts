@@ -2,7 +2,10 @@ import { startLoop, withDeadline, type Clock, type TimerHandle } from '../shared
 import type { Logger } from '../shared/logger.js';
 import { isTerminal, type Session, type SessionEndpoints, type SessionReport, type SessionStatus } from '../shared/session.js';
 import type { AgentMetrics } from './metrics.js';
+import type { DevtoolsMux } from './runtime/devtools-mux.js';
 import type { BrowserExit, BrowserHandle, BrowserRuntime } from './runtime/types.js';
+
+export type RunningBrowser = { id: string; endpoints?: SessionEndpoints; devtools?: DevtoolsMux };
 
 export type StopReason = 'deleted' | 'timed_out' | 'orphaned' | 'idle' | 'shutdown';
 
@@ -11,6 +14,7 @@ type Managed = {
   status: SessionStatus;
   abort: AbortController;
   endpoints?: SessionEndpoints;
+  devtools?: DevtoolsMux;
   lastActivity: number;
   hardTimer?: TimerHandle;
   /** Settles with the outcome of the start (or adoption), whatever it was; never rejects. */
@@ -98,10 +102,10 @@ export class SessionManager {
     return true;
   }
 
-  /** The running browser of a session, for the proxy; null when it is not running here. */
-  endpoints(id: string): SessionEndpoints | null {
+  /** How the proxy reaches a session's running browser; null when it is not running here. */
+  browser(id: string): RunningBrowser | null {
     const m = this.sessions.get(id);
-    return m && m.status === 'running' ? (m.endpoints ?? null) : null;
+    return m && m.status === 'running' ? { id, endpoints: m.endpoints, devtools: m.devtools } : null;
   }
 
   touch(id: string): void {
@@ -129,8 +133,8 @@ export class SessionManager {
       .map((m) => ({ ...m.session, status: 'running' as const, node: m.node ?? this.deps.nodeName, endpoints: m.endpoints, startedAt: m.startedAt }));
   }
 
-  running(): Array<{ id: string; endpoints: SessionEndpoints }> {
-    return [...this.sessions.values()].filter((m) => m.status === 'running' && m.endpoints).map((m) => ({ id: m.session.id, endpoints: m.endpoints! }));
+  running(): RunningBrowser[] {
+    return [...this.sessions.values()].filter((m) => m.status === 'running').map((m) => ({ id: m.session.id, endpoints: m.endpoints, devtools: m.devtools }));
   }
 
   /** Ends sessions idle longer than their idle timeout; run it on a loop. */
@@ -191,6 +195,7 @@ export class SessionManager {
           return this.reportOf(m);
         }
         m.endpoints = handle.endpoints;
+        m.devtools = handle.devtools;
         m.node = handle.node;
         m.lastActivity = clock.now();
         m.startedAt = clock.now();

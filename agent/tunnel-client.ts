@@ -4,6 +4,7 @@ import { backoffDelay, sleep, type Clock } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
 import { messageSender, zeroMask } from '../shared/node-socket.js';
 import { TunnelPeer, type RpcHandlers } from '../shared/tunnel/peer.js';
+import { MAX_TUNNEL_MESSAGE_BYTES } from '../shared/tunnel/handshake.js';
 import { ControlMessage, PROTOCOL_VERSION, TunnelClose, type Hello, type StreamSpec } from '../shared/tunnel/protocol.js';
 import type { TunnelStream } from '../shared/tunnel/stream.js';
 
@@ -75,7 +76,7 @@ export class TunnelClient {
         headers: { authorization: `Bearer ${deps.token}` },
         perMessageDeflate: false,
         handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
-        maxPayload: 256 * 1024 * 1024,
+        maxPayload: MAX_TUNNEL_MESSAGE_BYTES,
         skipUTF8Validation: true,
         generateMask: zeroMask,
       });

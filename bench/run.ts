@@ -3,8 +3,7 @@
  * (http-proxy-3, what steel-browser and browserless use), create-to-ready against a bare Chromium
  * launch, and status reads against Redis; prints one table with ratios and the issue's floors.
  */
-import { Redis } from 'ioredis';
-import { killChromium, launchChromium } from '../agent/runtime/chromium.js';
+import { DEFAULT_BROWSER_USER, killChromium, launchChromium, lookupBrowserUser, type LaunchOptions } from '../agent/runtime/chromium.js';
 import { CHROMIUM, pidsMatching, requireBinary, startRedis } from '../harness/processes.js';
 import { spawnEntry, type Spawned } from '../harness/spawn.js';
 import { startEdgeRouter } from '../harness/edge.js';
@@ -28,7 +27,6 @@ const ROUND_TRIPS = quick ? 300 : 1000;
 const LOAD_MS = quick ? 1000 : 2000;
 const ROUNDS = quick ? 3 : 5;
 const STARTS = quick ? 5 : 20;
-const noSandbox = process.getuid?.() === 0;
 
 type Row = { metric: string; direct?: string; proxy?: string; tunnel: string; ratio: string; floor: string; ok: boolean | null };
 const rows: Row[] = [];
@@ -40,6 +38,15 @@ async function main(): Promise<void> {
   requireBinary(CHROMIUM, 'install the Debian package chromium');
   const redis = await startRedis();
   const procs: Spawned[] = [];
+  const cleanups: Array<() => Promise<void>> = [];
+  // Launched as the agent launches them: an unprivileged user (when root), Chromium's sandbox on, over its pipe.
+  const bareLaunch: LaunchOptions = {
+    executablePath: CHROMIUM,
+    noSandbox: false,
+    devtools: 'pipe',
+    user: process.getuid?.() === 0 ? await lookupBrowserUser(DEFAULT_BROWSER_USER) : undefined,
+    timeoutMs: 30_000,
+  };
   try {
     const common = { PORT: '0', HOST: '127.0.0.1', REDIS_URL: redis.url, AGENT_TOKEN: TOKEN, MAX_SESSIONS: '50', LOG_LEVEL: 'info' };
     const router = spawnEntry('router/node.ts', { ...common, ...KEYED_ENV });
@@ -75,11 +82,11 @@ async function main(): Promise<void> {
     if (session.status !== 'running') throw new Error(`session did not start: ${JSON.stringify(session)}`);
     // The URLs alone open the session (the token rides in them); the bench's CDP and HTTP rows use them as a client would.
     if (!/\/proxy\/~[^/]+\/devtools\/browser$/.test(session.cdpUrl)) throw new Error(`cdpUrl carries no session token: ${session.cdpUrl}`);
-    // The same browser for all three paths: its real address is in the session record.
-    const r = new Redis(redis.url);
-    const stored = JSON.parse((await r.hget(`{bso}:s:${session.id}`, 'data')) ?? 'null');
-    r.disconnect();
-    const ep = stored.endpoints as { host: string; apiPort: number; browserWsPath: string };
+    // The session's browser speaks only over its pipe to the agent. "Direct" is the same Chromium,
+    // launched the same way (unprivileged user, sandbox on), with a plain DevTools port instead.
+    const plain = await launchChromium({ ...bareLaunch, devtools: 'port' });
+    cleanups.push(() => killChromium(plain));
+    const ep = { host: '127.0.0.1', apiPort: plain.port!, browserWsPath: plain.browserWsPath! };
     const direct = { http: `http://${ep.host}:${ep.apiPort}`, ws: `ws://${ep.host}:${ep.apiPort}${ep.browserWsPath}` };
 
     const proxyProc = spawnEntry('bench/single-hop-proxy.ts', {}, [direct.http]);
@@ -289,7 +296,7 @@ async function main(): Promise<void> {
     const viaApi: number[] = [];
     for (let i = 0; i < STARTS; i++) {
       let t = performance.now();
-      const c = await launchChromium({ executablePath: CHROMIUM, noSandbox, timeoutMs: 30_000 });
+      const c = await launchChromium(bareLaunch);
       bare.push(performance.now() - t);
       await killChromium(c);
       t = performance.now();
@@ -301,7 +308,7 @@ async function main(): Promise<void> {
     }
     const b = stats(bare);
     const a = stats(viaApi);
-    rows.push({ metric: `bare launch → CDP ready p50/p99 (ms, n=${STARTS})`, direct: `${f(b.p50, 0)}/${f(b.p99, 0)}`, tunnel: '', ratio: '', floor: '', ok: null });
+    rows.push({ metric: `bare sandboxed launch → CDP ready p50/p99 (ms, n=${STARTS})`, direct: `${f(b.p50, 0)}/${f(b.p99, 0)}`, tunnel: '', ratio: '', floor: '', ok: null });
     rows.push({
       metric: `create → running p50/p99 (ms, n=${STARTS})`,
       tunnel: `${f(a.p50, 0)}/${f(a.p99, 0)}`,
@@ -310,6 +317,7 @@ async function main(): Promise<void> {
       ok: a.p50 <= 1.2 * b.p50,
     });
   } finally {
+    await Promise.all(cleanups.map((c) => c()));
     await Promise.all(procs.map((p) => p.stop()));
     await redis.stop();
   }

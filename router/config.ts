@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { ConfigError, intVar, logLevelVar, optionalString, parseEnv, type Env } from '../shared/env.js';
+import { parseAgentTokens, type AgentTokens } from '../shared/tunnel/handshake.js';
+import { ConfigError, intVar, isLoopbackHost, logLevelVar, optionalString, parseEnv, type Env } from '../shared/env.js';
 import { parseEnvKeys, type EnvKey } from './auth/keys.js';
 import { parseRatePolicy, type RatePolicy } from './auth/rate-limit.js';
 
@@ -30,7 +31,8 @@ const RouterEnv = z.object({
   REDIS_PORT: intVar(6379, 1, 65535),
   REDIS_PASSWORD: optionalString(),
   REDIS_KEY_PREFIX: z.string().default('{bso}:'),
-  AGENT_TOKEN: z.string().min(16, 'must be at least 16 characters'),
+  AGENT_TOKEN: optionalString().pipe(z.string().min(16, 'must be at least 16 characters').optional()),
+  AGENT_TOKENS: optionalString(),
   AUTH_MODE: z.preprocess((v) => (v === '' ? undefined : v), z.enum(['keys', 'none']).optional()),
   API_KEYS: optionalString(),
   ADMIN_API_KEYS: optionalString(),
@@ -49,6 +51,7 @@ const RouterEnv = z.object({
   MAX_BODY_BYTES: intVar(64 * 1024, 256),
   START_TIMEOUT_MS: intVar(60_000, 1000),
   WS_PROXY_MODE: z.enum(['splice', 'messages']).default('splice'),
+  MAX_WS_MESSAGE_BYTES: intVar(64 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
   LOG_LEVEL: logLevelVar(),
 });
 
@@ -76,7 +79,8 @@ export type RouterConfig = {
   trustProxy: boolean;
   redis: { url: string } | { host: string; port: number; password?: string } | null;
   redisKeyPrefix: string;
-  agentToken: string;
+  /** AGENT_TOKENS (bound to a cluster each) and AGENT_TOKEN (any cluster without its own). */
+  agentTokens: AgentTokens;
   auth: AuthConfig;
   sessionTimeoutSec: number;
   sessionIdleTimeoutSec: number;
@@ -85,13 +89,13 @@ export type RouterConfig = {
   maxBodyBytes: number;
   startTimeoutMs: number;
   wsProxyMode: 'splice' | 'messages';
+  /** Largest WebSocket message a proxied socket the router ends itself (`messages` mode) takes whole: 1009 beyond. */
+  maxWsMessageBytes: number;
   logLevel: z.infer<ReturnType<typeof logLevelVar>>;
 };
 
 /** Limits that apply when keys are on and the variable is unset; with no keys (loopback only) none apply unless set. */
 const DEFAULT_LIMITS = { create: '60/min,burst=10', api: '1200/min,burst=200', unauthenticated: '60/min,burst=20' };
-
-const isLoopback = (host: string) => host === 'localhost' || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host);
 
 /**
  * The router's configuration. Secure by default: with no key configured the Node router listens on
@@ -102,6 +106,16 @@ const isLoopback = (host: string) => host === 'localhost' || host === '::1' || /
 export function loadRouterConfig(env: Env, runtime: 'node' | 'edge' = 'node'): RouterConfig {
   const e = parseEnv(RouterEnv, env);
   const redis = redisOf(e);
+  let byCluster: Record<string, string>;
+  try {
+    byCluster = parseAgentTokens(e.AGENT_TOKENS);
+  } catch (err) {
+    throw new ConfigError(`invalid configuration:\n  AGENT_TOKENS: ${(err as Error).message}`);
+  }
+  if (!e.AGENT_TOKEN && Object.keys(byCluster).length === 0) {
+    throw new ConfigError('invalid configuration:\n  AGENT_TOKEN: required (or AGENT_TOKENS, a token per cluster: cluster:token,…)');
+  }
+  const agentTokens: AgentTokens = { anyCluster: e.AGENT_TOKEN, byCluster };
   const envKeys = [...keysFrom('API_KEYS', e.API_KEYS, 'user'), ...keysFrom('ADMIN_API_KEYS', e.ADMIN_API_KEYS, 'admin')];
   const names = envKeys.map((k) => k.name);
   const dup = names.find((n, i) => names.indexOf(n) !== i);
@@ -117,7 +131,7 @@ export function loadRouterConfig(env: Env, runtime: 'node' | 'edge' = 'node'): R
     // Every replica must verify the tokens every other replica signs.
     throw new ConfigError('invalid configuration:\n  SESSION_TOKEN_SECRET: required with API keys and a shared store (at least 32 characters; `openssl rand -hex 32`)');
   }
-  if (runtime === 'node' && mode === 'none' && !e.AUTH_MODE && !isLoopback(host)) {
+  if (runtime === 'node' && mode === 'none' && !e.AUTH_MODE && !isLoopbackHost(host)) {
     throw new ConfigError(
       `invalid configuration:\n  HOST: refusing to listen on ${host} without API keys: set API_KEYS (or ADMIN_API_KEYS), or AUTH_MODE=none if an authenticating proxy stands in front`,
     );
@@ -138,7 +152,7 @@ export function loadRouterConfig(env: Env, runtime: 'node' | 'edge' = 'node'): R
     trustProxy: e.TRUST_PROXY,
     redis,
     redisKeyPrefix: e.REDIS_KEY_PREFIX,
-    agentToken: e.AGENT_TOKEN,
+    agentTokens,
     auth: {
       mode,
       reason,
@@ -161,6 +175,7 @@ export function loadRouterConfig(env: Env, runtime: 'node' | 'edge' = 'node'): R
     maxBodyBytes: e.MAX_BODY_BYTES,
     startTimeoutMs: e.START_TIMEOUT_MS,
     wsProxyMode: e.WS_PROXY_MODE,
+    maxWsMessageBytes: e.MAX_WS_MESSAGE_BYTES,
     logLevel: e.LOG_LEVEL,
   };
 }

@@ -38,6 +38,7 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
     clock,
     logger,
     handlersFor: (agent) => core.service.agentHandlers(agent),
+    reportableBy: (agent, ids) => core.service.reportableBy(agent, ids),
     onAgentsChanged: (agents) => metrics.agentsConnected(agents.length),
   });
   const dataPlane = new DataPlane({ openStream: (to, spec, o) => hub.openStream(to, spec, o), clock });
@@ -82,8 +83,8 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
   });
   // Made after the core (its service and access); the proxy port above only runs once requests arrive.
   const resolve: TargetResolver = targetResolver({ lookup: (sid) => core.service.forProxy(sid), access: core.access, publicUrl });
-  const nodePlane = nodeDataPlane(dataPlane, { mode: config.wsProxyMode, logger, resolve, trustProxy: config.trustProxy });
-  const agentEndpoint = createAgentEndpoint({ hub, token: config.agentToken, clock, logger });
+  const nodePlane = nodeDataPlane(dataPlane, { mode: config.wsProxyMode, maxMessageBytes: config.maxWsMessageBytes, logger, resolve, trustProxy: config.trustProxy });
+  const agentEndpoint = createAgentEndpoint({ hub, tokens: config.agentTokens, clock, logger });
 
   const honoListener = getRequestListener(core.app.fetch);
   const server = createServer((req, res) => {

@@ -75,7 +75,7 @@ export default {
     if (url.pathname === AGENT_CONNECT_PATH) {
       let cluster: string;
       try {
-        ({ cluster } = await admitAgent({ authorization: req.headers.get('authorization'), upgrade: req.headers.get('upgrade'), url }, config.agentToken));
+        ({ cluster } = await admitAgent({ authorization: req.headers.get('authorization'), upgrade: req.headers.get('upgrade'), url }, config.agentTokens));
       } catch (err) {
         logger.warn('agent rejected', { reason: (err as Error).message });
         return errorJson(err);

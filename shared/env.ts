@@ -25,3 +25,6 @@ export const optionalString = () => z.preprocess((v) => (v === '' ? undefined : 
 
 export const logLevelVar = () =>
   z.preprocess((v) => (v === '' || v === undefined ? 'info' : String(v).toLowerCase()), z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']));
+
+/** A host name or address that stays on this machine (127.0.0.0/8, ::1, localhost). */
+export const isLoopbackHost = (host: string): boolean => host === 'localhost' || host === '::1' || host === '[::1]' || /^127(\.\d{1,3}){3}$/.test(host);

@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import type { Writable } from 'node:stream';
 import type WebSocket from 'ws';
 
 /**
@@ -16,7 +17,7 @@ export const zeroMask = (mask: Uint8Array): void => {
  * (setImmediate) coalesces the writes of every read handled in the same poll phase, and adds no
  * timer: it runs as soon as that phase is done. Call it before each write.
  */
-function corkUntilCheckPhase(socket: Socket): () => void {
+export function corkUntilCheckPhase(socket: Pick<Writable, 'cork' | 'uncork' | 'destroyed'>): () => void {
   let corked = false;
   const uncork = () => {
     corked = false;

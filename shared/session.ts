@@ -22,9 +22,9 @@ export type SessionOptions = z.infer<typeof SessionOptions>;
 /** Where the agent reaches the browser; opaque to the router. */
 export const SessionEndpoints = z.strictObject({
   host: z.string().min(1),
-  apiPort: z.number().int().min(1).max(65535),
+  apiPort: z.number().int().min(1).max(65535).optional(),
   uiPort: z.number().int().min(1).max(65535).optional(),
-  browserWsPath: z.string().startsWith('/devtools/browser/'),
+  browserWsPath: z.string().startsWith('/devtools/browser/').optional(),
 });
 export type SessionEndpoints = z.infer<typeof SessionEndpoints>;
 

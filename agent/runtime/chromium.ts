@@ -1,13 +1,41 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { chown, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { systemClock, withDeadline } from '../../shared/clock.js';
+import type { Readable, Writable } from 'node:stream';
+import { promisify } from 'node:util';
+import { systemClock, withDeadline, type Clock } from '../../shared/clock.js';
 import type { SessionOptions } from '../../shared/session.js';
+import { CdpPipe } from './cdp-pipe.js';
 import { devtoolsVersion, groupMembers } from './devtools.js';
 
+/** How clients reach DevTools: the agent's pipe (no port anyone else could open), or a loopback port
+ * (only for measuring the pipe against; nothing in the agent serves browsers that way). */
+export type DevtoolsTransport = 'pipe' | 'port';
+
+/** The account `npm run setup` creates for browsers. */
+export const DEFAULT_BROWSER_USER = 'bso-chromium';
+
+/** The unprivileged account browsers run as when the agent is root. */
+export type BrowserUser = { name: string; uid: number; gid: number };
+
+/** Looks an account up by name (`id`, so NSS sources count); refuses root. */
+export async function lookupBrowserUser(name: string): Promise<BrowserUser> {
+  const id = async (flag: string) => {
+    try {
+      return Number((await promisify(execFile)('id', [flag, name], { timeout: 5000 })).stdout.trim());
+    } catch {
+      throw new Error(`CHROMIUM_USER ${name} does not exist: \`npm run setup\` creates it (or set CHROMIUM_USER to another unprivileged account)`);
+    }
+  };
+  const [uid, gid] = [await id('-u'), await id('-g')];
+  if (!Number.isInteger(uid) || !Number.isInteger(gid)) throw new Error(`CHROMIUM_USER ${name}: could not read its uid and gid`);
+  if (uid === 0 || gid === 0) throw new Error(`CHROMIUM_USER ${name} is root: browsers never run as root`);
+  return { name, uid, gid };
+}
+
 /** Flags that keep a headless Chromium from reaching the network or any shared state on its own. */
-export function chromiumArgs(opts: { userDataDir: string; noSandbox: boolean; options?: SessionOptions }): string[] {
+export function chromiumArgs(opts: { userDataDir: string; noSandbox: boolean; devtools: DevtoolsTransport; options?: SessionOptions }): string[] {
   const args = [
     '--headless',
     '--disable-gpu',
@@ -22,8 +50,7 @@ export function chromiumArgs(opts: { userDataDir: string; noSandbox: boolean; op
     '--disable-features=Translate,MediaRouter,OptimizationHints',
     '--password-store=basic',
     '--mute-audio',
-    '--remote-debugging-address=127.0.0.1',
-    '--remote-debugging-port=0',
+    ...(opts.devtools === 'pipe' ? ['--remote-debugging-pipe'] : ['--remote-debugging-address=127.0.0.1', '--remote-debugging-port=0']),
     `--user-data-dir=${opts.userDataDir}`,
   ];
   if (opts.noSandbox) args.push('--no-sandbox');
@@ -41,27 +68,52 @@ const GROUP_EXIT_WAIT_MS = 5000;
 export type LaunchedChromium = {
   proc: ChildProcess;
   pid: number;
+  /** The profile, also the browser's HOME; private to the browser's user, removed when it ends. */
   userDataDir: string;
-  port: number;
-  browserWsPath: string;
+  downloadDir: string;
+  /** `pipe` transport: the DevTools pipe. */
+  pipe?: CdpPipe;
+  /** `port` transport: where DevTools listens. */
+  port?: number;
+  browserWsPath?: string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderrTail: string }>;
 };
 
-/**
- * Starts Chromium in its own process group and resolves when CDP answers on the port it chose itself
- * (read back from DevToolsActivePort). On failure or abort the group is killed and the profile removed.
- */
-export async function launchChromium(opts: {
+export type LaunchOptions = {
   executablePath: string;
   noSandbox: boolean;
+  devtools: DevtoolsTransport;
+  /** Run as this account (the agent is root); else as the agent's own user. */
+  user?: BrowserUser;
   options?: SessionOptions;
   signal?: AbortSignal;
   timeoutMs: number;
-}): Promise<LaunchedChromium> {
+  clock?: Clock;
+};
+
+/**
+ * Starts Chromium in its own process group, as `user` when given, with nothing of the agent's
+ * environment (its secrets stay out of the browser's /proc), and resolves when CDP answers (over the
+ * pipe, or on the port it chose itself, read back from DevToolsActivePort). On failure or abort the
+ * group is killed and the profile removed.
+ */
+export async function launchChromium(opts: LaunchOptions): Promise<LaunchedChromium> {
+  const clock = opts.clock ?? systemClock;
   const userDataDir = await mkdtemp(join(tmpdir(), 'bso-chromium-'));
-  const proc = spawn(opts.executablePath, chromiumArgs({ userDataDir, noSandbox: opts.noSandbox, options: opts.options }), {
+  const downloadDir = join(userDataDir, 'Downloads');
+  await mkdir(downloadDir);
+  if (opts.user) {
+    // mkdtemp made it 0700: private to the browser's user once it owns it.
+    await chown(userDataDir, opts.user.uid, opts.user.gid);
+    await chown(downloadDir, opts.user.uid, opts.user.gid);
+  }
+  const pipe = opts.devtools === 'pipe';
+  const proc = spawn(opts.executablePath, chromiumArgs({ userDataDir, noSandbox: opts.noSandbox, devtools: opts.devtools, options: opts.options }), {
     detached: true,
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: pipe ? ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'] : ['ignore', 'ignore', 'pipe'],
+    env: browserEnv(userDataDir),
+    cwd: userDataDir,
+    ...(opts.user ? { uid: opts.user.uid, gid: opts.user.gid } : {}),
   });
   let stderrTail = '';
   proc.stderr?.on('data', (d: Buffer) => {
@@ -71,20 +123,42 @@ export async function launchChromium(opts: {
     proc.once('exit', (code, signal) => resolve({ code, signal, stderrTail }));
     proc.once('error', (err) => resolve({ code: null, signal: null, stderrTail: `${stderrTail}\n${err.message}` }));
   });
-  const launched = { proc, pid: proc.pid ?? -1, userDataDir, exited };
+  const launched = { proc, pid: proc.pid ?? -1, userDataDir, downloadDir, exited };
   try {
     if (proc.pid === undefined) throw new Error(`could not start ${opts.executablePath}`);
     const deadline = Date.now() + opts.timeoutMs;
     let dead = false;
     void exited.then(() => (dead = true));
+    const diedEarly = async () => {
+      const { code, signal, stderrTail } = await exited;
+      // The reason stays short; what Chromium printed goes along as the cause, for the agent's log.
+      return new Error(`chromium exited before it was ready (${signal ? `signal ${signal}` : `code ${code}`})`, { cause: stderrTail.trim().split('\n').slice(-5).join('\n') });
+    };
+    if (pipe) {
+      const cdp = new CdpPipe(proc.stdio[3] as Writable, proc.stdio[4] as Readable, clock);
+      let onAbort = () => {};
+      const aborted = new Promise<never>((_, reject) => {
+        onAbort = () => reject(opts.signal?.reason ?? new Error('aborted'));
+        if (opts.signal?.aborted) onAbort();
+        opts.signal?.addEventListener('abort', onAbort, { once: true });
+      });
+      try {
+        await Promise.race([cdp.call('Browser.getVersion', {}, opts.timeoutMs), aborted]);
+      } catch (err) {
+        if (opts.signal?.aborted) throw opts.signal.reason ?? err;
+        await withDeadline(clock, exited, 200, { error: () => err as Error }).catch(() => {});
+        if (dead) throw await diedEarly();
+        throw new Error(`chromium was not ready within ${opts.timeoutMs} ms`, { cause: err });
+      } finally {
+        opts.signal?.removeEventListener('abort', onAbort);
+        aborted.catch(() => {});
+      }
+      return { ...launched, pipe: cdp };
+    }
     let active: { port: number; path: string } | null = null;
     while (!active) {
       if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('aborted');
-      if (dead) {
-        const { code, signal, stderrTail } = await exited;
-        // The reason stays short; what Chromium printed goes along as the cause, for the agent's log.
-        throw new Error(`chromium exited before it was ready (${signal ? `signal ${signal}` : `code ${code}`})`, { cause: stderrTail.trim().split('\n').slice(-5).join('\n') });
-      }
+      if (dead) throw await diedEarly();
       if (Date.now() > deadline) throw new Error(`chromium was not ready within ${opts.timeoutMs} ms`);
       active = await readDevToolsActivePort(userDataDir);
       if (!active) await new Promise((r) => setTimeout(r, 5));
@@ -98,6 +172,17 @@ export async function launchChromium(opts: {
     await killChromium(launched);
     throw err;
   }
+}
+
+/** All a browser gets of an environment: a HOME (its profile) and a PATH. */
+function browserEnv(home: string): NodeJS.ProcessEnv {
+  return {
+    HOME: home,
+    PATH: '/usr/local/bin:/usr/bin:/bin',
+    XDG_CONFIG_HOME: join(home, '.config'),
+    XDG_CACHE_HOME: join(home, '.cache'),
+    LANG: 'C.UTF-8',
+  };
 }
 
 async function readDevToolsActivePort(dir: string): Promise<{ port: number; path: string } | null> {

@@ -1,15 +1,36 @@
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import type { Logger } from '../../shared/logger.js';
 import type { Session } from '../../shared/session.js';
-import { killChromium, launchChromium, type LaunchedChromium } from './chromium.js';
+import { killChromium, launchChromium, type BrowserUser, type LaunchedChromium } from './chromium.js';
+import { DevtoolsMux } from './devtools-mux.js';
 import type { BrowserExit, BrowserHandle, BrowserRuntime } from './types.js';
 
-/** One Debian Chromium process (group) per session on this machine: for development and `npm start`. */
+export type LocalRuntimeDeps = {
+  executablePath: string;
+  /** Only when configured so (CHROMIUM_NO_SANDBOX=true): Chromium's sandbox is on by default. */
+  noSandbox: boolean;
+  /** The unprivileged account browsers run as (the agent is root); absent: the agent's own user. */
+  user?: BrowserUser;
+  maxBrowsers: number;
+  /** Open DevTools WebSockets per browser. */
+  maxConnections?: number;
+  startTimeoutMs: number;
+  logger: Logger;
+};
+
+/**
+ * One Debian Chromium process (group) per session on this machine: for development and `npm start`.
+ * Each browser runs as an unprivileged user with its sandbox on, in a private profile, and speaks
+ * DevTools only over its pipe to this agent: no port another session or local user could open.
+ */
 export class LocalChromiumRuntime implements BrowserRuntime {
   readonly name = 'local';
   private readonly browsers = new Map<string, LaunchedChromium>();
   private readonly stopping = new Map<string, Promise<void>>();
+  private protocolJson: Promise<unknown> | undefined;
 
-  constructor(private readonly deps: { executablePath: string; noSandbox: boolean; maxBrowsers: number; startTimeoutMs: number; logger: Logger }) {}
+  constructor(private readonly deps: LocalRuntimeDeps) {}
 
   async start(session: Session, signal: AbortSignal): Promise<BrowserHandle> {
     if (this.browsers.size >= this.deps.maxBrowsers) throw new Error(`this agent already runs ${this.deps.maxBrowsers} browsers`);
@@ -17,6 +38,8 @@ export class LocalChromiumRuntime implements BrowserRuntime {
     const c = await launchChromium({
       executablePath: this.deps.executablePath,
       noSandbox: this.deps.noSandbox,
+      devtools: 'pipe',
+      user: this.deps.user,
       options: session.options,
       signal,
       timeoutMs: this.deps.startTimeoutMs,
@@ -26,7 +49,7 @@ export class LocalChromiumRuntime implements BrowserRuntime {
       throw signal.reason ?? new Error('aborted');
     }
     this.browsers.set(session.id, c);
-    this.deps.logger.info('runtime: chromium ready', { session: session.id, pid: c.pid, port: c.port, ms: Math.round(performance.now() - started) });
+    this.deps.logger.info('runtime: chromium ready', { session: session.id, pid: c.pid, user: this.deps.user?.name, ms: Math.round(performance.now() - started) });
     const exited = c.exited.then(({ code, signal: sig, stderrTail }): BrowserExit => {
       // Chromium exits 0 when a client sends Browser.close (Puppeteer's browser.close()).
       if (code === 0 && !sig) return { clean: true, reason: 'closed by the client' };
@@ -35,7 +58,12 @@ export class LocalChromiumRuntime implements BrowserRuntime {
         this.deps.logger.warn('runtime: chromium died', { session: session.id, pid: c.pid, code, signal: sig, stderr: stderrTail.trim().split('\n').slice(-5) });
       return { clean: false, reason: sig ? `the browser was killed (${sig})` : `the browser crashed (exit code ${code})` };
     });
-    return { endpoints: { host: '127.0.0.1', apiPort: c.port, browserWsPath: c.browserWsPath }, exited };
+    const devtools = new DevtoolsMux(
+      c.pipe!,
+      { profileDir: c.userDataDir, downloadDir: c.downloadDir, maxConnections: this.deps.maxConnections ?? 32 },
+      () => (this.protocolJson ??= loadProtocol()),
+    );
+    return { devtools, exited };
   }
 
   stop(id: string): Promise<void> {
@@ -60,4 +88,20 @@ export class LocalChromiumRuntime implements BrowserRuntime {
   pidOf(id: string): number | undefined {
     return this.browsers.get(id)?.pid;
   }
+
+  profileOf(id: string): string | undefined {
+    return this.browsers.get(id)?.userDataDir;
+  }
+}
+
+/**
+ * `/json/protocol`: Chromium serves the protocol it speaks; over a pipe there is no such endpoint, so
+ * the agent serves the protocol description published with the same CDP revision as its clients
+ * (`devtools-protocol`, the package Puppeteer itself is built on).
+ */
+async function loadProtocol(): Promise<unknown> {
+  const require = createRequire(import.meta.url);
+  const read = async (name: string) => JSON.parse(await readFile(require.resolve(`devtools-protocol/json/${name}`), 'utf8')) as { version: unknown; domains: unknown[] };
+  const [browser, js] = await Promise.all([read('browser_protocol.json'), read('js_protocol.json')]);
+  return { version: browser.version, domains: [...js.domains, ...browser.domains] };
 }

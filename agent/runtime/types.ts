@@ -1,11 +1,15 @@
 import type { Session, SessionEndpoints } from '../../shared/session.js';
+import type { DevtoolsMux } from './devtools-mux.js';
 
 /** How a browser ended without being asked to: `clean` when it closed itself normally (a client's
  * `Browser.close`), else a crash; `reason` is a short sentence for the session's record. */
 export type BrowserExit = { clean: boolean; reason: string };
 
 export type BrowserHandle = {
-  endpoints: SessionEndpoints;
+  /** Where the agent reaches the browser's ports (a pod); absent for a browser reached by its pipe. */
+  endpoints?: SessionEndpoints;
+  /** DevTools served by the agent over the browser's pipe (local browsers): `/json/*` and WebSockets. */
+  devtools?: DevtoolsMux;
   /** Settles when the browser ends without being asked to. */
   exited: Promise<BrowserExit>;
   /** Where the browser runs, when that is not the agent's own node (a pod's node). */

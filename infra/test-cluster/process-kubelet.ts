@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { connect, createServer, type Server } from 'node:net';
 import { request } from 'node:http';
-import { killChromium, launchChromium, type LaunchedChromium } from '../../agent/runtime/chromium.js';
+import { DEFAULT_BROWSER_USER, killChromium, launchChromium, lookupBrowserUser, type LaunchedChromium } from '../../agent/runtime/chromium.js';
 import { kubeClient, KubeHttpError, type KubeAccess } from './kube-http.js';
 
 export type ContainerRecipe = { kind: 'chromium' } | { kind: 'http-static'; body?: string } | { kind: 'exit'; afterMs: number; code: number } | { kind: 'never-ready' };
@@ -256,14 +256,16 @@ export class ProcessKubelet {
     }
     try {
       if (recipe.kind === 'chromium') {
-        const launched = await launchChromium({ executablePath: this.opts.chromiumPath, noSandbox: process.getuid?.() === 0, timeoutMs: 30_000 });
+        // A container's browser: its own port, as an unprivileged user with its sandbox on.
+        const user = process.getuid?.() === 0 ? await lookupBrowserUser(DEFAULT_BROWSER_USER) : undefined;
+        const launched = await launchChromium({ executablePath: this.opts.chromiumPath, noSandbox: false, devtools: 'port', user, timeoutMs: 30_000 });
         // The pod may have been deleted while the browser started.
         if (run.killed) {
           await killChromium(launched, 0);
           return;
         }
         c.chromium = launched;
-        const target = c.chromium.port;
+        const target = c.chromium.port!;
         c.forwarder = createServer((client) => {
           const up = connect(target, '127.0.0.1');
           client.pipe(up).pipe(client);

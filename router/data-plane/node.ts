@@ -21,8 +21,10 @@ import { bridgeMessages } from './ws-bridge.js';
  * Workers runtime must do). The browser side is opened first, and only when it accepted is the
  * client's upgrade completed, so every failure is an HTTP error with a JSON body.
  */
-export function nodeDataPlane(dp: DataPlane, opts: { mode: WebSocketMode; logger: Logger; resolve: TargetResolver; trustProxy: boolean }) {
-  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 256 * 1024 * 1024, skipUTF8Validation: true });
+export function nodeDataPlane(dp: DataPlane, opts: { mode: WebSocketMode; maxMessageBytes: number; logger: Logger; resolve: TargetResolver; trustProxy: boolean }) {
+  // In `messages` mode a message is held whole before it moves on: bounded, 1009 beyond (spliced bytes
+  // move in credited chunks and are bounded where the socket ends, at the agent or the browser).
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: opts.maxMessageBytes, skipUTF8Validation: true });
   const spliced = new Set<Socket>();
 
   async function handleRequest(req: IncomingMessage, res: ServerResponse, id: string, url: URL): Promise<void> {

@@ -5,14 +5,14 @@ import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import type { Clock } from '../../shared/clock.js';
 import type { Logger } from '../../shared/logger.js';
 import { asBytes, messageSender } from '../../shared/node-socket.js';
-import { acceptHello, admitAgent, HELLO_TIMEOUT_MS, WELCOME } from '../../shared/tunnel/handshake.js';
+import { acceptHello, admitAgent, HELLO_TIMEOUT_MS, MAX_TUNNEL_MESSAGE_BYTES, WELCOME, type AgentTokens } from '../../shared/tunnel/handshake.js';
 import { TunnelClose } from '../../shared/tunnel/protocol.js';
 import type { InProcessHub } from '../tunnel/in-process-hub.js';
 import { rejectUpgrade } from './upgrade.js';
 
 /** Accepts agent tunnels on Node's sockets: the handshake module decides, the hub owns the tunnel. */
-export function createAgentEndpoint(deps: { hub: InProcessHub; token: string; clock: Clock; logger: Logger }) {
-  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
+export function createAgentEndpoint(deps: { hub: InProcessHub; tokens: AgentTokens; clock: Clock; logger: Logger }) {
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MAX_TUNNEL_MESSAGE_BYTES });
   return {
     async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
       socket.on('error', () => {});
@@ -21,7 +21,7 @@ export function createAgentEndpoint(deps: { hub: InProcessHub; token: string; cl
       try {
         ({ cluster } = await admitAgent(
           { authorization: req.headers.authorization, upgrade: req.headers.upgrade, url: new URL(req.url ?? '/', 'http://router.invalid') },
-          deps.token,
+          deps.tokens,
         ));
       } catch (err) {
         deps.logger.warn('agent rejected', { remote, reason: (err as Error).message });

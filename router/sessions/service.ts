@@ -121,6 +121,21 @@ export class SessionService {
     return this.stop(s, 'terminated', 'deleted');
   }
 
+  /**
+   * Whether `agent` may speak for `s`: an agent of its cluster (tokens are bound to clusters), on its
+   * node. Agents of a cluster-wide runtime (Kubernetes) run the cluster's pods from any node, so for
+   * them the cluster is the bound until agents own their nodes.
+   */
+  static speaksFor(agent: AgentInfo, s: Pick<Session, 'cluster' | 'node'>): boolean {
+    return s.cluster === agent.cluster && (s.node === agent.node || agent.runtime !== 'local');
+  }
+
+  /** Of `ids`, the sessions `agent` may report health for. */
+  async reportableBy(agent: AgentInfo, ids: string[]): Promise<Set<string>> {
+    const sessions = await Promise.all(ids.map((id) => this.get(id).catch(() => null)));
+    return new Set(sessions.filter((s): s is Session => s !== null && SessionService.speaksFor(agent, s)).map((s) => s.id));
+  }
+
   /** RPCs agents call on the router. */
   agentHandlers(agent: AgentInfo): RpcHandlers {
     return {
@@ -128,25 +143,36 @@ export class SessionService {
       'agent.sync': async ({ running, snapshots }) => {
         const stop: string[] = [];
         const rebuilt: string[] = [];
+        const refused: string[] = [];
         const now = this.deps.clock.now();
         for (const id of running) {
           const s = await this.get(id);
+          // Another agent's session is none of this agent's business: neither stopped nor rebuilt.
+          if (s && !SessionService.speaksFor(agent, s)) continue;
           if (s && !isTerminal(s.status)) continue;
           const snapshot = snapshots.find((x) => x.id === id);
-          // The cluster says it runs; the store has no record at all: the store lost it, so rebuild it.
-          if (!s && snapshot && snapshot.status === 'running' && snapshot.expiresAt > now && (await this.rebuild(snapshot))) rebuilt.push(id);
-          else stop.push(id);
+          // The cluster says it runs; the store has no record at all: the store lost it, so rebuild it,
+          // but only as this agent's own, and only into a free slot.
+          const rebuildable = !s && snapshot && snapshot.status === 'running' && snapshot.expiresAt > now && SessionService.speaksFor(agent, snapshot);
+          if (rebuildable && (await this.rebuild(snapshot))) rebuilt.push(id);
+          else {
+            if (rebuildable) refused.push(id);
+            stop.push(id);
+          }
         }
         if (rebuilt.length) this.deps.logger.warn('rebuilt sessions the store had lost, from the agent', { agent: agent.agentId, sessions: rebuilt });
+        if (refused.length) this.deps.logger.warn('no free slot to rebuild sessions the agent reported; asking it to stop them', { agent: agent.agentId, sessions: refused });
         if (stop.length) this.deps.logger.warn('agent runs sessions that ended; asking it to stop them', { agent: agent.agentId, sessions: stop });
         return { stop, rebuilt };
       },
     };
   }
 
-  /** Puts back a running session the store lost. It already runs, so capacity cannot refuse it. */
+  /** Puts back a running session the store lost, taking a slot atomically like a create: refused at MAX_SESSIONS. */
   private async rebuild(snapshot: Session): Promise<boolean> {
-    const res = await this.storeCall(() => this.deps.store.create({ ...snapshot, updatedAt: this.deps.clock.now() }, { maxSessions: Number.MAX_SAFE_INTEGER, maxPerOwner: 0 }));
+    const res = await this.storeCall(() =>
+      this.deps.store.create({ ...snapshot, updatedAt: this.deps.clock.now() }, { maxSessions: this.deps.limits.maxSessions, maxPerOwner: 0 }),
+    );
     if (res.ok) this.deps.onChange?.(snapshot, null);
     return res.ok;
   }
@@ -206,7 +232,22 @@ export class SessionService {
     return res ?? s;
   }
 
+  /**
+   * A status change from an agent: `agent` when it reported on its own (checked: its cluster and node,
+   * and a running session's node never changes), null for the answer to this router's own start call.
+   */
   private async applyReport(report: SessionReport, agent: AgentInfo | null): Promise<boolean> {
+    if (agent) {
+      const s = await this.get(report.id);
+      if (!s) {
+        this.deps.logger.warn('report about an unknown session', { session: report.id, agent: agent.agentId });
+        return false;
+      }
+      if (!SessionService.speaksFor(agent, s) || (s.status === 'running' && report.node !== undefined && report.node !== s.node)) {
+        this.deps.logger.warn('refused a report about a session of another agent', { session: report.id, agent: agent.agentId, cluster: agent.cluster, node: agent.node });
+        return false;
+      }
+    }
     const change: SessionChange = { status: report.status, node: report.node, endpoints: report.endpoints, failureReason: report.failureReason };
     const res = await this.transition(report.id, change);
     if (!res) {

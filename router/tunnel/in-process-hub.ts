@@ -13,6 +13,8 @@ export type InProcessHubDeps = {
   logger: Logger;
   /** RPCs an agent may call on the router, bound to that agent. */
   handlersFor: (agent: AgentInfo) => RpcHandlers;
+  /** Of the sessions an agent reports health for, those it may speak for (its own). */
+  reportableBy: (agent: AgentInfo, ids: string[]) => Promise<Set<string>>;
   onAgentsChanged?: (agents: AgentInfo[]) => void;
   heartbeatMs?: number;
 };
@@ -35,10 +37,15 @@ export class InProcessHub implements TunnelHub {
     const handlers: RpcHandlers = {
       ...base,
       'agent.health': async (p) => {
-        const now = new Set(p.sessions.map((s) => s.id));
+        const own = await this.deps.reportableBy(
+          info,
+          p.sessions.map((s) => s.id),
+        );
+        const sessions = p.sessions.filter((s) => own.has(s.id));
+        const now = new Set(sessions.map((s) => s.id));
         for (const id of this.reported.get(info.agentId) ?? []) if (!now.has(id)) this.health.delete(id);
         this.reported.set(info.agentId, now);
-        for (const s of p.sessions) this.health.set(s.id, { reachable: s.reachable, checkedAt: p.checkedAt });
+        for (const s of sessions) this.health.set(s.id, { reachable: s.reachable, checkedAt: p.checkedAt });
         return {};
       },
     };

@@ -44,7 +44,13 @@ export class TunnelHubObject {
     const config = loadEdgeConfig(env);
     this.checkEveryMs = config.alarmIntervalMs;
     this.logger = createLogger({ level: config.logLevel, base: { component: 'edge-hub' }, write: (l) => console.log(l) });
-    this.hub = new InProcessHub({ clock: systemClock, logger: this.logger, handlersFor: (a) => this.core.service.agentHandlers(a), heartbeatMs: 0 });
+    this.hub = new InProcessHub({
+      clock: systemClock,
+      logger: this.logger,
+      handlersFor: (a) => this.core.service.agentHandlers(a),
+      reportableBy: (a, ids) => this.core.service.reportableBy(a, ids),
+      heartbeatMs: 0,
+    });
     this.dataPlane = new DataPlane({ openStream: (to, spec, o) => this.hub.openStream(to, spec, o), clock: systemClock });
     const { redis, store } = edgeRedis(config, systemClock);
     this.core = composeRouter({

@@ -9,6 +9,29 @@ import { CLUSTER_ID, Hello, PROTOCOL_VERSION, TunnelClose } from './protocol.js'
 export const AGENT_CONNECT_PATH = '/agent/connect';
 export const HELLO_TIMEOUT_MS = 5000;
 export const MAX_HELLO_BYTES = 4096;
+/** The largest tunnel message either end accepts: data frames are at most 64 KiB, control messages
+ * (a sync with every session's snapshot) far below this. A bigger one ends the tunnel with 1009
+ * before it is read, so a hostile hello or frame never sits whole in memory. */
+export const MAX_TUNNEL_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+/** Who may open a tunnel: a token bound to one cluster, or (single-cluster setups) one for any cluster. */
+export type AgentTokens = { anyCluster?: string; byCluster: Readonly<Record<string, string>> };
+
+/** `cluster:token,cluster:token` (AGENT_TOKENS). Errors name the entry, never the token. */
+export function parseAgentTokens(text: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!text?.trim()) return out;
+  text.split(',').forEach((pair, i) => {
+    const at = pair.indexOf(':');
+    const cluster = pair.slice(0, at).trim();
+    const token = pair.slice(at + 1).trim();
+    if (at <= 0 || !CLUSTER_ID.test(cluster)) throw new Error(`entry ${i + 1} is not cluster:token with a cluster id that is a DNS label`);
+    if (token.length < 16 || /\s/.test(token)) throw new Error(`the token of cluster "${cluster}" must be at least 16 characters without spaces`);
+    if (out[cluster]) throw new Error(`cluster "${cluster}" has two tokens`);
+    out[cluster] = token;
+  });
+  return out;
+}
 export const WELCOME = JSON.stringify({ t: 'welcome', v: PROTOCOL_VERSION });
 
 export function bearerToken(authorization: string | null | undefined): string | null {
@@ -22,14 +45,18 @@ export async function tokensEqual(given: string, expected: string): Promise<bool
   return bytesEqual(a, b);
 }
 
-/** Checks an agent's upgrade request before any socket exists; throws the AppError to answer with. */
+/**
+ * Checks an agent's upgrade request before any socket exists; throws the AppError to answer with. A
+ * cluster with a token of its own takes only that token: one cluster's token opens no other cluster.
+ */
 export async function admitAgent(
   req: { authorization: string | null | undefined; upgrade: string | null | undefined; url: URL },
-  agentToken: string,
+  tokens: AgentTokens,
 ): Promise<{ cluster: string }> {
   const token = bearerToken(req.authorization);
-  if (!token || !(await tokensEqual(token, agentToken))) throw new AppError('UNAUTHORIZED', 'agent token missing or wrong');
   const cluster = req.url.searchParams.get('cluster') ?? '';
+  const expected = (Object.hasOwn(tokens.byCluster, cluster) ? tokens.byCluster[cluster] : undefined) ?? tokens.anyCluster;
+  if (!token || !expected || !(await tokensEqual(token, expected))) throw new AppError('UNAUTHORIZED', 'agent token missing or wrong');
   if (!CLUSTER_ID.test(cluster)) throw new AppError('VALIDATION_FAILED', 'the agent must name its cluster (?cluster=, a DNS label)');
   if (req.upgrade?.toLowerCase() !== 'websocket') throw new AppError('UPGRADE_REQUIRED', 'WebSocket upgrade required');
   return { cluster };

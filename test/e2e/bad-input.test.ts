@@ -14,11 +14,13 @@ function expectError(res: { status: number; body: any }, status: number, code: s
 const post = (url: string, body: string, headers: Record<string, string> = { 'content-type': 'application/json' }) =>
   json(keyedFetch(TEST_KEYS.user)(url, { method: 'POST', headers, body }));
 
+const EAST_TOKEN = 'east-cluster-token-0123456789';
+
 for (const runtime of ['node', 'edge'] as const)
   describe(`bad input (${runtime} router)`, () => {
     let sys: TestSystem;
     beforeAll(async () => {
-      sys = await startSystem({ runtime, routerEnv: { MAX_SESSIONS: '1', MAX_BODY_BYTES: '2048' } });
+      sys = await startSystem({ runtime, routerEnv: { MAX_SESSIONS: '1', MAX_BODY_BYTES: '2048', AGENT_TOKENS: `east:${EAST_TOKEN}` } });
     });
     afterAll(async () => {
       await sys?.close();
@@ -120,6 +122,33 @@ for (const runtime of ['node', 'edge'] as const)
       await bad.close();
       sys.agents.splice(sys.agents.indexOf(bad), 1);
     });
+
+    it('a token bound to a cluster opens that cluster only, and a cluster with its own token takes no other', async () => {
+      const outcome = (cluster: string, token: string) =>
+        new Promise<number | 'open'>((resolve) => {
+          const ws = new WebSocket(`${sys.url.replace('http', 'ws')}/agent/connect?cluster=${cluster}`, { headers: { authorization: `Bearer ${token}` } });
+          ws.on('open', () => {
+            resolve('open');
+            ws.close();
+          });
+          ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+          ws.on('error', () => {});
+        });
+      expect(await outcome('east', EAST_TOKEN)).toBe('open');
+      expect(await outcome('local', EAST_TOKEN)).toBe(401);
+      expect(await outcome('east', TEST_TOKEN)).toBe(401);
+    });
+
+    if (runtime === 'node')
+      it('a 40 MB hello ends the tunnel at the message cap (1009) before it is read whole', async () => {
+        const [code] = await new Promise<[number, string]>((resolve) => {
+          const ws = new WebSocket(`${sys.url.replace('http', 'ws')}/agent/connect?cluster=local`, { headers: { authorization: `Bearer ${TEST_TOKEN}` } });
+          ws.on('open', () => ws.send(JSON.stringify({ t: 'hello', v: 1, clusterId: 'local', nodeName: 'x'.repeat(40 * 1024 * 1024), agentId: 'a', runtime: 'local' })));
+          ws.on('close', (c, reason) => resolve([c, reason.toString()]));
+          ws.on('error', () => {});
+        });
+        expect(code).toBe(1009);
+      });
 
     it('a socket that authenticates but speaks garbage, or says nothing, is dropped (4002); a connect without a cluster is 400', async () => {
       const closeOf = (send?: string) =>

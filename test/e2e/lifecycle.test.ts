@@ -1,6 +1,7 @@
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalChromiumRuntime } from '../../agent/runtime/local.js';
+import { DEFAULT_BROWSER_USER, lookupBrowserUser } from '../../agent/runtime/chromium.js';
 import type { BrowserRuntime } from '../../agent/runtime/types.js';
 import type { SessionView } from '../../shared/api.js';
 import { createLogger } from '../../shared/logger.js';
@@ -82,7 +83,8 @@ for (const wsMode of ['splice', 'messages'] as const)
       sys = await startSystem({ agents: 0, routerEnv: { WS_PROXY_MODE: wsMode } });
       const local = new LocalChromiumRuntime({
         executablePath: CHROMIUM,
-        noSandbox: process.getuid?.() === 0,
+        noSandbox: false,
+        user: process.getuid?.() === 0 ? await lookupBrowserUser(DEFAULT_BROWSER_USER) : undefined,
         maxBrowsers: 4,
         startTimeoutMs: 30_000,
         logger: createLogger({ level: 'silent' }),
@@ -92,7 +94,7 @@ for (const wsMode of ['splice', 'messages'] as const)
         name: 'local',
         start: async (s, signal) => {
           const h = await local.start(s, signal);
-          return { ...h, endpoints: { ...h.endpoints, uiPort: Number(new URL(pages.url).port) } };
+          return { ...h, endpoints: { host: '127.0.0.1', uiPort: Number(new URL(pages.url).port) } };
         },
         stop: (id) => local.stop(id),
         stopAll: () => local.stopAll(),

@@ -1,12 +1,16 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-/** A loopback HTTP server for browsers to visit; `/slow` holds the response until released. */
+/** A loopback HTTP server for browsers to visit; `/slow` holds the response until released, `/download` is an attachment. */
 export async function startPageServer(): Promise<{ url: string; close(): Promise<void>; releaseSlow(): void; slowWaiting(): number }> {
   const held: Array<() => void> = [];
   const server: Server = createServer((req, res) => {
     if (req.url?.startsWith('/slow')) {
       held.push(() => res.writeHead(200, { 'content-type': 'text/plain' }).end('finally'));
+      return;
+    }
+    if (req.url?.startsWith('/download')) {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-disposition': 'attachment; filename="bso-download.txt"' }).end('downloaded');
       return;
     }
     if (req.url?.startsWith('/echo')) {

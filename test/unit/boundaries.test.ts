@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { clientResponseHeaders, upgradeAnswerHeaders, upstreamRequestHeaders } from '../../router/data-plane/headers.js';
 import { errorBody, errorHeaders, errorJson, redactPath, toAppError } from '../../router/http/errors.js';
 import { AppError, ERROR_STATUS, fromWire, toWire, type ErrorCode } from '../../shared/errors.js';
-import { acceptHello, admitAgent, bearerToken, MAX_HELLO_BYTES } from '../../shared/tunnel/handshake.js';
+import { acceptHello, admitAgent, bearerToken, MAX_HELLO_BYTES, parseAgentTokens } from '../../shared/tunnel/handshake.js';
 import { PROTOCOL_VERSION, TunnelClose } from '../../shared/tunnel/protocol.js';
 import { RemoteHub, TARGET_HEADERS } from '../../router/worker/remote-hub.js';
 
@@ -65,11 +65,36 @@ describe('agent handshake', () => {
     ['a cluster that is no DNS label', { authorization: `Bearer ${token}`, upgrade: 'websocket', url: url('?cluster=Bad_Name') }, 'VALIDATION_FAILED', 400],
     ['no upgrade', { authorization: `Bearer ${token}`, upgrade: null, url: url('?cluster=a') }, 'UPGRADE_REQUIRED', 426],
   ])('refuses %s before any socket exists', async (_name, req, code, status) => {
-    await expect(admitAgent(req, token)).rejects.toMatchObject({ code, status });
+    await expect(admitAgent(req, { anyCluster: token, byCluster: {} })).rejects.toMatchObject({ code, status });
+  });
+
+  it('a token bound to a cluster opens that cluster only; a cluster with its own token takes no other', async () => {
+    const east = 'east-token-0123456789abcdef';
+    const tokens = { anyCluster: token, byCluster: { east } };
+    const req = (t: string, cluster: string) => ({ authorization: `Bearer ${t}`, upgrade: 'websocket', url: url(`?cluster=${cluster}`) });
+    await expect(admitAgent(req(east, 'east'), tokens)).resolves.toEqual({ cluster: 'east' });
+    await expect(admitAgent(req(east, 'west'), tokens)).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
+    await expect(admitAgent(req(token, 'east'), tokens)).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
+    await expect(admitAgent(req(token, 'west'), tokens)).resolves.toEqual({ cluster: 'west' });
+    // Without a token for any cluster, only the bound clusters exist.
+    await expect(admitAgent(req(token, 'west'), { byCluster: { east } })).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
+    await expect(admitAgent(req(east, '__proto__'), { byCluster: { east } })).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
+  });
+
+  it.each([
+    ['east:short', /at least 16/],
+    ['East:0123456789abcdef0', /DNS label/],
+    ['nocolon', /entry 1/],
+    ['a:0123456789abcdef0,a:0123456789abcdef1', /two tokens/],
+  ])('AGENT_TOKENS %s is refused without echoing a token', (text, why) => {
+    expect(() => parseAgentTokens(text)).toThrow(why);
+    expect(() => parseAgentTokens(text)).not.toThrow(/0123456789abcdef/);
   });
 
   it('admits a good request and reads the bearer token strictly', async () => {
-    await expect(admitAgent({ authorization: `bearer ${token}`, upgrade: 'WebSocket', url: url('?cluster=edge-1') }, token)).resolves.toEqual({ cluster: 'edge-1' });
+    await expect(admitAgent({ authorization: `bearer ${token}`, upgrade: 'WebSocket', url: url('?cluster=edge-1') }, { anyCluster: token, byCluster: {} })).resolves.toEqual({
+      cluster: 'edge-1',
+    });
     expect(bearerToken('Bearer a b')).toBeNull();
     expect(bearerToken('Basic abc')).toBeNull();
   });

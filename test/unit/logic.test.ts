@@ -61,10 +61,35 @@ describe('config', () => {
     });
     expect(c).toMatchObject({ redis: { host: 'r', port: 6380, password: 'p' }, sessionTimeoutSec: 60, maxSessions: 3, logLevel: 'warn' });
     expect(loadRouterConfig({ AGENT_TOKEN: 'x'.repeat(20) }).redis).toBeNull();
-    expect(loadAgentConfig({ AGENT_TOKEN: 'x'.repeat(20), ROUTER_URL: 'http://r:3000' }, true)).toMatchObject({
+    expect(loadAgentConfig({ AGENT_TOKEN: 'x'.repeat(20), ROUTER_URL: 'http://r:3000', ALLOW_INSECURE_TUNNEL: 'true' }, true)).toMatchObject({
       routerUrl: 'ws://r:3000/agent/connect?cluster=local',
+      // A root agent runs browsers as the unprivileged account, sandbox on unless said otherwise.
+      chromiumUser: 'bso-chromium',
+      noSandbox: false,
+    });
+    expect(loadAgentConfig({ AGENT_TOKEN: 'x'.repeat(20), ROUTER_URL: 'http://127.0.0.1:3000', CHROMIUM_NO_SANDBOX: 'true' }, false)).toMatchObject({
+      chromiumUser: undefined,
       noSandbox: true,
     });
+    expect(() => loadAgentConfig({ AGENT_TOKEN: 'x'.repeat(20), ROUTER_URL: 'https://r', CHROMIUM_USER: 'root; rm -rf /' }, true)).toThrow(/CHROMIUM_USER/);
+  });
+
+  it.each([
+    ['ws://router.example.com', false],
+    ['http://10.0.0.5:3000', false],
+    ['wss://router.example.com', true],
+    ['https://router.example.com', true],
+    ['ws://127.0.0.1:3000', true],
+    ['http://localhost:3000', true],
+    ['ws://[::1]:3000', true],
+  ])('the agent token goes over cleartext only to loopback unless ALLOW_INSECURE_TUNNEL: %s → %s', (url, allowed) => {
+    const load = (extra: Record<string, string> = {}) => loadAgentConfig({ AGENT_TOKEN: 'x'.repeat(20), ROUTER_URL: url, ...extra }, false);
+    if (allowed) expect(load().routerUrl).toMatch(/^wss?:\/\//);
+    else {
+      expect(load).toThrow(/ALLOW_INSECURE_TUNNEL/);
+      expect(() => load()).not.toThrow(/x{20}/);
+      expect(load({ ALLOW_INSECURE_TUNNEL: 'true' }).routerUrl).toMatch(/^ws:\/\//);
+    }
   });
 });
 

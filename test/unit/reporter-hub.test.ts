@@ -94,7 +94,14 @@ describe('InProcessHub', () => {
   function setup() {
     const clock = new ManualClock();
     const changes: number[] = [];
-    const hub = new InProcessHub({ clock, logger, handlersFor: () => ({}), onAgentsChanged: (a) => changes.push(a.length), heartbeatMs: 0 });
+    const hub = new InProcessHub({
+      clock,
+      logger,
+      handlersFor: () => ({}),
+      reportableBy: async (_a, ids) => new Set(ids),
+      onAgentsChanged: (a) => changes.push(a.length),
+      heartbeatMs: 0,
+    });
     return { clock, hub, changes };
   }
 

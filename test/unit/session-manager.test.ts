@@ -84,7 +84,7 @@ describe('SessionManager', () => {
     runtime.ready(s.id);
     expect(await started).toMatchObject({ id: s.id, status: 'running', node: 'pod-node', endpoints: { apiPort: 9222 } });
     expect(reports).toEqual([]);
-    expect(manager.endpoints(s.id)?.browserWsPath).toBe('/devtools/browser/b');
+    expect(manager.browser(s.id)?.endpoints?.browserWsPath).toBe('/devtools/browser/b');
     expect(await metric('browser_sessions_running')).toBe(1);
     expect(await metric('browser_sessions_total')).toBe(1);
   });
@@ -183,7 +183,7 @@ describe('SessionManager', () => {
     await manager.stop(s.id, 'deleted');
     expect((await started).status).toBe('terminated');
     expect(runtime.stopped.filter((id) => id === s.id).length).toBeGreaterThanOrEqual(1);
-    expect(manager.endpoints(s.id)).toBeNull();
+    expect(manager.browser(s.id)).toBeNull();
   });
 
   it('adoption reports its outcome (nobody asked for it) and does not count as a new session', async () => {

@@ -218,6 +218,47 @@ describe('SessionService', () => {
     expect((await service.get(lost.id))?.status).toBe('running');
   });
 
+  it('an agent speaks only for its own sessions: another cluster, another node, or a new node for a running session are refused', async () => {
+    const { service } = setup();
+    const s = await service.create({}, ANONYMOUS, { waitMs: 1000 });
+    expect((await service.get(s.id))?.status).toBe('running');
+    const rogues: AgentInfo[] = [
+      { ...agent, agentId: 'rogue/1', cluster: 'other' },
+      { ...agent, agentId: 'node-b/1', node: 'node-b' },
+      { ...agent, agentId: 'kube/1', cluster: 'other', runtime: 'kubernetes' },
+    ];
+    for (const rogue of rogues) {
+      const handlers = service.agentHandlers(rogue);
+      await expect(handlers['session.report']!(report(s.id, 'failed', { node: rogue.node, failureReason: 'taken' }))).resolves.toEqual({ accepted: false });
+      // Its sync neither stops nor rebuilds what is not its own.
+      await expect(handlers['agent.sync']!({ running: [s.id], snapshots: [] })).resolves.toEqual({ stop: [], rebuilt: [] });
+      expect(await service.reportableBy(rogue, [s.id])).toEqual(new Set());
+    }
+    // Its own agent cannot move it to another node either (that would take its traffic).
+    const own = service.agentHandlers(agent);
+    await expect(own['session.report']!(report(s.id, 'running', { node: 'node-b' }))).resolves.toEqual({ accepted: false });
+    expect(await service.get(s.id)).toMatchObject({ status: 'running', node: 'node-a' });
+    expect(await service.reportableBy(agent, [s.id, '44444444-4444-4444-8444-444444444444'])).toEqual(new Set([s.id]));
+  });
+
+  it('agent.sync: a rebuild takes a slot like a create: beyond MAX_SESSIONS the agent is told to stop instead', async () => {
+    const { service, clock } = setup({ maxSessions: 2 });
+    const handlers = service.agentHandlers(agent);
+    const real = await service.create({}, ANONYMOUS, { waitMs: 1000 });
+    const fakes: Session[] = Array.from({ length: 5 }, (_, i) => ({
+      ...real,
+      id: `5555555${i}-5555-4555-8555-555555555555`,
+      status: 'running' as const,
+      expiresAt: clock.now() + 60_000,
+    }));
+    const foreign: Session = { ...fakes[0]!, id: '66666666-6666-4666-8666-666666666666', cluster: 'other' };
+    const res = await handlers['agent.sync']!({ running: [...fakes.map((f) => f.id), foreign.id], snapshots: [...fakes, foreign] });
+    expect(res.rebuilt).toEqual([fakes[0]!.id]);
+    expect(res.stop).toEqual([...fakes.slice(1).map((f) => f.id), foreign.id]);
+    expect(await service.get(foreign.id)).toBeNull();
+    await expect(service.create({}, ANONYMOUS, null)).rejects.toMatchObject({ code: 'CAPACITY_EXHAUSTED' });
+  });
+
   it('serves proxied look-ups from a short cache that status changes refresh', async () => {
     const { service, clock, store } = setup({ proxyCacheTtlMs: 2000 });
     const s = await service.create({}, ANONYMOUS, { waitMs: 1000 });
