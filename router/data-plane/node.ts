@@ -114,12 +114,15 @@ export function nodeDataPlane(dp: DataPlane, opts: { mode: WebSocketMode; maxMes
     };
     stream.onDrain = () => socket.resume();
     stream.onClose = (_code, reason, byPeer) => {
-      spliced.delete(socket);
       // The agent closes with a frame of its own; when the tunnel itself failed, say so here.
       if (!byPeer && !socket.destroyed && tracker.atBoundary && !tracker.sawClose) socket.write(closeFrame(1011, reason ?? 'tunnel closed'));
       socket.end();
+      // A socket paused mid-message (the far end closed while the client was still sending, e.g.
+      // 1009) must read on, or it never sees the client's end and never closes.
+      socket.resume();
     };
     socket.on('data', (chunk: Buffer) => {
+      if (stream.isClosed) return;
       if (!stream.write('data', chunk)) socket.pause();
     });
     socket.on('close', () => {
