@@ -28,12 +28,11 @@ export function createProxyHandler(deps: { sessions: SessionManager; clock: Cloc
     onStreamOpen(stream: TunnelStream, spec: StreamSpec): void {
       const browser = deps.sessions.browser(spec.sessionId);
       if (!browser) return stream.reject(new AppError('SESSION_NOT_RUNNING', `session ${spec.sessionId} is not running on this agent`));
+      // A browser on a pipe serves its DevTools through the agent; anything else is reached at a port.
       const devtools = spec.target === 'api' ? browser.devtools : undefined;
       const ep = browser.endpoints;
       const port = spec.target === 'ui' ? ep?.uiPort : ep?.apiPort;
-      if (!ep || !port) {
-        if (!devtools) return stream.reject(new AppError('NOT_FOUND', spec.target === 'ui' ? 'this session has no UI' : 'this session has no browser port'));
-      }
+      if (!devtools && (!ep || !port)) return stream.reject(new AppError('NOT_FOUND', spec.target === 'ui' ? 'this session has no UI' : 'this session has no browser port'));
       const touch = () => deps.sessions.touch(spec.sessionId);
       touch();
       let closeForSessionEnd = (code: number, reason: string) => stream.close(code, reason);

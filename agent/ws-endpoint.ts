@@ -4,6 +4,7 @@ import { AppError } from '../shared/errors.js';
 import type { StreamSpec } from '../shared/tunnel/protocol.js';
 import type { TunnelStream } from '../shared/tunnel/stream.js';
 import { closeFrame, sendableCloseCode } from '../shared/ws-frames.js';
+import { chainClose } from './splice.js';
 
 /** The client's WebSocket, ended here at the agent (the browser behind it speaks over a pipe, not a socket). */
 export type WsEndpoint = {
@@ -47,7 +48,7 @@ export function acceptWebSocket(stream: TunnelStream, spec: StreamSpec, handlers
 function acceptMessages(stream: TunnelStream, handlers: WsHandlers): WsEndpoint {
   stream.accept({ status: 101, headers: [] });
   stream.onData = (_kind, payload) => handlers.onMessage(asBuffer(payload), () => stream.consumed(payload.byteLength));
-  stream.onClose = chain(stream.onClose, () => handlers.onClose());
+  stream.onClose = chainClose(stream.onClose, () => handlers.onClose());
   stream.start();
   return {
     send: (message) => stream.write('text', message),
@@ -104,7 +105,7 @@ function acceptRaw(stream: TunnelStream, spec: StreamSpec, handlers: WsHandlers,
     if (held) owed += payload.byteLength;
     else stream.consumed(payload.byteLength);
   };
-  stream.onClose = chain(stream.onClose, () => handlers.onClose());
+  stream.onClose = chainClose(stream.onClose, () => handlers.onClose());
   stream.start();
   return {
     send: (message) => sendFrame(0x1, message),
@@ -138,12 +139,5 @@ function once(fn: () => void): () => void {
     if (done) return;
     done = true;
     fn();
-  };
-}
-
-function chain(prev: TunnelStream['onClose'], next: () => void): TunnelStream['onClose'] {
-  return (code, reason, byPeer) => {
-    prev?.(code, reason, byPeer);
-    next();
   };
 }

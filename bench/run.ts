@@ -3,7 +3,7 @@
  * (http-proxy-3, what steel-browser and browserless use), create-to-ready against a bare Chromium
  * launch, and status reads against Redis; prints one table with ratios and the issue's floors.
  */
-import { DEFAULT_BROWSER_USER, killChromium, launchChromium, lookupBrowserUser, type LaunchOptions } from '../agent/runtime/chromium.js';
+import { browserUserOfThisProcess, killChromium, launchChromium, type LaunchOptions } from '../agent/runtime/chromium.js';
 import { CHROMIUM, pidsMatching, requireBinary, startRedis } from '../harness/processes.js';
 import { spawnEntry, type Spawned } from '../harness/spawn.js';
 import { startEdgeRouter } from '../harness/edge.js';
@@ -44,7 +44,7 @@ async function main(): Promise<void> {
     executablePath: CHROMIUM,
     noSandbox: false,
     devtools: 'pipe',
-    user: process.getuid?.() === 0 ? await lookupBrowserUser(DEFAULT_BROWSER_USER) : undefined,
+    user: await browserUserOfThisProcess(),
     timeoutMs: 30_000,
   };
   try {

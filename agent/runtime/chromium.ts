@@ -34,6 +34,12 @@ export async function lookupBrowserUser(name: string): Promise<BrowserUser> {
   return { name, uid, gid };
 }
 
+/** The account browsers of this process run as: the default unprivileged one when it is root, else
+ * none (a non-root process runs them as itself). */
+export async function browserUserOfThisProcess(): Promise<BrowserUser | undefined> {
+  return process.getuid?.() === 0 ? lookupBrowserUser(DEFAULT_BROWSER_USER) : undefined;
+}
+
 /** Flags that keep a headless Chromium from reaching the network or any shared state on its own. */
 export function chromiumArgs(opts: { userDataDir: string; noSandbox: boolean; devtools: DevtoolsTransport; options?: SessionOptions }): string[] {
   const args = [

@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { connect, createServer, type Server } from 'node:net';
 import { request } from 'node:http';
-import { DEFAULT_BROWSER_USER, killChromium, launchChromium, lookupBrowserUser, type LaunchedChromium } from '../../agent/runtime/chromium.js';
+import { browserUserOfThisProcess, killChromium, launchChromium, type BrowserUser, type LaunchedChromium } from '../../agent/runtime/chromium.js';
 import { kubeClient, KubeHttpError, type KubeAccess } from './kube-http.js';
 
 export type ContainerRecipe = { kind: 'chromium' } | { kind: 'http-static'; body?: string } | { kind: 'exit'; afterMs: number; code: number } | { kind: 'never-ready' };
@@ -47,6 +47,8 @@ type PodRun = {
 const now = () => new Date().toISOString().replace(/\.\d+Z$/, 'Z');
 
 export class ProcessKubelet {
+  /** Looked up once, at the first browser container. */
+  private browserUser: Promise<BrowserUser | undefined> | undefined;
   private readonly kube;
   private readonly pods = new Map<string, PodRun>();
   private readonly stopping = new AbortController();
@@ -257,7 +259,7 @@ export class ProcessKubelet {
     try {
       if (recipe.kind === 'chromium') {
         // A container's browser: its own port, as an unprivileged user with its sandbox on.
-        const user = process.getuid?.() === 0 ? await lookupBrowserUser(DEFAULT_BROWSER_USER) : undefined;
+        const user = await (this.browserUser ??= browserUserOfThisProcess());
         const launched = await launchChromium({ executablePath: this.opts.chromiumPath, noSandbox: false, devtools: 'port', user, timeoutMs: 30_000 });
         // The pod may have been deleted while the browser started.
         if (run.killed) {

@@ -1,7 +1,7 @@
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalChromiumRuntime } from '../../agent/runtime/local.js';
-import { DEFAULT_BROWSER_USER, lookupBrowserUser } from '../../agent/runtime/chromium.js';
+import { browserUserOfThisProcess } from '../../agent/runtime/chromium.js';
 import type { BrowserRuntime } from '../../agent/runtime/types.js';
 import type { SessionView } from '../../shared/api.js';
 import { createLogger } from '../../shared/logger.js';
@@ -84,7 +84,7 @@ for (const wsMode of ['splice', 'messages'] as const)
       const local = new LocalChromiumRuntime({
         executablePath: CHROMIUM,
         noSandbox: false,
-        user: process.getuid?.() === 0 ? await lookupBrowserUser(DEFAULT_BROWSER_USER) : undefined,
+        user: await browserUserOfThisProcess(),
         maxBrowsers: 4,
         startTimeoutMs: 30_000,
         logger: createLogger({ level: 'silent' }),
