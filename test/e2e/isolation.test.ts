@@ -131,13 +131,18 @@ describe('isolation: a browser cannot touch its host, its agent or another sessi
     for (const ns of rendererNs) expect(ns).not.toBe(browserNs);
     // Its environment: a HOME in its profile and a PATH, none of the secrets the agent and router hold.
     const environ = (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0').filter(Boolean);
-    const names = new Set(environ.map((e) => e.split('=')[0]));
-    // (Debian's chromium wrapper adds its own CHROMIUM_FLAGS, CHROME_* and public GOOGLE_* values.)
-    for (const inherited of Object.keys(process.env)) if (!['HOME', 'PATH', 'LANG', 'PWD'].includes(inherited)) expect(names.has(inherited), inherited).toBe(false);
+    const env = new Map(environ.map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]));
+    const names = new Set(env.keys());
+    // What the runtime sets itself points into the profile; every other variable of the agent's
+    // environment is absent. (Debian's chromium wrapper adds CHROMIUM_FLAGS, CHROME_* and its public
+    // GOOGLE_* values; the shell sets PWD.)
+    const profile = runtime().profileOf(s.id)!;
+    for (const own of ['HOME', 'XDG_CONFIG_HOME', 'XDG_CACHE_HOME']) expect(env.get(own), own).toMatch(new RegExp(`^${profile}(/|$)`));
+    const setByRuntime = ['HOME', 'PATH', 'LANG', 'PWD', 'XDG_CONFIG_HOME', 'XDG_CACHE_HOME'];
+    for (const inherited of Object.keys(process.env)) if (!setByRuntime.includes(inherited)) expect(names.has(inherited), inherited).toBe(false);
     expect(names.has(CANARY)).toBe(false);
     const all = environ.join('\n');
     for (const secret of [TEST_TOKEN, TEST_SESSION_SECRET, ...Object.values(TEST_KEYS), process.env[CANARY]!]) expect(all).not.toContain(secret);
-    expect(environ).toContain(`HOME=${runtime().profileOf(s.id)}`);
     await remove(s.id);
   });
 
