@@ -16,7 +16,7 @@ const AgentEnv = z.object({
   K8S_NAMESPACE: z
     .string()
     .regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be a DNS label')
-    .default('default'),
+    .default('bso-sessions'),
   BROWSER_API_IMAGE: z.string().min(1).default('bso/browser-api:latest'),
   BROWSER_UI_IMAGE: z.string().min(1).default('bso/browser-ui:latest'),
   BROWSER_API_PORT: intVar(9222, 1, 65535),
@@ -26,6 +26,9 @@ const AgentEnv = z.object({
   POD_CPU_LIMIT: z.string().default('1'),
   POD_MEMORY_REQUEST: z.string().default('512Mi'),
   POD_MEMORY_LIMIT: z.string().default('1Gi'),
+  POD_EPHEMERAL_STORAGE_REQUEST: z.string().default('256Mi'),
+  POD_EPHEMERAL_STORAGE_LIMIT: z.string().default('2Gi'),
+  POD_RUN_AS_USER: intVar(1000, 1, 2 ** 31 - 1),
   K8S_SCHEDULE_TIMEOUT_MS: intVar(30_000, 1000),
   CHROMIUM_PATH: z.string().default('/usr/bin/chromium'),
   CHROMIUM_USER: z
@@ -33,6 +36,7 @@ const AgentEnv = z.object({
     .regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'must be a user name')
     .default(DEFAULT_BROWSER_USER),
   CHROMIUM_NO_SANDBOX: z.enum(['true', 'false']).default('false'),
+  CHROMIUM_FIREWALL: z.enum(['true', 'false']).default('true'),
   MAX_WS_MESSAGE_BYTES: intVar(64 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
   MAX_DEVTOOLS_CONNECTIONS: intVar(32, 1, 1000),
   LOCAL_MAX_BROWSERS: intVar(16, 1, 1000),
@@ -55,6 +59,8 @@ export type AgentConfig = {
   /** The account browsers run as, when the agent runs as root (Chromium never does). */
   chromiumUser: string | undefined;
   noSandbox: boolean;
+  /** Keep the browser account off this host's own addresses (nftables); only with `chromiumUser`. */
+  firewall: boolean;
   maxWsMessageBytes: number;
   maxDevtoolsConnections: number;
   localMaxBrowsers: number;
@@ -90,12 +96,21 @@ export function loadAgentConfig(env: Env, isRoot: boolean): AgentConfig {
       apiPort: e.BROWSER_API_PORT,
       uiPort: e.BROWSER_UI_PORT,
       jobTtlSeconds: e.JOB_TTL_SECONDS,
-      resources: { cpuRequest: e.POD_CPU_REQUEST, cpuLimit: e.POD_CPU_LIMIT, memoryRequest: e.POD_MEMORY_REQUEST, memoryLimit: e.POD_MEMORY_LIMIT },
+      resources: {
+        cpuRequest: e.POD_CPU_REQUEST,
+        cpuLimit: e.POD_CPU_LIMIT,
+        memoryRequest: e.POD_MEMORY_REQUEST,
+        memoryLimit: e.POD_MEMORY_LIMIT,
+        ephemeralStorageRequest: e.POD_EPHEMERAL_STORAGE_REQUEST,
+        ephemeralStorageLimit: e.POD_EPHEMERAL_STORAGE_LIMIT,
+      },
+      runAsUser: e.POD_RUN_AS_USER,
       scheduleTimeoutMs: e.K8S_SCHEDULE_TIMEOUT_MS,
     },
     chromiumPath: e.CHROMIUM_PATH,
     chromiumUser: isRoot ? e.CHROMIUM_USER : undefined,
     noSandbox: e.CHROMIUM_NO_SANDBOX === 'true',
+    firewall: e.CHROMIUM_FIREWALL === 'true',
     maxWsMessageBytes: e.MAX_WS_MESSAGE_BYTES,
     maxDevtoolsConnections: e.MAX_DEVTOOLS_CONNECTIONS,
     localMaxBrowsers: e.LOCAL_MAX_BROWSERS,

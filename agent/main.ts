@@ -8,6 +8,7 @@ import { checkBrowsers } from './health.js';
 import { createAgentMetrics, serveMetrics } from './metrics.js';
 import { createProxyHandler } from './proxy.js';
 import { Reporter } from './reporter.js';
+import { installBrowserFirewall } from './runtime/browser-firewall.js';
 import { lookupBrowserUser } from './runtime/chromium.js';
 import { LocalChromiumRuntime } from './runtime/local.js';
 import type { BrowserRuntime } from './runtime/types.js';
@@ -32,7 +33,7 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
   // Closures below reach `tunnel` only after it is constructed.
   const reporter = new Reporter({ peer: () => tunnel.current, logger });
   const sessions = new SessionManager({ runtime, clock, logger, metrics, nodeName: config.nodeName, report: (r) => reporter.report(r) });
-  const proxy = createProxyHandler({ sessions, clock, logger, maxWsMessageBytes: config.maxWsMessageBytes });
+  const proxy = createProxyHandler({ sessions, clock, logger, maxWsMessageBytes: config.maxWsMessageBytes, maxWebSocketsPerSession: config.maxDevtoolsConnections });
 
   const tunnel: TunnelClient = new TunnelClient({
     url: config.routerUrl,
@@ -108,10 +109,14 @@ async function createRuntime(config: AgentConfig, clock: Clock, logger: Logger):
     return new KubernetesRuntime({ kc, clock, logger, scheduleTimeoutMs, startTimeoutMs: config.startTimeoutMs, settings: { ...settings, cluster: config.clusterId } });
   }
   if (config.noSandbox) logger.warn('CHROMIUM_NO_SANDBOX=true: browsers run without their sandbox');
+  const user = config.chromiumUser ? await lookupBrowserUser(config.chromiumUser) : undefined;
+  if (!user) logger.warn("not root: browsers run as this agent's own account and can reach whatever it can (its ports, loopback services)");
+  else if (config.firewall) await installBrowserFirewall(user.uid);
+  else logger.warn(`CHROMIUM_FIREWALL=false: browsers (${user.name}) can reach this host's loopback services`);
   return new LocalChromiumRuntime({
     executablePath: config.chromiumPath,
     noSandbox: config.noSandbox,
-    user: config.chromiumUser ? await lookupBrowserUser(config.chromiumUser) : undefined,
+    user,
     maxConnections: config.maxDevtoolsConnections,
     maxBrowsers: config.localMaxBrowsers,
     startTimeoutMs: config.startTimeoutMs,

@@ -22,8 +22,10 @@ const CONNECT_TIMEOUT_MS = 10_000;
 const ABNORMAL_CLOSE_GRACE_MS = 2000;
 
 /** Carries streams opened by the router to the session's browser: HTTP exchanges and WebSockets. */
-export function createProxyHandler(deps: { sessions: SessionManager; clock: Clock; logger: Logger; maxWsMessageBytes: number }) {
+export function createProxyHandler(deps: { sessions: SessionManager; clock: Clock; logger: Logger; maxWsMessageBytes: number; maxWebSocketsPerSession: number }) {
   const httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 64 });
+  /** Open WebSockets per session reached at a port (a browser on a pipe is held to the same cap by its mux). */
+  const webSockets = new Map<string, number>();
   return {
     onStreamOpen(stream: TunnelStream, spec: StreamSpec): void {
       const browser = deps.sessions.browser(spec.sessionId);
@@ -49,6 +51,19 @@ export function createProxyHandler(deps: { sessions: SessionManager; clock: Cloc
         if (spec.kind === 'http') serveDevtoolsHttp(stream, spec, devtools);
         else closeForSessionEnd = serveDevtoolsWs(stream, spec, devtools, { touch, abnormalClose });
         return;
+      }
+      if (spec.kind !== 'http') {
+        const open = webSockets.get(spec.sessionId) ?? 0;
+        if (open >= deps.maxWebSocketsPerSession) {
+          untrack();
+          return stream.reject(new AppError('TOO_MANY_CONNECTIONS', `this session already has ${open} open WebSockets`));
+        }
+        webSockets.set(spec.sessionId, open + 1);
+        stream.onClose = chainClose(stream.onClose, () => {
+          const left = (webSockets.get(spec.sessionId) ?? 1) - 1;
+          if (left > 0) webSockets.set(spec.sessionId, left);
+          else webSockets.delete(spec.sessionId);
+        });
       }
       const { host } = ep!;
       const path = spec.kind !== 'http' && spec.target === 'api' && /^\/devtools\/browser\/?(\?.*)?$/.test(spec.path) ? (ep!.browserWsPath ?? spec.path) : spec.path;

@@ -2,14 +2,18 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { KubeConfig, loadAllYaml } from '@kubernetes/client-node';
+import { KubeConfig } from '@kubernetes/client-node';
+import { parseAllDocuments } from 'yaml';
 import { ensureBinaries, startControlPlane, stopControlPlane, type ControlPlane } from '../infra/test-cluster/control-plane.js';
 import { kubeClient, KubeHttpError, type KubeClient } from '../infra/test-cluster/kube-http.js';
 import { ProcessKubelet, type ContainerRecipe } from '../infra/test-cluster/process-kubelet.js';
 import { CHROMIUM, requireBinary } from './processes.js';
 
 export const NODE = 'bso-node-1';
-export const NAMESPACE = 'bso';
+/** Where sessions' Jobs and pods run (Pod Security `restricted`). */
+export const NAMESPACE = 'bso-sessions';
+/** Where the router's and agent's ServiceAccount and Secrets live. */
+export const SYSTEM_NAMESPACE = 'bso';
 
 /** Images the process kubelet knows; anything else fails to pull. */
 export const TEST_IMAGES: Record<string, ContainerRecipe> = {
@@ -42,6 +46,7 @@ const PATHS: Record<string, (ns?: string) => string> = {
   Service: (ns) => `/api/v1/namespaces/${ns}/services`,
   DaemonSet: (ns) => `/apis/apps/v1/namespaces/${ns}/daemonsets`,
   Deployment: (ns) => `/apis/apps/v1/namespaces/${ns}/deployments`,
+  NetworkPolicy: (ns) => `/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies`,
 };
 
 /**
@@ -50,7 +55,8 @@ const PATHS: Record<string, (ns?: string) => string> = {
  */
 export async function applyManifest(admin: KubeClient, file: string, opts: { dryRun?: boolean } = {}): Promise<string[]> {
   const kinds: string[] = [];
-  for (const doc of loadAllYaml(readFileSync(file, 'utf8')) as Array<{ kind: string; metadata: { namespace?: string } }>) {
+  // Plain objects, as written: client-node's loadAllYaml maps them onto its classes (`from` becomes `_from`).
+  for (const doc of parseAllDocuments(readFileSync(file, 'utf8')).map((d) => d.toJS()) as Array<{ kind: string; metadata: { namespace?: string } }>) {
     const path = PATHS[doc.kind];
     if (!path) throw new Error(`applyManifest: no path for kind ${doc.kind}`);
     kinds.push(doc.kind);
@@ -79,14 +85,13 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined | n
   }
 }
 
-/** Applies the project's namespace and RBAC; returns a token of the agent's ServiceAccount (TokenRequest). */
+/** Applies the project's namespaces, RBAC and NetworkPolicies; returns a token of the agent's ServiceAccount (TokenRequest). */
 async function installProject(admin: KubeClient): Promise<string> {
   const manifests = new URL('../infra/k8s/', import.meta.url).pathname;
-  await applyManifest(admin, join(manifests, 'namespace.yaml'));
-  await applyManifest(admin, join(manifests, 'rbac.yaml'));
+  for (const file of ['namespace.yaml', 'rbac.yaml', 'network-policies.yaml']) await applyManifest(admin, join(manifests, file));
   // Pods are refused until the namespace's default ServiceAccount exists.
   await until('default ServiceAccount', () => admin.call('GET', `/api/v1/namespaces/${NAMESPACE}/serviceaccounts/default`), 30_000);
-  const tr = await admin.call('POST', `/api/v1/namespaces/${NAMESPACE}/serviceaccounts/bso-agent/token`, {
+  const tr = await admin.call('POST', `/api/v1/namespaces/${SYSTEM_NAMESPACE}/serviceaccounts/bso-agent/token`, {
     apiVersion: 'authentication.k8s.io/v1',
     kind: 'TokenRequest',
     spec: { expirationSeconds: 3600 },

@@ -8,6 +8,7 @@ import { Miniflare } from 'miniflare';
 export async function bundleWorker(): Promise<{ file: string; cleanup(): Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), 'bso-edge-'));
   const file = join(dir, 'worker.mjs');
+  const cleanup = () => rm(dir, { recursive: true, force: true });
   await build({
     entryPoints: [new URL('../router/worker.ts', import.meta.url).pathname],
     bundle: true,
@@ -18,8 +19,11 @@ export async function bundleWorker(): Promise<{ file: string; cleanup(): Promise
     mainFields: ['browser', 'module', 'main'],
     outfile: file,
     logLevel: 'silent',
+  }).catch(async (err: unknown) => {
+    await cleanup();
+    throw err;
   });
-  return { file, cleanup: () => rm(dir, { recursive: true, force: true }) };
+  return { file, cleanup };
 }
 
 /** The Workers router in miniflare (real workerd) on a free loopback port. */

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from '../infra/test-cluster/control-plane.js';
+import { freePort, makeServerCertificate } from '../infra/test-cluster/control-plane.js';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
@@ -14,16 +14,53 @@ export function requireBinary(path: string, hint: string): void {
 
 export { freePort };
 
-export type RedisServer = { host: string; port: number; url: string; pid: number; stop(): Promise<void> };
+export type RedisServer = {
+  host: string;
+  port: number;
+  /** With the ACL user's name and password, `rediss://` when TLS. */
+  url: string;
+  /** TLS: the PEM file of the CA that signed the server's certificate. */
+  caFile?: string;
+  pid: number;
+  stop(): Promise<void>;
+};
+
+export type RedisServerOptions = {
+  /** Serve TLS only (`--tls-port`, no plain port), with a certificate from a CA made for this server. */
+  tls?: boolean;
+  /** An ACL user with exactly these rules; the `default` user is switched off. */
+  aclUser?: { name: string; password: string; rules: string };
+};
 
 /** A real redis-server on a free loopback port, with a throwaway data dir and no persistence. */
-export async function startRedis(): Promise<RedisServer> {
+export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisServer> {
   const bin = process.env.REDIS_SERVER_PATH ?? '/usr/bin/redis-server';
   requireBinary(bin, 'install the Debian package redis-server (.ci/run does)');
   const dir = await mkdtemp(join(tmpdir(), 'bso-redis-'));
+  if (opts.tls) makeServerCertificate(dir, 'redis', '127.0.0.1');
+  const user = opts.aclUser;
+  const auth = user ? `${encodeURIComponent(user.name)}:${encodeURIComponent(user.password)}@` : '';
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
-    const proc = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
+    const listen = opts.tls
+      ? [
+          '--port',
+          '0',
+          '--tls-port',
+          String(port),
+          '--tls-cert-file',
+          join(dir, 'redis.crt'),
+          '--tls-key-file',
+          join(dir, 'redis.key'),
+          '--tls-ca-cert-file',
+          join(dir, 'ca.crt'),
+          '--tls-auth-clients',
+          'no',
+        ]
+      : ['--port', String(port)];
+    // redis-server takes each argument as one token of the directive.
+    const acl = user ? ['--user', 'default', 'off', '--user', user.name, 'on', `>${user.password}`, ...user.rules.split(' ')] : [];
+    const proc = spawn(bin, [...listen, ...acl, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
     });
@@ -39,7 +76,8 @@ export async function startRedis(): Promise<RedisServer> {
       return {
         host: '127.0.0.1',
         port,
-        url: `redis://127.0.0.1:${port}`,
+        url: `${opts.tls ? 'rediss' : 'redis'}://${auth}127.0.0.1:${port}`,
+        caFile: opts.tls ? join(dir, 'ca.crt') : undefined,
         pid: proc.pid!,
         stop: async () => {
           await killGroup(proc);

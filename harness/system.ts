@@ -71,26 +71,12 @@ export async function startSystem(
   let router: RunningRouter | undefined;
   let url: string;
   let redisUrl = opts.routerEnv?.REDIS_URL;
-  if (runtime === 'node') {
-    router = await startRouter(loadRouterConfig({ PORT: '0', HOST: '127.0.0.1', AGENT_TOKEN: TEST_TOKEN, LOG_LEVEL: logLevel, ...authEnv, ...opts.routerEnv }));
-    url = router.url;
-    cleanups.push(() => router!.close());
-  } else {
-    const redis = await startRedis();
-    redisUrl = redis.url;
-    const rest = await startUpstashRest(redis.url, 'edge-rest-token');
-    const { REDIS_URL: _ignored, WS_PROXY_MODE: _mode, ...vars } = opts.routerEnv ?? {};
-    const edge = await startEdgeRouter({
-      bindings: { AGENT_TOKEN: TEST_TOKEN, LOG_LEVEL: logLevel, ...authEnv, ...vars, UPSTASH_REDIS_REST_URL: rest.url, UPSTASH_REDIS_REST_TOKEN: 'edge-rest-token' },
-    });
-    url = edge.url;
-    cleanups.push(
-      () => edge.close(),
-      () => rest.close(),
-      () => redis.stop(),
-    );
-  }
   const agents: RunningAgent[] = [];
+  const close = async () => {
+    await Promise.all(agents.map((a) => a.close()));
+    // Last started, first stopped.
+    for (const c of cleanups.splice(0).reverse()) await c();
+  };
   const addAgent = async (env: Record<string, string> = {}) => {
     const agent = await startAgent(
       loadAgentConfig(
@@ -111,8 +97,31 @@ export async function startSystem(
     agents.push(agent);
     return agent;
   };
-  for (let i = 0; i < (opts.agents ?? 1); i++) await addAgent();
-  if (agents.length) await waitFor(async () => ((await (await sysFetch(`${url}/health`)).json()) as { agents: unknown[] }).agents.length === agents.length, 15_000);
+  try {
+    if (runtime === 'node') {
+      router = await startRouter(loadRouterConfig({ PORT: '0', HOST: '127.0.0.1', AGENT_TOKEN: TEST_TOKEN, LOG_LEVEL: logLevel, ...authEnv, ...opts.routerEnv }));
+      url = router.url;
+      cleanups.push(() => router!.close());
+    } else {
+      const redis = await startRedis();
+      cleanups.push(() => redis.stop());
+      redisUrl = redis.url;
+      const rest = await startUpstashRest(redis.url, 'edge-rest-token');
+      cleanups.push(() => rest.close());
+      const { REDIS_URL: _ignored, WS_PROXY_MODE: _mode, ...vars } = opts.routerEnv ?? {};
+      const edge = await startEdgeRouter({
+        bindings: { AGENT_TOKEN: TEST_TOKEN, LOG_LEVEL: logLevel, ...authEnv, ...vars, UPSTASH_REDIS_REST_URL: rest.url, UPSTASH_REDIS_REST_TOKEN: 'edge-rest-token' },
+      });
+      cleanups.push(() => edge.close());
+      url = edge.url;
+    }
+    for (let i = 0; i < (opts.agents ?? 1); i++) await addAgent();
+    if (agents.length) await waitFor(async () => ((await (await sysFetch(`${url}/health`)).json()) as { agents: unknown[] }).agents.length === agents.length, 15_000);
+  } catch (err) {
+    // Nothing half-started is left behind: the test's afterAll never sees a system to close.
+    await close();
+    throw err;
+  }
   return {
     router,
     runtime,
@@ -121,10 +130,7 @@ export async function startSystem(
     redisUrl,
     fetch: sysFetch,
     addAgent,
-    close: async () => {
-      await Promise.all(agents.map((a) => a.close()));
-      for (const c of cleanups) await c();
-    },
+    close,
   };
 }
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { IoredisConnection } from './store/ioredis-commands.js';
 import { parseAgentTokens, type AgentTokens } from '../shared/tunnel/handshake.js';
 import { ConfigError, intVar, isLoopbackHost, logLevelVar, optionalString, parseEnv, type Env } from '../shared/env.js';
 import { parseEnvKeys, type EnvKey } from './auth/keys.js';
@@ -26,10 +27,18 @@ const RouterEnv = z.object({
   PUBLIC_URL: z.preprocess((v) => (v === '' ? undefined : v), z.url().optional()),
   ALLOWED_HOSTS: commaList(),
   TRUST_PROXY: boolVar(),
-  REDIS_URL: optionalString(),
+  REDIS_URL: optionalString().pipe(
+    z
+      .string()
+      .regex(/^rediss?:\/\/[^\s]+$/, 'must be a redis:// or rediss:// (TLS) URL')
+      .optional(),
+  ),
   REDIS_HOST: optionalString(),
   REDIS_PORT: intVar(6379, 1, 65535),
+  REDIS_USERNAME: optionalString(),
   REDIS_PASSWORD: optionalString(),
+  REDIS_TLS: boolVar(),
+  REDIS_TLS_CA_FILE: optionalString(),
   REDIS_KEY_PREFIX: z.string().default('{bso}:'),
   AGENT_TOKEN: optionalString().pipe(z.string().min(16, 'must be at least 16 characters').optional()),
   AGENT_TOKENS: optionalString(),
@@ -77,7 +86,7 @@ export type RouterConfig = {
   /** Hosts `cdpUrl`/`proxyUrl` may be built from; empty: the runtime's default (the listen address and localhost). */
   allowedHosts: string[];
   trustProxy: boolean;
-  redis: { url: string } | { host: string; port: number; password?: string } | null;
+  redis: IoredisConnection | null;
   redisKeyPrefix: string;
   /** AGENT_TOKENS (bound to a cluster each) and AGENT_TOKEN (any cluster without its own). */
   agentTokens: AgentTokens;
@@ -180,13 +189,25 @@ export function loadRouterConfig(env: Env, runtime: 'node' | 'edge' = 'node'): R
   };
 }
 
-type RedisVars = { REDIS_URL?: string; REDIS_HOST?: string; REDIS_PORT: number; REDIS_PASSWORD?: string };
-const redisOf = (e: RedisVars): RouterConfig['redis'] =>
-  e.REDIS_URL ? { url: e.REDIS_URL } : e.REDIS_HOST ? { host: e.REDIS_HOST, port: e.REDIS_PORT, password: e.REDIS_PASSWORD } : null;
+const REDIS_VARS = { REDIS_URL: true, REDIS_HOST: true, REDIS_PORT: true, REDIS_USERNAME: true, REDIS_PASSWORD: true, REDIS_TLS: true, REDIS_TLS_CA_FILE: true } as const;
+type RedisVars = Pick<z.infer<typeof RouterEnv>, keyof typeof REDIS_VARS>;
+
+/**
+ * Where Redis is and how to reach it: TLS with `rediss://` or `REDIS_TLS=true` (the CA from a file,
+ * read by the Node process that connects: this module also runs on Workers), an ACL user by URL or
+ * `REDIS_USERNAME`.
+ */
+function redisOf(e: RedisVars): RouterConfig['redis'] {
+  const useTls = e.REDIS_TLS || e.REDIS_URL?.startsWith('rediss://') || e.REDIS_TLS_CA_FILE !== undefined;
+  const withTls = useTls ? { tls: e.REDIS_TLS_CA_FILE ? { caFile: e.REDIS_TLS_CA_FILE } : {} } : {};
+  if (e.REDIS_URL) return { url: e.REDIS_URL, ...withTls };
+  if (e.REDIS_HOST) return { host: e.REDIS_HOST, port: e.REDIS_PORT, username: e.REDIS_USERNAME, password: e.REDIS_PASSWORD, ...withTls };
+  return null;
+}
 
 /** What `npm run keys` needs: where the router's Redis is (the same variables the router reads). */
 export function loadKeysConfig(env: Env): { redis: NonNullable<RouterConfig['redis']>; redisKeyPrefix: string } {
-  const e = parseEnv(RouterEnv.pick({ REDIS_URL: true, REDIS_HOST: true, REDIS_PORT: true, REDIS_PASSWORD: true, REDIS_KEY_PREFIX: true }), env);
+  const e = parseEnv(RouterEnv.pick({ ...REDIS_VARS, REDIS_KEY_PREFIX: true }), env);
   const redis = redisOf(e);
   if (!redis) throw new ConfigError("invalid configuration:\n  REDIS_URL: keys are stored in the router's Redis; set REDIS_URL (or REDIS_HOST)");
   return { redis, redisKeyPrefix: e.REDIS_KEY_PREFIX };

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs what running and testing need on a fresh Debian machine: Chromium and redis-server from
-# Debian, then the npm dependencies. Safe to run again.
+# Installs what running and testing need on a fresh Debian machine: Chromium, redis-server, openssl
+# and nftables from Debian, then the npm dependencies. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# nft: an agent running as root keeps its browsers' account off this host's loopback services.
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 if [ ${#need[@]} -gt 0 ]; then

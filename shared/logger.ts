@@ -44,3 +44,30 @@ export function createLogger(opts: { level: LogLevel; base?: Record<string, unkn
   };
   return make(opts.base ?? {});
 }
+
+/**
+ * A warning a peer can provoke at will (a malformed frame, a refused stream), logged at most
+ * `perWindow` times per `windowMs`; the first line of the next window says how many were held back,
+ * so a flood shows up as a count, not as a flood.
+ */
+export function rateLimitedWarn(logger: Logger, now: () => number, opts: { perWindow?: number; windowMs?: number } = {}): (msg: string, fields?: Record<string, unknown>) => void {
+  const perWindow = opts.perWindow ?? 5;
+  const windowMs = opts.windowMs ?? 60_000;
+  let windowStart = -Infinity;
+  let logged = 0;
+  let suppressed = 0;
+  return (msg, fields) => {
+    const t = now();
+    if (t - windowStart >= windowMs) {
+      windowStart = t;
+      logged = 0;
+    }
+    if (logged >= perWindow) {
+      suppressed++;
+      return;
+    }
+    logged++;
+    logger.warn(msg, suppressed > 0 ? { ...fields, suppressedBefore: suppressed } : fields);
+    suppressed = 0;
+  };
+}

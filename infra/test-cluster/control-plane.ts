@@ -54,23 +54,27 @@ function openssl(args: string[], cwd: string): void {
   execFileSync('openssl', args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
-function makeCerts(dir: string): void {
+/**
+ * A throwaway CA (`ca.crt`) and a certificate it signed for a server on 127.0.0.1/localhost
+ * (`<name>.crt`, `<name>.key`), made with openssl in `dir`.
+ */
+export function makeServerCertificate(dir: string, name: string, cn: string): void {
   writeFileSync(join(dir, 'san.cnf'), '[ext]\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n');
   openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '30', '-subj', '/CN=bso-test-ca'], dir);
-  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'apiserver.key', '-out', 'apiserver.csr', '-subj', '/CN=kube-apiserver'], dir);
+  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`], dir);
   openssl(
     [
       'x509',
       '-req',
       '-in',
-      'apiserver.csr',
+      `${name}.csr`,
       '-CA',
       'ca.crt',
       '-CAkey',
       'ca.key',
       '-CAcreateserial',
       '-out',
-      'apiserver.crt',
+      `${name}.crt`,
       '-days',
       '30',
       '-extfile',
@@ -80,6 +84,10 @@ function makeCerts(dir: string): void {
     ],
     dir,
   );
+}
+
+function makeCerts(dir: string): void {
+  makeServerCertificate(dir, 'apiserver', 'kube-apiserver');
   openssl(['genrsa', '-out', 'sa.key', '2048'], dir);
   openssl(['rsa', '-in', 'sa.key', '-pubout', '-out', 'sa.pub'], dir);
 }

@@ -1,10 +1,27 @@
+import { readFileSync } from 'node:fs';
 import { Redis, type RedisOptions } from 'ioredis';
+import { ConfigError } from '../../shared/env.js';
 import { CREATE_SESSION, RATE_LIMIT, UPDATE_SESSION } from './redis-scripts.js';
 import type { RedisCommands, ScriptName } from './redis-commands.js';
 
 type Scripted = Redis & Record<'bsoCreate' | 'bsoUpdate' | 'bsoRate', (...keysThenArgs: Array<string | number>) => Promise<unknown>>;
 
-export type IoredisConnection = { url: string } | { host: string; port: number; password?: string };
+/** TLS to Redis; the CA in `caFile` (PEM) replaces the system's when given. */
+export type RedisTls = { caFile?: string };
+
+export type IoredisConnection = ({ url: string } | { host: string; port: number; username?: string; password?: string }) & { tls?: RedisTls };
+
+/** The CA file is read once, when the process connects; a bad one stops start-up with the variable named. */
+function readCaFile(file: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`invalid configuration:\n  REDIS_TLS_CA_FILE: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new ConfigError(`invalid configuration:\n  REDIS_TLS_CA_FILE: ${file} holds no PEM certificate`);
+  return pem;
+}
 
 /** ioredis: bounded commands, auto-pipelining, scripts by EVALSHA with EVAL fallback (defineCommand). */
 export class IoredisCommands implements RedisCommands {
@@ -19,7 +36,10 @@ export class IoredisCommands implements RedisCommands {
       enableAutoPipelining: true,
       retryStrategy: (times) => Math.min(50 * 2 ** times, 2000) + Math.floor(Math.random() * 100),
     };
-    const redis = 'url' in connection ? new Redis(connection.url, common) : new Redis({ ...common, ...connection });
+    // An explicit `tls` wins over the bare TLS a rediss:// URL asks for, so the CA given applies to it too.
+    const tls: RedisOptions = connection.tls ? { tls: connection.tls.caFile ? { ca: readCaFile(connection.tls.caFile) } : {} } : {};
+    const { tls: _settings, ...where } = connection;
+    const redis = 'url' in where ? new Redis(where.url, { ...common, ...tls }) : new Redis({ ...common, ...where, ...tls });
     // Without a listener ioredis prints unhandled 'error' events; failures surface through commands.
     redis.on('error', () => {});
     redis.defineCommand('bsoCreate', { numberOfKeys: 5, lua: CREATE_SESSION });

@@ -14,6 +14,9 @@ export const MAX_HELLO_BYTES = 4096;
  * before it is read, so a hostile hello or frame never sits whole in memory. */
 export const MAX_TUNNEL_MESSAGE_BYTES = 4 * 1024 * 1024;
 
+/** Streams one tunnel carries at once (each a proxied request or WebSocket); more are refused with 429. */
+export const MAX_TUNNEL_STREAMS = 1024;
+
 /** Who may open a tunnel: a token bound to one cluster, or (single-cluster setups) one for any cluster. */
 export type AgentTokens = { anyCluster?: string; byCluster: Readonly<Record<string, string>> };
 

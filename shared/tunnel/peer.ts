@@ -1,5 +1,6 @@
 import type { Clock, TimerHandle } from '../clock.js';
-import type { Logger } from '../logger.js';
+import { rateLimitedWarn, type Logger } from '../logger.js';
+import { MAX_TUNNEL_STREAMS } from './handshake.js';
 import { decodeFrame, encodeFrame, type FrameKind } from './frames.js';
 import { AppError, fromWire, toWire, type ErrorCode, type WireError } from '../errors.js';
 import { ControlMessage, Rpc, type RpcMethod, type RpcParams, type RpcResult, type StreamSpec } from './protocol.js';
@@ -26,6 +27,8 @@ export type TunnelPeerOptions = {
   /** 0 turns the timer off. */
   /** Declare the link dead when nothing arrived for this long. */
   deadAfterMs?: number;
+  /** Open streams at once, either way (default MAX_TUNNEL_STREAMS). */
+  maxStreams?: number;
 };
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: TimerHandle; method: RpcMethod };
@@ -49,9 +52,14 @@ export class TunnelPeer {
   private readonly window: number;
   private readonly wire: StreamWire;
   private closeListeners: Array<(reason: string) => void> = [];
+  private readonly maxStreams: number;
+  /** What the other side can provoke is logged at a bounded rate. */
+  private readonly warnPeer: (msg: string, fields?: Record<string, unknown>) => void;
 
   constructor(private readonly opts: TunnelPeerOptions) {
     this.window = opts.windowBytes ?? 1024 * 1024;
+    this.maxStreams = opts.maxStreams ?? MAX_TUNNEL_STREAMS;
+    this.warnPeer = rateLimitedWarn(opts.logger, () => opts.clock.now());
     this.lastSeen = opts.clock.now();
     this.wire = {
       sendFrame: (kind: FrameKind, sid: number, payload: Uint8Array) => this.sendRaw(encodeFrame(kind, sid, payload)),
@@ -90,6 +98,7 @@ export class TunnelPeer {
   /** `bodyless` ends our direction in the same message (a GET saves one message per request). */
   openStream(spec: StreamSpec, opts: { bodyless?: boolean } = {}): TunnelStream {
     if (this.closedWith) throw new AppError(this.closedWith.code, this.closedWith.message);
+    if (this.streams.size >= this.maxStreams) throw new AppError('TOO_MANY_CONNECTIONS', `the agent's tunnel already carries ${this.maxStreams} streams`);
     const sid = this.nextStreamId++;
     const stream = new TunnelStream(sid, this.wire, this.window);
     this.streams.set(sid, stream);
@@ -107,12 +116,12 @@ export class TunnelPeer {
     try {
       parsed = JSON.parse(data);
     } catch {
-      this.opts.logger.warn('tunnel: dropped a control message that is not JSON', { bytes: data.length });
+      this.warnPeer('tunnel: dropped a control message that is not JSON', { bytes: data.length });
       return;
     }
     const msg = ControlMessage.safeParse(parsed);
     if (!msg.success) {
-      this.opts.logger.warn('tunnel: dropped an invalid control message', { issues: msg.error.issues.slice(0, 3) });
+      this.warnPeer('tunnel: dropped an invalid control message', { issues: msg.error.issues.slice(0, 3) });
       return;
     }
     this.dispatch(msg.data);
@@ -156,13 +165,13 @@ export class TunnelPeer {
   private receiveFrame(data: Uint8Array): void {
     const frame = decodeFrame(data);
     if (!frame) {
-      this.opts.logger.warn('tunnel: dropped a malformed binary frame', { bytes: data.byteLength });
+      this.warnPeer('tunnel: dropped a malformed binary frame', { bytes: data.byteLength });
       return;
     }
     const stream = this.streams.get(frame.sid);
     if (!stream) return; // raced with a close; the peer learns from our close message
     if (!stream.receiveFrame(frame.kind, frame.payload)) {
-      this.opts.logger.warn('tunnel: peer overran its stream window', { sid: frame.sid });
+      this.warnPeer('tunnel: peer overran its stream window', { sid: frame.sid });
       stream.close(1008, 'flow control violated');
     }
   }
@@ -195,6 +204,13 @@ export class TunnelPeer {
       case 'open': {
         if (!this.opts.onStreamOpen || this.streams.has(msg.sid)) {
           this.sendRaw(JSON.stringify({ t: 'open_failed', sid: msg.sid, error: { code: 'BAD_REQUEST', message: 'streams are not accepted here' } }));
+          return;
+        }
+        if (this.streams.size >= this.maxStreams) {
+          this.warnPeer('tunnel: refused a stream over the cap', { sid: msg.sid, open: this.streams.size });
+          this.sendRaw(
+            JSON.stringify({ t: 'open_failed', sid: msg.sid, error: { code: 'TOO_MANY_CONNECTIONS', message: `this tunnel already carries ${this.maxStreams} streams` } }),
+          );
           return;
         }
         const stream = new TunnelStream(msg.sid, this.wire, this.window);

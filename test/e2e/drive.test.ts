@@ -4,7 +4,7 @@ import puppeteer from 'puppeteer-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SessionView } from '../../shared/api.js';
 import type { LocalChromiumRuntime } from '../../agent/runtime/local.js';
-import { startPageServer } from '../helpers/pages.js';
+import { PAGES_ORIGIN, serveTestPages, serveTestPagesPuppeteer } from '../helpers/pages.js';
 import WebSocket from 'ws';
 import { groupMembers } from '../../agent/runtime/devtools.js';
 import { isAlive, pidsMatching, startRedis, type RedisServer } from '../../harness/processes.js';
@@ -22,16 +22,13 @@ for (const [storeKind, wsMode, runtime] of [
   describe(`end to end: ${runtime} router, ${storeKind} store, ${wsMode} WebSocket proxy`, () => {
     let sys: TestSystem;
     let redis: RedisServer | undefined;
-    let pages: Awaited<ReturnType<typeof startPageServer>>;
 
     beforeAll(async () => {
       if (storeKind === 'redis') redis = await startRedis();
-      pages = await startPageServer();
       sys = await startSystem({ runtime, routerEnv: { WS_PROXY_MODE: wsMode, ...(redis ? { REDIS_URL: redis.url } : {}) } });
     });
     afterAll(async () => {
       await sys?.close();
-      await pages?.close();
       await redis?.stop();
       expect(await pidsMatching('bso-chromium-')).toEqual([]);
     });
@@ -59,10 +56,11 @@ for (const [storeKind, wsMode, runtime] of [
 
       const browser = await chromium.connectOverCDP(s.cdpUrl);
       const context = browser.contexts()[0] ?? (await browser.newContext());
+      await serveTestPages(context);
       const page = await context.newPage();
-      await page.goto(`${pages.url}/`);
+      await page.goto(`${PAGES_ORIGIN}/`);
       expect(await page.evaluate(() => (window as unknown as { answer: number }).answer)).toBe(42);
-      expect(await page.textContent('#greeting')).toBe('Hello from loopback');
+      expect(await page.textContent('#greeting')).toBe('Hello from the test');
       const png = await page.screenshot();
       expect([...png.subarray(0, 4)]).toEqual(PNG_MAGIC);
       expect(png.byteLength).toBeGreaterThan(1000);
@@ -90,7 +88,8 @@ for (const [storeKind, wsMode, runtime] of [
       const pid = localRuntime().pidOf(s.id)!;
       const browser = await puppeteer.connect({ browserWSEndpoint: s.cdpUrl, protocolTimeout: 20_000 });
       const page = await browser.newPage();
-      await page.goto(`${pages.url}/`);
+      await serveTestPagesPuppeteer(page);
+      await page.goto(`${PAGES_ORIGIN}/`);
       expect(await page.evaluate(() => document.title)).toBe('bso test page');
       const shot = await page.screenshot();
       expect([...shot.subarray(0, 4)]).toEqual(PNG_MAGIC);
@@ -105,7 +104,9 @@ for (const [storeKind, wsMode, runtime] of [
       const s = await create();
       const pid = localRuntime().pidOf(s.id)!;
       const browser = await puppeteer.connect({ browserWSEndpoint: s.cdpUrl, protocolTimeout: 20_000 });
-      await (await browser.newPage()).goto(`${pages.url}/`);
+      const page = await browser.newPage();
+      await serveTestPagesPuppeteer(page);
+      await page.goto(`${PAGES_ORIGIN}/`);
       await browser.close();
       await waitFor(async () => (await json(sys.fetch(`${sys.url}/sessions/${s.id}/status`))).body.status !== 'running', 10_000, 'session ended');
       const after = await json<SessionView>(sys.fetch(`${sys.url}/sessions/${s.id}`));

@@ -1,4 +1,8 @@
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { once } from 'node:events';
+import { connect } from 'node:net';
+import { promisify } from 'node:util';
 import { readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,12 +11,13 @@ import { chromium } from 'playwright-core';
 import puppeteer from 'puppeteer-core';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BROWSER_FIREWALL_TABLE, nftBinary } from '../../agent/runtime/browser-firewall.js';
 import { groupMembers } from '../../agent/runtime/devtools.js';
 import type { LocalChromiumRuntime } from '../../agent/runtime/local.js';
 import type { SessionView } from '../../shared/api.js';
-import { pidsMatching } from '../../harness/processes.js';
+import { pidsMatching, startRedis, type RedisServer } from '../../harness/processes.js';
 import { json, startSystem, TEST_KEYS, TEST_SESSION_SECRET, TEST_TOKEN, waitFor, type TestSystem } from '../../harness/system.js';
-import { startPageServer } from '../helpers/pages.js';
+import { PAGES_ORIGIN, serveTestPages, serveTestPagesPuppeteer, testPageResponse } from '../helpers/pages.js';
 
 const isRoot = process.getuid?.() === 0;
 /** A small message cap, so going over it is cheap to test. */
@@ -38,13 +43,18 @@ async function rawCdp(url: string) {
   let next = 1;
   const waiting = new Map<number, (m: any) => void>();
   const events: any[] = [];
+  const listeners: Array<(m: any) => void> = [];
   ws.on('message', (data) => {
     const m = JSON.parse(data.toString());
     if (m.id !== undefined && waiting.has(m.id)) waiting.get(m.id)!(m);
-    else events.push(m);
+    else {
+      events.push(m);
+      for (const l of listeners) l(m);
+    }
   });
   return {
     events,
+    onEvent: (l: (m: any) => void) => listeners.push(l),
     send: (method: string, params: object = {}, sessionId?: string) =>
       new Promise<any>((resolve) => {
         const id = next++;
@@ -82,17 +92,17 @@ const statusField = async (pid: number, field: string) => new RegExp(`^${field}:
 
 describe('isolation: a browser cannot touch its host, its agent or another session', () => {
   let sys: TestSystem;
-  let pages: Awaited<ReturnType<typeof startPageServer>>;
+  let redis: RedisServer;
   const strays: string[] = [];
 
   beforeAll(async () => {
     process.env[CANARY] = `canary-${process.pid}-0123456789`;
-    pages = await startPageServer();
+    redis = await startRedis();
     sys = await startSystem({ agentEnv: { MAX_WS_MESSAGE_BYTES: String(CAP) } });
   });
   afterAll(async () => {
     await sys?.close();
-    await pages?.close();
+    await redis?.stop();
     for (const p of strays) await rm(p, { recursive: true, force: true });
     delete process.env[CANARY];
     expect(await pidsMatching('bso-chromium-')).toEqual([]);
@@ -150,14 +160,40 @@ describe('isolation: a browser cannot touch its host, its agent or another sessi
     const s = await create();
     const pid = runtime().pidOf(s.id)!;
     const browser = await chromium.connectOverCDP(s.cdpUrl);
+    await serveTestPages(browser.contexts()[0]!);
     const page = await browser.contexts()[0]!.newPage();
-    await page.goto(`${pages.url}/`);
+    await page.goto(`${PAGES_ORIGIN}/`);
     const listening = await listeningInodes();
     const members = await groupMembers(pid);
     expect(members.length).toBeGreaterThan(2);
     for (const member of members) for (const inode of await socketInodesOf(member)) expect(listening.has(inode), `process ${member} listens on a TCP port`).toBe(false);
     const profile = runtime().profileOf(s.id)!;
     expect(existsSync(join(profile, 'DevToolsActivePort'))).toBe(false);
+    await browser.close();
+    await remove(s.id);
+  });
+
+  it.runIf(isRoot)('a page cannot reach this host: the router, Redis and the agent’s metrics refuse the browser’s account', async () => {
+    const s = await create();
+    const browser = await chromium.connectOverCDP(s.cdpUrl);
+    const page = await browser.contexts()[0]!.newPage();
+    const services = { router: `${sys.url}/livez`, redis: `http://127.0.0.1:${new URL(redis.url).port}/`, metrics: sys.agents[0]!.metricsUrl };
+    for (const [name, url] of Object.entries(services)) {
+      // Each one listens: this process (root) gets through, so a refusal is the firewall's.
+      const port = Number(new URL(url).port);
+      const probe = connect(port, '127.0.0.1');
+      await once(probe, 'connect');
+      probe.destroy();
+      const failure = await page.goto(url, { timeout: 15_000 }).then(
+        (r) => `reached it: ${r?.status()}`,
+        (err: Error) => err.message,
+      );
+      expect(failure, name).toContain('net::ERR_CONNECTION_REFUSED');
+    }
+    // By the agent's rule for the browser's account.
+    const firewall = await promisify(execFile)(nftBinary(), ['list', 'table', 'inet', BROWSER_FIREWALL_TABLE], { timeout: 10_000 });
+    const uid = Number((await statusField(runtime().pidOf(s.id)!, 'Uid')).split(/\s+/)[0]);
+    expect(firewall.stdout).toContain(`meta skuid != ${uid} accept`);
     await browser.close();
     await remove(s.id);
   });
@@ -214,7 +250,15 @@ describe('isolation: a browser cannot touch its host, its agent or another sessi
     expect(set.error).toBeUndefined();
     const { result } = await cdp.send('Target.createTarget', { url: 'about:blank' });
     const { result: attached } = await cdp.send('Target.attachToTarget', { targetId: result.targetId, flatten: true });
-    await cdp.send('Page.navigate', { url: `${pages.url}/download` }, attached.sessionId);
+    // The download comes from the test origin, answered over CDP (browsers may not reach this host).
+    cdp.onEvent((m) => {
+      if (m.method !== 'Fetch.requestPaused') return;
+      const r = testPageResponse(m.params.request.url);
+      const responseHeaders = Object.entries(r.headers).map(([name, value]) => ({ name, value }));
+      void cdp.send('Fetch.fulfillRequest', { requestId: m.params.requestId, responseCode: r.status, responseHeaders, body: Buffer.from(r.body).toString('base64') }, m.sessionId);
+    });
+    await cdp.send('Fetch.enable', { patterns: [{ urlPattern: `${PAGES_ORIGIN}/*` }] }, attached.sessionId);
+    await cdp.send('Page.navigate', { url: `${PAGES_ORIGIN}/download` }, attached.sessionId);
     await waitFor(() => cdp.events.some((e) => e.method === 'Browser.downloadProgress' && e.params.state === 'completed'), 15_000, 'the download');
     expect(existsSync(asked)).toBe(false);
     expect(await readdir(join(profile, 'Downloads'))).toHaveLength(1);
@@ -237,10 +281,12 @@ describe('isolation: a browser cannot touch its host, its agent or another sessi
     const s = await create();
     const pw = await chromium.connectOverCDP(s.cdpUrl);
     const pp = await puppeteer.connect({ browserWSEndpoint: s.cdpUrl });
+    await serveTestPages(pw.contexts()[0]!);
     const pwPage = await pw.contexts()[0]!.newPage();
-    await pwPage.goto(`${pages.url}/`);
+    await pwPage.goto(`${PAGES_ORIGIN}/`);
     const ppPage = await pp.newPage();
-    await ppPage.goto(`${pages.url}/?puppeteer`);
+    await serveTestPagesPuppeteer(ppPage);
+    await ppPage.goto(`${PAGES_ORIGIN}/?puppeteer`);
     expect(await pwPage.evaluate(() => (window as unknown as { answer: number }).answer)).toBe(42);
     expect(await ppPage.evaluate(() => location.search)).toBe('?puppeteer');
     // chrome-remote-interface: /json/protocol, /json/list and a page's own WebSocket, all through the proxy.
@@ -250,8 +296,8 @@ describe('isolation: a browser cannot touch its host, its agent or another sessi
     const protocol = await CDP.Protocol(options);
     expect(protocol.domains.map((d: { domain: string }) => d.domain)).toEqual(expect.arrayContaining(['Runtime', 'Page', 'Target']));
     const targets = await CDP.List(options);
-    expect(targets.map((t: { url: string }) => t.url)).toEqual(expect.arrayContaining([`${pages.url}/`, `${pages.url}/?puppeteer`]));
-    const target = targets.find((t: { url: string }) => t.url === `${pages.url}/`)!;
+    expect(targets.map((t: { url: string }) => t.url)).toEqual(expect.arrayContaining([`${PAGES_ORIGIN}/`, `${PAGES_ORIGIN}/?puppeteer`]));
+    const target = targets.find((t: { url: string }) => t.url === `${PAGES_ORIGIN}/`)!;
     const cri = await CDP({ ...options, target: target.webSocketDebuggerUrl });
     const evaluated = await cri.Runtime.evaluate({ expression: 'document.title + ":" + window.answer' });
     expect(evaluated.result.value).toBe('bso test page:42');

@@ -9,6 +9,9 @@ import { startPageServer } from '../helpers/pages.js';
 import { CHROMIUM, pidsMatching, startRedis, type RedisServer } from '../../harness/processes.js';
 import { bearer, json, keyedFetch, startSystem, TEST_KEYS, TEST_METRICS_TOKEN, waitFor, type TestSystem } from '../../harness/system.js';
 
+/** The agent of the agent-loss suite holds each session to this many WebSockets. */
+const WS_PER_SESSION = 3;
+
 const createSession = async (url: string, body: object = {}) => {
   const res = await json<SessionView>(
     keyedFetch(TEST_KEYS.user)(`${url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
@@ -103,9 +106,15 @@ for (const wsMode of ['splice', 'messages'] as const)
       const { loadAgentConfig } = await import('../../agent/config.js');
       const { TEST_TOKEN } = await import('../../harness/system.js');
       sys.agents.push(
-        await startAgent(loadAgentConfig({ ROUTER_URL: sys.url, AGENT_TOKEN: TEST_TOKEN, NODE_NAME: 'n1', METRICS_PORT: '0', LOG_LEVEL: 'silent' }, process.getuid?.() === 0), {
-          runtime: withUi,
-        }),
+        await startAgent(
+          loadAgentConfig(
+            { ROUTER_URL: sys.url, AGENT_TOKEN: TEST_TOKEN, NODE_NAME: 'n1', METRICS_PORT: '0', MAX_DEVTOOLS_CONNECTIONS: String(WS_PER_SESSION), LOG_LEVEL: 'silent' },
+            process.getuid?.() === 0,
+          ),
+          {
+            runtime: withUi,
+          },
+        ),
       );
       await waitFor(async () => (await json(sys.fetch(`${sys.url}/health`))).body.agents.length === 1, 5000, 'agent');
     });
@@ -113,6 +122,44 @@ for (const wsMode of ['splice', 'messages'] as const)
       await sys?.close();
       await pages?.close();
       expect(await pidsMatching('bso-chromium-')).toEqual([]);
+    });
+
+    it('holds a session to MAX_DEVTOOLS_CONNECTIONS WebSockets at a port (the UI): one more gets 429, a freed one is taken again', async () => {
+      const s = await createSession(sys.url);
+      const open = (): Promise<WebSocket | number> =>
+        new Promise((resolve, reject) => {
+          const ws = new WebSocket(`${s.proxyUrl}/ui/ws`);
+          ws.once('open', () => resolve(ws));
+          ws.once('unexpected-response', (_req, res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          });
+          ws.once('error', reject);
+        });
+      const sockets = [];
+      for (let i = 0; i < WS_PER_SESSION; i++) sockets.push(await open());
+      expect(sockets.every((w) => w instanceof WebSocket)).toBe(true);
+      expect(await open()).toBe(429);
+      // The ones open still carry messages.
+      const first = sockets[0] as WebSocket;
+      const echoed = new Promise<string>((r) => first.once('message', (d) => r(d.toString())));
+      first.send('still here');
+      expect(await echoed).toBe('still here');
+      await new Promise<void>((r) => {
+        first.once('close', () => r());
+        first.close(1000);
+      });
+      await waitFor(
+        async () => {
+          const again = await open();
+          if (again instanceof WebSocket) sockets[0] = again;
+          return again instanceof WebSocket;
+        },
+        5000,
+        'a freed WebSocket slot',
+      );
+      for (const w of sockets) (w as WebSocket).terminate();
+      await sys.fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
     });
 
     it('streams large request and response bodies both ways, on the Node and the fetch path', async () => {
@@ -133,7 +180,7 @@ for (const wsMode of ['splice', 'messages'] as const)
       const s = await createSession(sys.url);
       const uiOk = await fetch(`${s.proxyUrl}/ui/`);
       expect(uiOk.status).toBe(200);
-      expect(await uiOk.text()).toContain('Hello from loopback');
+      expect(await uiOk.text()).toContain('Hello from the test');
       const cdp = new WebSocket(s.cdpUrl);
       await new Promise((r, j) => cdp.once('open', r).once('error', j));
       const cdpClosed = new Promise<number>((r) => cdp.once('close', (code) => r(code)));
@@ -211,9 +258,13 @@ describe('store outage', () => {
     await redis?.stop();
   });
 
-  it('/health is 503 and API calls answer 503 STORE_UNAVAILABLE while Redis is down', async () => {
+  it('/health and /readyz are 503 and API calls answer 503 STORE_UNAVAILABLE while Redis is down; /livez stays 200', async () => {
     expect((await sys.fetch(`${sys.url}/health`)).status).toBe(200);
+    expect((await fetch(`${sys.url}/readyz`)).status).toBe(200);
     await redis.stop();
+    // Liveness never depends on the store: a Redis outage restarts no router.
+    expect((await fetch(`${sys.url}/livez`)).status).toBe(200);
+    expect((await fetch(`${sys.url}/readyz`)).status).toBe(503);
     const health = await json(sys.fetch(`${sys.url}/health`));
     expect(health.status).toBe(503);
     expect(health.body.store.ok).toBe(false);

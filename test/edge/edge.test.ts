@@ -7,7 +7,7 @@ import { loadAgentConfig } from '../../agent/config.js';
 import { startAgent, type RunningAgent } from '../../agent/main.js';
 import type { SessionView } from '../../shared/api.js';
 import { startEdgeRouter } from '../../harness/edge.js';
-import { startPageServer } from '../helpers/pages.js';
+import { PAGES_ORIGIN, serveTestPages, serveTestPagesPuppeteer } from '../helpers/pages.js';
 import { CHROMIUM, isAlive, pidsMatching, requireBinary, startRedis, type RedisServer } from '../../harness/processes.js';
 import { spawnEntry } from '../../harness/spawn.js';
 import { bearer, json, KEYED_ROUTER_ENV, keyedFetch, TEST_KEYS, TEST_METRICS_TOKEN, TEST_TOKEN, waitFor } from '../../harness/system.js';
@@ -21,13 +21,11 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
   let rest: Awaited<ReturnType<typeof startUpstashRest>>;
   let edge: Awaited<ReturnType<typeof startEdgeRouter>>;
   let agent: RunningAgent;
-  let pages: Awaited<ReturnType<typeof startPageServer>>;
 
   beforeAll(async () => {
     requireBinary(CHROMIUM, 'install the Debian package chromium');
     redis = await startRedis();
     rest = await startUpstashRest(redis.url, 'edge-rest-token');
-    pages = await startPageServer();
     edge = await startEdgeRouter({
       bindings: {
         AGENT_TOKEN: TEST_TOKEN,
@@ -50,7 +48,6 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
   afterAll(async () => {
     await agent?.close();
     await edge?.close();
-    await pages?.close();
     await rest?.close();
     await redis?.stop();
     expect(await pidsMatching('bso-chromium-')).toEqual([]);
@@ -82,8 +79,10 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
     const s = await create();
     const pid = (agent.runtime as LocalChromiumRuntime).pidOf(s.id)!;
     const browser = await chromium.connectOverCDP(s.cdpUrl);
-    const page = await (browser.contexts()[0] ?? (await browser.newContext())).newPage();
-    await page.goto(`${pages.url}/`);
+    const context = browser.contexts()[0] ?? (await browser.newContext());
+    await serveTestPages(context);
+    const page = await context.newPage();
+    await page.goto(`${PAGES_ORIGIN}/`);
     expect(await page.evaluate(() => (window as unknown as { answer: number }).answer)).toBe(42);
     const png = await page.screenshot();
     expect(png.byteLength).toBeGreaterThan(1000);
@@ -101,7 +100,8 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
     const s = await create();
     const browser = await puppeteer.connect({ browserWSEndpoint: s.cdpUrl, protocolTimeout: 20_000 });
     const page = await browser.newPage();
-    await page.goto(`${pages.url}/`);
+    await serveTestPagesPuppeteer(page);
+    await page.goto(`${PAGES_ORIGIN}/`);
     expect(await page.evaluate(() => document.title)).toBe('bso test page');
     await browser.disconnect();
     expect((await json(api(`${edge.url}/sessions/${s.id}`, { method: 'DELETE' }))).body.status).toBe('terminated');

@@ -3,15 +3,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAgentConfig } from '../../agent/config.js';
 import { startAgent, type RunningAgent } from '../../agent/main.js';
 import type { SessionView } from '../../shared/api.js';
-import { applyManifest, GiveUp, NAMESPACE, startTestCluster, until, type TestCluster } from '../../harness/cluster.js';
-import { startPageServer } from '../helpers/pages.js';
+import type { Session } from '../../shared/session.js';
+import { applyManifest, GiveUp, NAMESPACE, startTestCluster, SYSTEM_NAMESPACE, until, type TestCluster } from '../../harness/cluster.js';
+import { buildJob } from '../../agent/runtime/kubernetes/job.js';
+import { PAGES_ORIGIN, serveTestPages } from '../helpers/pages.js';
 import { pidsMatching } from '../../harness/processes.js';
 import { json, startSystem, TEST_TOKEN, type TestSystem } from '../../harness/system.js';
 
 describe('kubernetes runtime on a real control plane', () => {
   let cluster: TestCluster;
   let sys: TestSystem;
-  let pages: Awaited<ReturnType<typeof startPageServer>>;
   const agents = new Map<string, RunningAgent>();
   /** Aborted in afterAll: stops a cluster still starting when beforeAll timed out. */
   const starting = new AbortController();
@@ -81,7 +82,6 @@ describe('kubernetes runtime on a real control plane', () => {
 
   beforeAll(async () => {
     cluster = await startTestCluster({ signal: starting.signal });
-    pages = await startPageServer();
     sys = await startSystem({ agents: 0, routerEnv: { MAX_SESSIONS: '40', START_TIMEOUT_MS: '150000' } });
     await addAgent('kube');
   }, 180_000);
@@ -90,7 +90,6 @@ describe('kubernetes runtime on a real control plane', () => {
     starting.abort();
     await Promise.all([...agents.values()].map((a) => a.close()));
     await sys?.close();
-    await pages?.close();
     await cluster?.stop();
     expect(await pidsMatching('bso-chromium-')).toEqual([]);
   }, 120_000);
@@ -109,9 +108,11 @@ describe('kubernetes runtime on a real control plane', () => {
     expect(JSON.parse(full.metadata.annotations['bso.dev/session']).id).toBe(s.id);
 
     const browser = await chromium.connectOverCDP(s.cdpUrl);
-    const page = await (browser.contexts()[0] ?? (await browser.newContext())).newPage();
-    await page.goto(`${pages.url}/`);
-    expect(await page.textContent('#greeting')).toBe('Hello from loopback');
+    const context = browser.contexts()[0] ?? (await browser.newContext());
+    await serveTestPages(context);
+    const page = await context.newPage();
+    await page.goto(`${PAGES_ORIGIN}/`);
+    expect(await page.textContent('#greeting')).toBe('Hello from the test');
     await browser.close();
     const ui = await fetch(`${s.proxyUrl}/ui/`);
     expect(ui.status).toBe(200);
@@ -127,14 +128,71 @@ describe('kubernetes runtime on a real control plane', () => {
   it('the agent and router manifests are accepted by the real apiserver under strict validation', async () => {
     const dir = new URL('../../infra/k8s/', import.meta.url).pathname;
     expect(await applyManifest(cluster.admin, `${dir}agent.yaml`, { dryRun: true })).toEqual(['ConfigMap', 'Secret', 'DaemonSet']);
-    expect(await applyManifest(cluster.admin, `${dir}router.yaml`, { dryRun: true })).toEqual(['Secret', 'Deployment', 'Service']);
+    expect(await applyManifest(cluster.admin, `${dir}router.yaml`, { dryRun: true })).toEqual(['Secret', 'Secret', 'Deployment', 'Service']);
   });
 
-  it('the agent may manage Jobs and watch pods in its namespace, and nothing else', async () => {
+  it("the agent may manage Jobs and watch pods in the sessions' namespace, and nothing else: no Secret in either namespace", async () => {
     await expect(cluster.agent.call('GET', `/apis/batch/v1/namespaces/${NAMESPACE}/jobs`)).resolves.toBeTruthy();
-    await expect(cluster.agent.call('GET', `/api/v1/namespaces/${NAMESPACE}/secrets`)).rejects.toMatchObject({ status: 403 });
+    await expect(cluster.agent.call('GET', `/api/v1/namespaces/${NAMESPACE}/pods`)).resolves.toBeTruthy();
+    for (const ns of [NAMESPACE, SYSTEM_NAMESPACE]) {
+      await expect(cluster.agent.call('GET', `/api/v1/namespaces/${ns}/secrets`), ns).rejects.toMatchObject({ status: 403 });
+      await expect(cluster.agent.call('GET', `/api/v1/namespaces/${ns}/secrets/bso-agent`), ns).rejects.toMatchObject({ status: 403 });
+    }
+    await expect(cluster.agent.call('GET', `/apis/batch/v1/namespaces/${SYSTEM_NAMESPACE}/jobs`)).rejects.toMatchObject({ status: 403 });
     await expect(cluster.agent.call('GET', '/apis/batch/v1/namespaces/default/jobs')).rejects.toMatchObject({ status: 403 });
     await expect(cluster.agent.call('DELETE', `/api/v1/namespaces/${NAMESPACE}/pods/anything`)).rejects.toMatchObject({ status: 403 });
+    await expect(cluster.agent.call('GET', `/apis/networking.k8s.io/v1/namespaces/${NAMESPACE}/networkpolicies`)).rejects.toMatchObject({ status: 403 });
+  });
+
+  it("Pod Security `restricted` holds in the sessions' namespace: the session pod passes it, a weaker one is rejected", async () => {
+    const ns = await cluster.admin.call('GET', `/api/v1/namespaces/${NAMESPACE}`);
+    expect(ns.metadata.labels).toMatchObject({ 'pod-security.kubernetes.io/enforce': 'restricted' });
+    const settings = loadAgentConfig(agentEnv('kube'), false).kubernetes;
+    const session: Session = {
+      id: '0f0e0d0c-1111-4222-8333-444455556666',
+      status: 'pending',
+      createdAt: 1,
+      updatedAt: 1,
+      expiresAt: 600_001,
+      timeout: 600,
+      idleTimeout: 60,
+      options: {},
+      cluster: 'kube',
+      node: 'agent-kube',
+    };
+    const template = buildJob(session, { ...settings, cluster: 'kube' }).spec!.template;
+    const asPod = (spec: object) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'bso-psa-probe', namespace: NAMESPACE, labels: template.metadata!.labels }, spec });
+    const podsPath = `/api/v1/namespaces/${NAMESPACE}/pods?dryRun=All&fieldValidation=Strict`;
+    await expect(cluster.admin.call('POST', podsPath, asPod(template.spec!))).resolves.toMatchObject({ kind: 'Pod' });
+    // Each weakening on its own is refused by the real apiserver's admission, even for the admin.
+    const weaker: Record<string, (spec: any) => void> = {
+      'runs as root': (spec) => (spec.securityContext = { ...spec.securityContext, runAsNonRoot: false, runAsUser: 0 }),
+      'keeps capabilities': (spec) => delete spec.containers[0].securityContext.capabilities,
+      'may escalate': (spec) => (spec.containers[0].securityContext.allowPrivilegeEscalation = true),
+      'no seccomp profile': (spec) => delete spec.securityContext.seccompProfile,
+      'mounts a host path': (spec) => spec.volumes.push({ name: 'host', hostPath: { path: '/' } }),
+      'shares the host network': (spec) => (spec.hostNetwork = true),
+    };
+    for (const [what, weaken] of Object.entries(weaker)) {
+      const spec = structuredClone(template.spec!);
+      weaken(spec);
+      await expect(cluster.admin.call('POST', podsPath, asPod(spec)), what).rejects.toMatchObject({
+        status: 403,
+        body: expect.stringMatching(/violates PodSecurity \\"restricted/),
+      });
+    }
+  });
+
+  it('the NetworkPolicies are in place, accepted under strict validation', async () => {
+    const policies = await cluster.admin.call('GET', `/apis/networking.k8s.io/v1/namespaces/${NAMESPACE}/networkpolicies`);
+    const byName = new Map<string, any>(policies.items.map((p: any) => [p.metadata.name, p.spec]));
+    expect([...byName.keys()].sort()).toEqual(['browser-egress-dns', 'browser-egress-internet', 'browser-ingress-from-agents', 'default-deny']);
+    expect(byName.get('default-deny')).toMatchObject({ podSelector: {}, policyTypes: ['Ingress', 'Egress'] });
+    const internet = byName.get('browser-egress-internet').egress[0].to;
+    expect(internet[0].ipBlock.except).toEqual(expect.arrayContaining(['10.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.168.0.0/16', '127.0.0.0/8']));
+    // What the apiserver keeps is what the file says: nothing was dropped as unknown.
+    const file = new URL('../../infra/k8s/network-policies.yaml', import.meta.url).pathname;
+    expect(await applyManifest(cluster.admin, file, { dryRun: true })).toEqual(['NetworkPolicy', 'NetworkPolicy', 'NetworkPolicy', 'NetworkPolicy']);
   });
 
   it('the hard timeout deletes the Job', async () => {

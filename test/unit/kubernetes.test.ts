@@ -14,7 +14,8 @@ const settings: JobSettings = {
   apiPort: 9222,
   uiPort: 8080,
   jobTtlSeconds: 120,
-  resources: { cpuRequest: '250m', cpuLimit: '1', memoryRequest: '512Mi', memoryLimit: '1Gi' },
+  resources: { cpuRequest: '250m', cpuLimit: '1', memoryRequest: '512Mi', memoryLimit: '1Gi', ephemeralStorageRequest: '256Mi', ephemeralStorageLimit: '2Gi' },
+  runAsUser: 1000,
 };
 const session: Session = {
   id: '0f0e0d0c-1111-2222-3333-444455556666',
@@ -42,7 +43,10 @@ describe('buildJob', () => {
       ['ui', 'ui:1', 8080],
     ]);
     expect(pod.containers[0]!.readinessProbe!.httpGet).toMatchObject({ path: '/json/version', port: 9222 });
-    expect(pod.containers[0]!.resources).toEqual({ requests: { cpu: '250m', memory: '512Mi' }, limits: { cpu: '1', memory: '1Gi' } });
+    expect(pod.containers[0]!.resources).toEqual({
+      requests: { cpu: '250m', memory: '512Mi', 'ephemeral-storage': '256Mi' },
+      limits: { cpu: '1', memory: '1Gi', 'ephemeral-storage': '2Gi' },
+    });
     expect(pod.containers[0]!.env).toEqual(
       expect.arrayContaining([
         { name: 'BSO_USER_AGENT', value: 'UA' },
@@ -50,6 +54,20 @@ describe('buildJob', () => {
       ]),
     );
     expect(jobName(session.id).length).toBeLessThanOrEqual(63);
+  });
+
+  it('hardens the pod: no API token or service links, non-root, no capabilities, read-only root with emptyDirs to write', () => {
+    const pod = buildJob(session, settings).spec!.template.spec!;
+    expect(pod).toMatchObject({ automountServiceAccountToken: false, enableServiceLinks: false });
+    expect(pod.securityContext).toEqual({ runAsNonRoot: true, runAsUser: 1000, runAsGroup: 1000, fsGroup: 1000, seccompProfile: { type: 'RuntimeDefault' } });
+    const volumes = new Map(pod.volumes!.map((v) => [v.name, v]));
+    for (const c of pod.containers) {
+      expect(c.securityContext, c.name).toEqual({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } });
+      expect(c.volumeMounts!.map((m) => m.mountPath).sort(), c.name).toEqual(['/dev/shm', '/home/browser', '/tmp']);
+      for (const m of c.volumeMounts!) expect(volumes.get(m.name)?.emptyDir, m.name).toBeDefined();
+      expect(c.env).toContainEqual({ name: 'HOME', value: '/home/browser' });
+    }
+    expect(volumes.get('shm')!.emptyDir).toEqual({ medium: 'Memory' });
   });
 });
 

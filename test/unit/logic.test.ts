@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { loadAgentConfig } from '../../agent/config.js';
+import { BROWSER_FIREWALL_TABLE, browserFirewallScript } from '../../agent/runtime/browser-firewall.js';
 import { backoffDelay, startLoop } from '../../shared/clock.js';
 import { ConfigError } from '../../shared/env.js';
 import { canTransition, type Session } from '../../shared/session.js';
@@ -194,5 +195,28 @@ describe('.env', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('browser firewall rules', () => {
+  it('refuse new connections of the browser account to this host and link-local, keep DNS and replies', () => {
+    const script = browserFirewallScript(999);
+    const rules = script.split('\n').map((l) => l.trim());
+    // Swapped in one transaction: the table exists, is deleted and made again by the same script.
+    expect(rules.slice(0, 3)).toEqual([`table inet ${BROWSER_FIREWALL_TABLE} {}`, `delete table inet ${BROWSER_FIREWALL_TABLE}`, `table inet ${BROWSER_FIREWALL_TABLE} {`]);
+    const chain = rules.slice(rules.indexOf('type filter hook output priority filter; policy accept;') + 1, rules.lastIndexOf('}') - 1);
+    // Order matters: other accounts pass, then replies, then DNS, then the refusals.
+    expect(chain).toEqual([
+      'meta skuid != 999 accept',
+      'ct state established,related accept',
+      'oif "lo" meta l4proto { tcp, udp } th dport 53 accept',
+      'oif "lo" meta l4proto tcp reject with tcp reset',
+      'oif "lo" reject',
+      'ip daddr 169.254.0.0/16 reject',
+      'ip6 daddr fe80::/10 reject',
+    ]);
+  });
+  it.each([0, -1, 1.5, Number.NaN])('refuses uid %s (root, or not a uid)', (uid) => {
+    expect(() => browserFirewallScript(uid)).toThrow(/positive integer/);
   });
 });

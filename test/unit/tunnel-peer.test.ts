@@ -292,3 +292,57 @@ describe('TunnelPeer heartbeat', () => {
     expect(p.isClosed).toBe(true);
   });
 });
+
+describe('TunnelPeer bounds', () => {
+  it('refuses streams beyond its cap with 429 TOO_MANY_CONNECTIONS, either way, and takes new ones once some close', async () => {
+    const clock = new ManualClock();
+    const accepted: TunnelStream[] = [];
+    const peers: { opener?: TunnelPeer; acceptor?: TunnelPeer } = {};
+    const link = (to: () => TunnelPeer) => ({ send: (d: string | Uint8Array) => queueMicrotask(() => to().receive(d)), close: () => {} });
+    // The opener allows more than the acceptor, so the acceptor's own check is what refuses.
+    peers.opener = new TunnelPeer({ transport: link(() => peers.acceptor!), clock, logger, maxStreams: 10 });
+    peers.acceptor = new TunnelPeer({
+      transport: link(() => peers.opener!),
+      clock,
+      logger,
+      maxStreams: 2,
+      onStreamOpen: (s) => {
+        accepted.push(s);
+        s.accept({ status: 101, headers: [] });
+        s.start();
+      },
+    });
+    const [s1, s2] = [peers.opener.openStream(spec), peers.opener.openStream(spec)];
+    await Promise.all([s1.head, s2.head]);
+    const s3 = peers.opener.openStream(spec);
+    const refused = await s3.head.catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(AppError);
+    expect(refused).toMatchObject({ code: 'TOO_MANY_CONNECTIONS', status: 429 });
+    expect(accepted).toHaveLength(2);
+    // One closes: a new stream gets through.
+    s1.close(1000, 'done');
+    await flush();
+    await expect(peers.opener.openStream(spec).head).resolves.toMatchObject({ status: 101 });
+    expect(accepted).toHaveLength(3);
+    // The opening side checks its own cap before sending anything.
+    const small = new TunnelPeer({ transport: { send: () => {}, close: () => {} }, clock, logger, maxStreams: 1 });
+    small.openStream(spec);
+    expect(() => small.openStream(spec)).toThrow(expect.objectContaining({ code: 'TOO_MANY_CONNECTIONS' }));
+  });
+
+  it('logs what a peer can provoke at a bounded rate, then says how much it held back', () => {
+    const clock = new ManualClock();
+    const lines: Array<Record<string, unknown>> = [];
+    const counting = createLogger({ level: 'warn', write: (l) => void lines.push(JSON.parse(l)), now: () => clock.now() });
+    const p = new TunnelPeer({ transport: { send: () => {}, close: () => {} }, clock, logger: counting, heartbeatMs: 0 });
+    for (let i = 0; i < 100; i++) p.receive(new Uint8Array([9, 9]));
+    for (let i = 0; i < 20; i++) p.receive('not json');
+    expect(lines).toHaveLength(5);
+    expect(lines.every((l) => l.msg === 'tunnel: dropped a malformed binary frame')).toBe(true);
+    clock.advance(60_000);
+    p.receive('not json');
+    expect(lines).toHaveLength(6);
+    expect(lines[5]).toMatchObject({ msg: 'tunnel: dropped a control message that is not JSON', suppressedBefore: 115 });
+    expect(p.isClosed).toBe(false);
+  });
+});

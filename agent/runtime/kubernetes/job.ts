@@ -16,8 +16,13 @@ export type JobSettings = {
   apiPort: number;
   uiPort: number;
   jobTtlSeconds: number;
-  resources: { cpuRequest: string; cpuLimit: string; memoryRequest: string; memoryLimit: string };
+  resources: { cpuRequest: string; cpuLimit: string; memoryRequest: string; memoryLimit: string; ephemeralStorageRequest: string; ephemeralStorageLimit: string };
+  /** The non-root uid (and gid) the session's containers run as. */
+  runAsUser: number;
 };
+
+/** Where the containers may write (the root filesystem is read-only): each an `emptyDir`, gone with the pod. */
+const WRITABLE_PATHS = { tmp: '/tmp', home: '/home/browser', shm: '/dev/shm' } as const;
 
 export const jobName = (sessionId: string) => `bso-${sessionId}`.slice(0, 63).replace(/-+$/, '');
 
@@ -28,7 +33,17 @@ export const jobName = (sessionId: string) => `bso-${sessionId}`.slice(0, 63).re
  */
 export function buildJob(session: Session, s: JobSettings): V1Job {
   const labels = { app: APP_LABEL, [LABEL_SESSION]: session.id, [LABEL_CLUSTER]: session.cluster };
-  const resources = { requests: { cpu: s.resources.cpuRequest, memory: s.resources.memoryRequest }, limits: { cpu: s.resources.cpuLimit, memory: s.resources.memoryLimit } };
+  const r = s.resources;
+  const resources = {
+    requests: { cpu: r.cpuRequest, memory: r.memoryRequest, 'ephemeral-storage': r.ephemeralStorageRequest },
+    limits: { cpu: r.cpuLimit, memory: r.memoryLimit, 'ephemeral-storage': r.ephemeralStorageLimit },
+  };
+  // Pod Security `restricted`, and then some: a session's user drives the browser, so the pod is
+  // treated as hostile: no API token, no Service addresses in its environment, no root, no
+  // capabilities, nothing writable but its own emptyDirs (counted against its ephemeral storage).
+  const securityContext = { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } };
+  const volumeMounts = Object.entries(WRITABLE_PATHS).map(([name, mountPath]) => ({ name, mountPath }));
+  const env = (extra: Array<{ name: string; value: string }>) => [{ name: 'HOME', value: WRITABLE_PATHS.home }, ...extra];
   const { endpoints: _endpoints, ...snapshot } = session;
   return {
     apiVersion: 'batch/v1',
@@ -45,6 +60,14 @@ export function buildJob(session: Session, s: JobSettings): V1Job {
           restartPolicy: 'Never',
           terminationGracePeriodSeconds: 5,
           automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          securityContext: { runAsNonRoot: true, runAsUser: s.runAsUser, runAsGroup: s.runAsUser, fsGroup: s.runAsUser, seccompProfile: { type: 'RuntimeDefault' } },
+          volumes: [
+            { name: 'tmp', emptyDir: {} },
+            { name: 'home', emptyDir: {} },
+            // Chromium's shared memory: in RAM, counted against the pod's memory limit.
+            { name: 'shm', emptyDir: { medium: 'Memory' } },
+          ],
           containers: [
             {
               name: BROWSER_CONTAINER,
@@ -52,9 +75,11 @@ export function buildJob(session: Session, s: JobSettings): V1Job {
               ports: [{ name: 'cdp', containerPort: s.apiPort }],
               readinessProbe: { httpGet: { path: '/json/version', port: s.apiPort }, periodSeconds: 1, failureThreshold: 3 },
               resources,
-              env: sessionEnv(session),
+              securityContext,
+              volumeMounts,
+              env: env(sessionEnv(session)),
             },
-            { name: 'ui', image: s.uiImage, ports: [{ name: 'ui', containerPort: s.uiPort }], resources },
+            { name: 'ui', image: s.uiImage, ports: [{ name: 'ui', containerPort: s.uiPort }], resources, securityContext, volumeMounts, env: env([]) },
           ],
         },
       },
