@@ -8,8 +8,9 @@ export const BROWSER_FIREWALL_TABLE = 'bso_browsers';
  * The rules that keep a browser account off this host's own services: any new connection from a
  * socket of `uid` to a local address (the router, Redis, the agent's metrics, another session: every
  * address of this host is routed over `lo`) or to link-local addresses (cloud metadata at
- * 169.254.169.254) is refused. DNS to a loopback resolver stays allowed, and so do replies on
- * connections the agent opened to the browser. Everything else (the internet) is untouched.
+ * 169.254.169.254) is refused, and so is any UDP there. DNS to a loopback resolver stays allowed, and
+ * so do replies on connections the agent opened to the browser. Everything else (the internet) is
+ * untouched.
  *
  * The script replaces the table in one transaction, so agents that start at once all leave the same
  * rules, and a browser never runs without them while they are swapped.
@@ -24,9 +25,11 @@ export function browserFirewallScript(uid: number): string {
     `  chain output {`,
     `    type filter hook output priority filter; policy accept;`,
     `    meta skuid != ${uid} accept`,
-    `    ct state established,related accept`,
     `    oif "lo" meta l4proto { tcp, udp } th dport 53 accept`,
-    `    oif "lo" meta l4proto tcp reject with tcp reset`,
+    // Only a connection's first packet (SYN without ACK) is refused: replies on a connection the
+    // agent opened to a browser pass. Stateless, so no conntrack entry for every loopback packet.
+    `    oif "lo" tcp flags & (syn | ack) == syn reject with tcp reset`,
+    `    oif "lo" meta l4proto tcp accept`,
     `    oif "lo" reject`,
     `    ip daddr 169.254.0.0/16 reject`,
     `    ip6 daddr fe80::/10 reject`,

@@ -205,12 +205,12 @@ describe('browser firewall rules', () => {
     // Swapped in one transaction: the table exists, is deleted and made again by the same script.
     expect(rules.slice(0, 3)).toEqual([`table inet ${BROWSER_FIREWALL_TABLE} {}`, `delete table inet ${BROWSER_FIREWALL_TABLE}`, `table inet ${BROWSER_FIREWALL_TABLE} {`]);
     const chain = rules.slice(rules.indexOf('type filter hook output priority filter; policy accept;') + 1, rules.lastIndexOf('}') - 1);
-    // Order matters: other accounts pass, then replies, then DNS, then the refusals.
+    // Order matters: other accounts pass, then DNS, then new TCP connections are refused while replies pass, then the rest.
     expect(chain).toEqual([
       'meta skuid != 999 accept',
-      'ct state established,related accept',
       'oif "lo" meta l4proto { tcp, udp } th dport 53 accept',
-      'oif "lo" meta l4proto tcp reject with tcp reset',
+      'oif "lo" tcp flags & (syn | ack) == syn reject with tcp reset',
+      'oif "lo" meta l4proto tcp accept',
       'oif "lo" reject',
       'ip daddr 169.254.0.0/16 reject',
       'ip6 daddr fe80::/10 reject',
