@@ -3,10 +3,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAgentConfig } from '../../agent/config.js';
 import { startAgent, type RunningAgent } from '../../agent/main.js';
 import type { SessionView } from '../../shared/api.js';
-import type { Session } from '../../shared/session.js';
 import { applyManifest, GiveUp, NAMESPACE, startTestCluster, SYSTEM_NAMESPACE, until, type TestCluster } from '../../harness/cluster.js';
 import { buildJob } from '../../agent/runtime/kubernetes/job.js';
 import { PAGES_ORIGIN, serveTestPages } from '../helpers/pages.js';
+import { pendingSession } from '../helpers/session.js';
 import { pidsMatching } from '../../harness/processes.js';
 import { json, startSystem, TEST_TOKEN, type TestSystem } from '../../harness/system.js';
 
@@ -148,18 +148,7 @@ describe('kubernetes runtime on a real control plane', () => {
     const ns = await cluster.admin.call('GET', `/api/v1/namespaces/${NAMESPACE}`);
     expect(ns.metadata.labels).toMatchObject({ 'pod-security.kubernetes.io/enforce': 'restricted' });
     const settings = loadAgentConfig(agentEnv('kube'), false).kubernetes;
-    const session: Session = {
-      id: '0f0e0d0c-1111-4222-8333-444455556666',
-      status: 'pending',
-      createdAt: 1,
-      updatedAt: 1,
-      expiresAt: 600_001,
-      timeout: 600,
-      idleTimeout: 60,
-      options: {},
-      cluster: 'kube',
-      node: 'agent-kube',
-    };
+    const session = pendingSession({ cluster: 'kube', node: 'agent-kube' });
     const template = buildJob(session, { ...settings, cluster: 'kube' }).spec!.template;
     const asPod = (spec: object) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'bso-psa-probe', namespace: NAMESPACE, labels: template.metadata!.labels }, spec });
     const podsPath = `/api/v1/namespaces/${NAMESPACE}/pods?dryRun=All&fieldValidation=Strict`;

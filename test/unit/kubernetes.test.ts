@@ -4,6 +4,7 @@ import { buildJob, jobName, type JobSettings } from '../../agent/runtime/kuberne
 import { podState } from '../../agent/runtime/kubernetes/pod-state.js';
 import { statusOf, withRetry } from '../../agent/runtime/kubernetes/retry.js';
 import { ManualClock } from '../helpers/clock.js';
+import { pendingSession } from '../helpers/session.js';
 import type { Session } from '../../shared/session.js';
 
 const settings: JobSettings = {
@@ -17,18 +18,7 @@ const settings: JobSettings = {
   resources: { cpuRequest: '250m', cpuLimit: '1', memoryRequest: '512Mi', memoryLimit: '1Gi', ephemeralStorageRequest: '256Mi', ephemeralStorageLimit: '2Gi' },
   runAsUser: 1000,
 };
-const session: Session = {
-  id: '0f0e0d0c-1111-2222-3333-444455556666',
-  status: 'pending',
-  createdAt: 1,
-  updatedAt: 1,
-  expiresAt: 600_001,
-  timeout: 600,
-  idleTimeout: 60,
-  options: { userAgent: 'UA', viewport: { width: 800, height: 600 } },
-  cluster: 'c1',
-  node: 'agent-1',
-};
+const session: Session = pendingSession({ options: { userAgent: 'UA', viewport: { width: 800, height: 600 } } });
 
 describe('buildJob', () => {
   it('makes one never-restarting Job with both containers, deadlines, TTL, probe, labels and the session', () => {
