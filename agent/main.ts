@@ -9,7 +9,7 @@ import { createAgentMetrics, serveMetrics } from './metrics.js';
 import { createProxyHandler } from './proxy.js';
 import { Reporter } from './reporter.js';
 import { installBrowserFirewall } from './runtime/browser-firewall.js';
-import { lookupBrowserUser } from './runtime/chromium.js';
+import { lookupBrowserUser, sweepStaleProfiles } from './runtime/chromium.js';
 import { LocalChromiumRuntime } from './runtime/local.js';
 import type { BrowserRuntime } from './runtime/types.js';
 import { SessionManager } from './sessions.js';
@@ -110,6 +110,8 @@ async function createRuntime(config: AgentConfig, clock: Clock, logger: Logger):
   }
   if (config.noSandbox) logger.warn('CHROMIUM_NO_SANDBOX=true: browsers run without their sandbox');
   const user = config.chromiumUser ? await lookupBrowserUser(config.chromiumUser) : undefined;
+  const swept = await sweepStaleProfiles();
+  if (swept.length) logger.warn('removed profiles of browsers that ended with an earlier agent', { profiles: swept.length });
   if (!user) logger.warn("not root: browsers run as this agent's own account and can reach whatever it can (its ports, loopback services)");
   else if (config.firewall) await installBrowserFirewall(user.uid);
   else logger.warn(`CHROMIUM_FIREWALL=false: browsers (${user.name}) can reach this host's loopback services`);

@@ -68,6 +68,7 @@ export function composeRouter(
       defaultTimeoutSec: config.sessionTimeoutSec,
       defaultIdleTimeoutSec: config.sessionIdleTimeoutSec,
       startTimeoutMs: config.startTimeoutMs,
+      agentLostGraceMs: config.agentLostGraceMs,
     },
     onChange: deps.onChange,
     proxyCacheTtlMs: deps.proxyCacheTtlMs,

@@ -59,6 +59,7 @@ const RouterEnv = z.object({
   MAX_SESSIONS: intVar(10, 1, 100_000),
   MAX_BODY_BYTES: intVar(64 * 1024, 256),
   START_TIMEOUT_MS: intVar(60_000, 1000),
+  AGENT_LOST_GRACE_SEC: intVar(30, 1, 3600),
   WS_PROXY_MODE: z.enum(['splice', 'messages']).default('splice'),
   MAX_WS_MESSAGE_BYTES: intVar(64 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
   LOG_LEVEL: logLevelVar(),
@@ -97,6 +98,8 @@ export type RouterConfig = {
   maxSessions: number;
   maxBodyBytes: number;
   startTimeoutMs: number;
+  /** A running session no connected agent speaks for fails ("agent lost") after this long. */
+  agentLostGraceMs: number;
   wsProxyMode: 'splice' | 'messages';
   /** Largest WebSocket message a proxied socket the router ends itself (`messages` mode) takes whole: 1009 beyond. */
   maxWsMessageBytes: number;
@@ -183,6 +186,7 @@ export function loadRouterConfig(env: Env, runtime: 'node' | 'edge' = 'node'): R
     maxSessions: e.MAX_SESSIONS,
     maxBodyBytes: e.MAX_BODY_BYTES,
     startTimeoutMs: e.START_TIMEOUT_MS,
+    agentLostGraceMs: e.AGENT_LOST_GRACE_SEC * 1000,
     wsProxyMode: e.WS_PROXY_MODE,
     maxWsMessageBytes: e.MAX_WS_MESSAGE_BYTES,
     logLevel: e.LOG_LEVEL,

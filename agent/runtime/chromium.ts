@@ -1,5 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { chown, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chown, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -68,6 +68,40 @@ export function chromiumArgs(opts: { userDataDir: string; noSandbox: boolean; de
   return args;
 }
 
+const PROFILE_PREFIX = 'bso-chromium-';
+
+/**
+ * Removes profiles whose browser is gone without its agent having removed them (an agent that was
+ * killed: its browsers exit when their DevTools pipe closes, their profiles stay). A profile is in use
+ * while a process has it as its working directory (the browser is started there); younger ones are
+ * left alone, since another agent on this machine may be about to start a browser in one.
+ */
+export async function sweepStaleProfiles(olderThanMs = 60_000): Promise<string[]> {
+  const base = tmpdir();
+  const candidates = (await readdir(base)).filter((n) => n.startsWith(PROFILE_PREFIX)).map((n) => join(base, n));
+  if (candidates.length === 0) return [];
+  const inUse = new Set<string>();
+  for (const pid of await readdir('/proc').catch(() => [])) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => '');
+    if (cwd.startsWith(join(base, PROFILE_PREFIX)))
+      inUse.add(
+        cwd
+          .split('/')
+          .slice(0, base.split('/').length + 1)
+          .join('/'),
+      );
+  }
+  const removed: string[] = [];
+  for (const dir of candidates) {
+    const info = await stat(dir).catch(() => null);
+    if (!info?.isDirectory() || inUse.has(dir) || Date.now() - info.mtimeMs < olderThanMs) continue;
+    await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+    removed.push(dir);
+  }
+  return removed;
+}
+
 /** SIGKILLed processes are gone within milliseconds; this bounds the wait if the kernel is slow. */
 const GROUP_EXIT_WAIT_MS = 5000;
 
@@ -105,13 +139,14 @@ export type LaunchOptions = {
  */
 export async function launchChromium(opts: LaunchOptions): Promise<LaunchedChromium> {
   const clock = opts.clock ?? systemClock;
-  const userDataDir = await mkdtemp(join(tmpdir(), 'bso-chromium-'));
+  const userDataDir = await mkdtemp(join(tmpdir(), PROFILE_PREFIX));
   const downloadDir = join(userDataDir, 'Downloads');
+  const tmp = join(userDataDir, 'tmp');
   await mkdir(downloadDir);
+  await mkdir(tmp);
   if (opts.user) {
     // mkdtemp made it 0700: private to the browser's user once it owns it.
-    await chown(userDataDir, opts.user.uid, opts.user.gid);
-    await chown(downloadDir, opts.user.uid, opts.user.gid);
+    for (const dir of [userDataDir, downloadDir, tmp]) await chown(dir, opts.user.uid, opts.user.gid);
   }
   const pipe = opts.devtools === 'pipe';
   const proc = spawn(opts.executablePath, chromiumArgs({ userDataDir, noSandbox: opts.noSandbox, devtools: opts.devtools, options: opts.options }), {
@@ -180,11 +215,16 @@ export async function launchChromium(opts: LaunchOptions): Promise<LaunchedChrom
   }
 }
 
-/** All a browser gets of an environment: a HOME (its profile) and a PATH. */
+/**
+ * All a browser gets of an environment: a HOME (its profile), a PATH, and a TMPDIR inside the
+ * profile: Chromium's singleton socket directory (`org.chromium.Chromium.*`) goes there, so a browser
+ * that is killed leaves nothing in /tmp once its profile is removed.
+ */
 function browserEnv(home: string): NodeJS.ProcessEnv {
   return {
     HOME: home,
     PATH: '/usr/local/bin:/usr/bin:/bin',
+    TMPDIR: join(home, 'tmp'),
     XDG_CONFIG_HOME: join(home, '.config'),
     XDG_CACHE_HOME: join(home, '.cache'),
     LANG: 'C.UTF-8',

@@ -15,7 +15,7 @@ export type SessionServiceDeps = {
   clock: Clock;
   logger: Logger;
   /** `maxSessionsPerKey`: active sessions one API key may hold (0: no quota). */
-  limits: { maxSessions: number; maxSessionsPerKey: number; defaultTimeoutSec: number; defaultIdleTimeoutSec: number; startTimeoutMs: number };
+  limits: { maxSessions: number; maxSessionsPerKey: number; defaultTimeoutSec: number; defaultIdleTimeoutSec: number; startTimeoutMs: number; agentLostGraceMs: number };
   onChange?: (session: Session, previous: Session['status'] | null) => void;
   /** How long a proxied request may use a session read earlier; 0 reads the store every time (the
    * Workers router, where status changes land in another isolate and could not invalidate it). */
@@ -35,6 +35,13 @@ export const visibleTo = (s: Session, caller: Caller): boolean => caller.role ==
 /** Session lifecycle as the router sees it: what was asked (store) and what agents report. */
 export class SessionService {
   private readonly proxyCache: ProxySessionCache | null;
+  /**
+   * Sessions this process has seen an agent speak for (it started them, or one was connected here),
+   * and those of them no connected agent speaks for now, since when. Only what this process saw is
+   * judged: another replica's agents are not connected here, and their sessions are not lost.
+   */
+  private readonly ownedHere = new Set<string>();
+  private readonly unownedSince = new Map<string, number>();
 
   constructor(private readonly deps: SessionServiceDeps) {
     this.proxyCache = deps.proxyCacheTtlMs > 0 ? new ProxySessionCache({ clock: deps.clock, ttlMs: deps.proxyCacheTtlMs, maxEntries: 10_000 }) : null;
@@ -160,12 +167,30 @@ export class SessionService {
             stop.push(id);
           }
         }
+        const lost = await this.lostOnRestart(agent, running, now);
+        if (lost.length) this.deps.logger.warn('the agent does not run sessions it was running: failed', { agent: agent.agentId, sessions: lost });
         if (rebuilt.length) this.deps.logger.warn('rebuilt sessions the store had lost, from the agent', { agent: agent.agentId, sessions: rebuilt });
         if (refused.length) this.deps.logger.warn('no free slot to rebuild sessions the agent reported; asking it to stop them', { agent: agent.agentId, sessions: refused });
         if (stop.length) this.deps.logger.warn('agent runs sessions that ended; asking it to stop them', { agent: agent.agentId, sessions: stop });
         return { stop, rebuilt };
       },
     };
+  }
+
+  /**
+   * A local agent is the only one that can run its node's browsers, and they die with it (their
+   * DevTools pipe closes): a running session of its node that its sync does not list was lost when the
+   * agent went (a restart). Only sessions that were running before this sync arrived count: a start
+   * that finishes meanwhile is answered after the sync was sent, so it cannot be in the list yet.
+   */
+  private async lostOnRestart(agent: AgentInfo, running: string[], receivedAt: number): Promise<string[]> {
+    if (agent.runtime !== 'local') return [];
+    const listed = new Set(running);
+    const lost = (await this.deps.store.listActive()).filter(
+      (s) => s.status === 'running' && s.cluster === agent.cluster && s.node === agent.node && !listed.has(s.id) && (s.startedAt ?? s.updatedAt) < receivedAt,
+    );
+    for (const s of lost) await this.transition(s.id, { status: 'failed', failureReason: 'agent lost: its agent restarted without it' });
+    return lost.map((s) => s.id);
   }
 
   /** Puts back a running session the store lost, taking a slot atomically like a create: refused at MAX_SESSIONS. */
@@ -194,14 +219,41 @@ export class SessionService {
    */
   async reapOnce(which: (s: Session) => boolean = () => true): Promise<number> {
     const now = this.deps.clock.now();
+    const [active, agents] = await Promise.all([this.deps.store.listActive(), this.deps.hub.agents()]);
     let remaining = 0;
-    for (const s of (await this.deps.store.listActive()).filter(which)) {
+    for (const s of active.filter(which)) {
       if (s.expiresAt + 5000 < now) await this.stop(s, 'timed_out', 'timed_out');
       else if (s.status === 'pending' && s.createdAt + this.deps.limits.startTimeoutMs + 5000 < now) {
         await this.transition(s.id, { status: 'failed', failureReason: 'start did not finish in time' });
+      } else if (s.status === 'running' && this.lostItsAgent(s, agents, now)) {
+        // Nobody runs it any more (or nobody can say): it ends, and its slot frees. An agent that comes
+        // back later is told to stop it by its next sync.
+        await this.transition(s.id, {
+          status: 'failed',
+          failureReason: `agent lost: no agent for node "${s.node}" of cluster "${s.cluster}" for ${Math.round(this.deps.limits.agentLostGraceMs / 1000)} s`,
+        });
       } else remaining++;
     }
+    const stillActive = new Set(active.map((s) => s.id));
+    for (const id of this.ownedHere) if (!stillActive.has(id)) this.ownedHere.delete(id);
+    for (const id of this.unownedSince.keys()) if (!stillActive.has(id)) this.unownedSince.delete(id);
     return remaining;
+  }
+
+  /** Whether no connected agent has spoken for running `s`, which this process saw owned, for the whole grace period. */
+  private lostItsAgent(s: Session, agents: AgentInfo[], now: number): boolean {
+    if (agents.some((a) => SessionService.speaksFor(a, s))) {
+      this.ownedHere.add(s.id);
+      this.unownedSince.delete(s.id);
+      return false;
+    }
+    if (!this.ownedHere.has(s.id)) return false;
+    const since = this.unownedSince.get(s.id) ?? now;
+    this.unownedSince.set(s.id, since);
+    if (now - since < this.deps.limits.agentLostGraceMs) return false;
+    this.unownedSince.delete(s.id);
+    this.ownedHere.delete(s.id);
+    return true;
   }
 
   /** The start's outcome (running or failed) arrives as the RPC's result; later changes come as reports. */
@@ -210,6 +262,7 @@ export class SessionService {
     return hub
       .call({ cluster: session.cluster, node: session.node }, 'session.start', { session }, limits.startTimeoutMs)
       .then(async (report) => {
+        this.ownedHere.add(session.id);
         await this.applyReport(report, null);
       })
       .catch(async (err: unknown) => {

@@ -147,13 +147,17 @@ describe('isolation: a browser cannot touch its host, its agent or another sessi
     // environment is absent. (Debian's chromium wrapper adds CHROMIUM_FLAGS, CHROME_* and its public
     // GOOGLE_* values; the shell sets PWD.)
     const profile = runtime().profileOf(s.id)!;
-    for (const own of ['HOME', 'XDG_CONFIG_HOME', 'XDG_CACHE_HOME']) expect(env.get(own), own).toMatch(new RegExp(`^${profile}(/|$)`));
-    const setByRuntime = ['HOME', 'PATH', 'LANG', 'PWD', 'XDG_CONFIG_HOME', 'XDG_CACHE_HOME'];
+    for (const own of ['HOME', 'TMPDIR', 'XDG_CONFIG_HOME', 'XDG_CACHE_HOME']) expect(env.get(own), own).toMatch(new RegExp(`^${profile}(/|$)`));
+    const setByRuntime = ['HOME', 'PATH', 'LANG', 'PWD', 'TMPDIR', 'XDG_CONFIG_HOME', 'XDG_CACHE_HOME'];
     for (const inherited of Object.keys(process.env)) if (!setByRuntime.includes(inherited)) expect(names.has(inherited), inherited).toBe(false);
     expect(names.has(CANARY)).toBe(false);
     const all = environ.join('\n');
     for (const secret of [TEST_TOKEN, TEST_SESSION_SECRET, ...Object.values(TEST_KEYS), process.env[CANARY]!]) expect(all).not.toContain(secret);
+    // Chromium's own temporary directory (its singleton socket) is in the profile, so it goes with it
+    // even when the browser is killed and cleans up nothing itself.
+    await waitFor(async () => (await readdir(join(profile, 'tmp'))).some((n) => n.startsWith('org.chromium.Chromium.')), 10_000, 'the singleton directory');
     await remove(s.id);
+    expect(existsSync(profile)).toBe(false);
   });
 
   it('the browser opens no port: its DevTools are reachable only through the agent, so no local user or other session can drive it', async () => {

@@ -58,7 +58,7 @@ function setup(opts: { maxSessions?: number; proxyCacheTtlMs?: number } = {}) {
     hub,
     clock,
     logger: createLogger({ level: 'silent' }),
-    limits: { maxSessionsPerKey: 0, maxSessions: opts.maxSessions ?? 5, defaultTimeoutSec: 300, defaultIdleTimeoutSec: 60, startTimeoutMs: 10_000 },
+    limits: { maxSessionsPerKey: 0, maxSessions: opts.maxSessions ?? 5, defaultTimeoutSec: 300, defaultIdleTimeoutSec: 60, startTimeoutMs: 10_000, agentLostGraceMs: 30_000 },
     onChange: (s, prev) => changes.push([s.status, prev]),
     proxyCacheTtlMs: opts.proxyCacheTtlMs ?? 0,
   });
@@ -257,6 +257,73 @@ describe('SessionService', () => {
     expect(res.stop).toEqual([...fakes.slice(1).map((f) => f.id), foreign.id]);
     expect(await service.get(foreign.id)).toBeNull();
     await expect(service.create({}, ANONYMOUS, null)).rejects.toMatchObject({ code: 'CAPACITY_EXHAUSTED' });
+  });
+
+  it('a running session no connected agent speaks for fails after the grace period (agent lost), not before; an agent back in time keeps it', async () => {
+    const { service, hub, clock } = setup();
+    const kept = await service.create({}, ANONYMOUS, { waitMs: 1000 });
+    const lost = await service.create({}, ANONYMOUS, { waitMs: 1000 });
+    hub.connected = [];
+    await service.reapOnce();
+    clock.advance(29_000);
+    await service.reapOnce();
+    expect((await service.get(lost.id))?.status).toBe('running');
+    // An agent of another node does not speak for them; the grace goes on.
+    hub.connected = [{ ...agent, agentId: 'node-b/1', node: 'node-b' }];
+    clock.advance(2000);
+    await service.reapOnce();
+    expect(await service.get(lost.id)).toMatchObject({ status: 'failed', failureReason: expect.stringMatching(/^agent lost: no agent for node "node-a"/) });
+    expect((await service.get(kept.id))?.status).toBe('failed');
+    // A session whose agent comes back within the grace stays running, and its clock starts over.
+    hub.connected = [agent];
+    const back = await service.create({}, ANONYMOUS, { waitMs: 1000 });
+    hub.connected = [];
+    await service.reapOnce();
+    clock.advance(20_000);
+    hub.connected = [agent];
+    await service.reapOnce();
+    hub.connected = [];
+    clock.advance(20_000);
+    await service.reapOnce();
+    expect((await service.get(back.id))?.status).toBe('running');
+    clock.advance(30_000);
+    await service.reapOnce();
+    expect((await service.get(back.id))?.status).toBe('failed');
+  });
+
+  it("a session this router never saw an agent speak for (another replica's) is not judged", async () => {
+    const { service, store, hub, clock } = setup();
+    const own = await service.create({}, ANONYMOUS, { waitMs: 1000 });
+    const elsewhere: Session = { ...own, id: '88888888-8888-4888-8888-888888888888', node: 'node-z' };
+    await store.create(elsewhere, { maxSessions: 10, maxPerOwner: 0 });
+    hub.connected = [];
+    await service.reapOnce();
+    clock.advance(31_000);
+    await service.reapOnce();
+    expect((await service.get(own.id))?.status).toBe('failed');
+    expect((await service.get(elsewhere.id))?.status).toBe('running');
+  });
+
+  it('agent.sync from a local agent that restarted: its running sessions it does not list fail at once; others are untouched', async () => {
+    const { service, clock, store } = setup();
+    const gone = await service.create({}, ANONYMOUS, { waitMs: 1000 });
+    const listed = await service.create({}, ANONYMOUS, { waitMs: 1000 });
+    const otherNode = { ...(await service.create({}, ANONYMOUS, { waitMs: 1000 })), id: '77777777-7777-4777-8777-777777777777', node: 'node-b' };
+    await store.create(otherNode, { maxSessions: 10, maxPerOwner: 0 });
+    clock.advance(1000);
+    const res = await service.agentHandlers(agent)['agent.sync']!({ running: [listed.id], snapshots: [] });
+    expect(res).toEqual({ stop: [], rebuilt: [] });
+    expect(await service.get(gone.id)).toMatchObject({ status: 'failed', failureReason: 'agent lost: its agent restarted without it' });
+    expect((await service.get(listed.id))?.status).toBe('running');
+    expect((await service.get(otherNode.id))?.status).toBe('running');
+    // A session that became running as the sync was being handled is not in its list, and stays.
+    const fresh = await service.create({}, ANONYMOUS, { waitMs: 1000 });
+    await service.agentHandlers(agent)['agent.sync']!({ running: [listed.id], snapshots: [] });
+    expect((await service.get(fresh.id))?.status).toBe('running');
+    // A Kubernetes agent's sync lists its own node's pods only once agents own nodes: it fails nothing.
+    clock.advance(1000);
+    await service.agentHandlers({ ...agent, agentId: 'kube/1', runtime: 'kubernetes' })['agent.sync']!({ running: [], snapshots: [] });
+    expect((await service.get(listed.id))?.status).toBe('running');
   });
 
   it('serves proxied look-ups from a short cache that status changes refresh', async () => {
