@@ -14,5 +14,5 @@ export async function checkBrowsers(deps: { sessions: SessionManager; clock: Clo
         : endpoints?.apiPort !== undefined && (await devtoolsVersion(endpoints.host, endpoints.apiPort, deps.timeoutMs)) !== null,
     })),
   );
-  if (deps.peer) await deps.peer.call('agent.health', { checkedAt: deps.clock.now(), sessions }, 5000);
+  if (deps.peer) await deps.peer.call('agent.health', { checkedAt: deps.clock.now(), sessions, active: deps.sessions.active }, 5000);
 }

@@ -38,7 +38,14 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
   const tunnel: TunnelClient = new TunnelClient({
     url: config.routerUrl,
     token: config.token,
-    hello: { clusterId: config.clusterId, nodeName: config.nodeName, agentId: `${config.nodeName}/${randomUUID().slice(0, 8)}`, runtime: runtime.name },
+    hello: {
+      clusterId: config.clusterId,
+      nodeName: config.nodeName,
+      agentId: `${config.nodeName}/${randomUUID().slice(0, 8)}`,
+      runtime: runtime.name,
+      // A local agent knows how many browsers it may run; a Kubernetes node's room is the scheduler's to judge.
+      ...(runtime.name === 'local' ? { capacity: config.localMaxBrowsers } : {}),
+    },
     clock,
     logger,
     handlers: {

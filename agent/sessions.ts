@@ -133,6 +133,11 @@ export class SessionManager {
       .map((m) => ({ ...m.session, status: 'running' as const, node: m.node ?? this.deps.nodeName, endpoints: m.endpoints, startedAt: m.startedAt }));
   }
 
+  /** Sessions this agent holds, starting or running: its load as the router places sessions. */
+  get active(): number {
+    return this.sessions.size;
+  }
+
   running(): RunningBrowser[] {
     return [...this.sessions.values()].filter((m) => m.status === 'running').map((m) => ({ id: m.session.id, endpoints: m.endpoints, devtools: m.devtools }));
   }

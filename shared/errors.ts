@@ -53,16 +53,28 @@ export class AppError extends Error {
 }
 
 /** An AppError as it travels over the tunnel (RPC results, refused streams) or between edge objects. */
-export const WireError = z.object({ code: z.string().max(64), message: z.string().max(2000), status: z.number().int().optional(), details: z.unknown().optional() });
+export const WireError = z.object({
+  code: z.string().max(64),
+  message: z.string().max(2000),
+  status: z.number().int().optional(),
+  details: z.unknown().optional(),
+  retryAfterSec: z.number().int().min(1).max(86_400).optional(),
+});
 export type WireError = z.infer<typeof WireError>;
 
 export function toWire(err: unknown): WireError {
   const e = err instanceof AppError ? err : new AppError('INTERNAL', 'internal error', { cause: err });
-  return { code: e.code, message: e.message, status: e.status, ...(e.details !== undefined ? { details: e.details } : {}) };
+  return {
+    code: e.code,
+    message: e.message,
+    status: e.status,
+    ...(e.details !== undefined ? { details: e.details } : {}),
+    ...(e.retryAfterSec !== undefined ? { retryAfterSec: e.retryAfterSec } : {}),
+  };
 }
 
 /** A code this side does not know (a newer peer) becomes AGENT_ERROR, keeping the original in details. */
 export function fromWire(w: WireError): AppError {
-  if (isErrorCode(w.code)) return new AppError(w.code, w.message, { details: w.details });
+  if (isErrorCode(w.code)) return new AppError(w.code, w.message, { details: w.details, retryAfterSec: w.retryAfterSec });
   return new AppError('AGENT_ERROR', w.message, { details: { code: w.code, status: w.status } });
 }

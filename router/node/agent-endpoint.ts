@@ -8,6 +8,7 @@ import { asBytes, messageSender } from '../../shared/node-socket.js';
 import { acceptHello, admitAgent, HELLO_TIMEOUT_MS, MAX_TUNNEL_MESSAGE_BYTES, WELCOME, type AgentTokens } from '../../shared/tunnel/handshake.js';
 import { TunnelClose } from '../../shared/tunnel/protocol.js';
 import type { InProcessHub } from '../tunnel/in-process-hub.js';
+import { agentInfoOf } from '../tunnel/hub.js';
 import { rejectUpgrade } from './upgrade.js';
 
 /** Accepts agent tunnels on Node's sockets: the handshake module decides, the hub owns the tunnel. */
@@ -48,10 +49,7 @@ export function createAgentEndpoint(deps: { hub: InProcessHub; tokens: AgentToke
       const { hello } = outcome;
       const sender = messageSender(ws, socket);
       sender.send(WELCOME);
-      const peer = deps.hub.attach(
-        { agentId: hello.agentId, cluster: hello.clusterId, node: hello.nodeName, runtime: hello.runtime, connectedAt: deps.clock.now() },
-        { send: (d) => sender.send(d), close: (code, reason) => ws.close(code, reason) },
-      );
+      const peer = deps.hub.attach(agentInfoOf(hello, deps.clock.now()), { send: (d) => sender.send(d), close: (code, reason) => ws.close(code, reason) });
       ws.on('message', (d: RawData, binary: boolean) => peer.receive(binary ? asBytes(d) : d.toString()));
       ws.on('close', (code, reason) => peer.handleTransportClosed('AGENT_DISCONNECTED', `agent tunnel closed (${code} ${reason.toString()})`));
     });

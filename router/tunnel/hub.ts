@@ -1,6 +1,16 @@
-import type { RpcMethod, RpcParams, RpcResult } from '../../shared/tunnel/protocol.js';
+import type { Hello, RpcMethod, RpcParams, RpcResult } from '../../shared/tunnel/protocol.js';
 
-export type AgentInfo = { agentId: string; cluster: string; node: string; runtime: string; connectedAt: number };
+/** A connected agent; `capacity`: how many sessions it can hold, when it says so. */
+export type AgentInfo = { agentId: string; cluster: string; node: string; runtime: string; connectedAt: number; capacity?: number };
+
+export const agentInfoOf = (hello: Hello, connectedAt: number): AgentInfo => ({
+  agentId: hello.agentId,
+  cluster: hello.clusterId,
+  node: hello.nodeName,
+  runtime: hello.runtime,
+  connectedAt,
+  ...(hello.capacity !== undefined ? { capacity: hello.capacity } : {}),
+});
 export type Placement = { cluster: string; node?: string };
 export type BrowserHealth = { reachable: boolean; checkedAt: number };
 

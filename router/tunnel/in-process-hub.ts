@@ -5,6 +5,7 @@ import { TunnelPeer, type RpcHandlers, type TunnelTransport } from '../../shared
 import { TunnelClose, type RpcMethod, type RpcParams, type RpcResult, type StreamSpec } from '../../shared/tunnel/protocol.js';
 import type { TunnelStream } from '../../shared/tunnel/stream.js';
 import type { AgentInfo, BrowserHealth, Placement, TunnelHub } from './hub.js';
+import { Placer } from './placement.js';
 
 type Connection = { info: AgentInfo; peer: TunnelPeer };
 
@@ -16,6 +17,8 @@ export type InProcessHubDeps = {
   /** Of the sessions an agent reports health for, those it may speak for (its own). */
   reportableBy: (agent: AgentInfo, ids: string[]) => Promise<Set<string>>;
   onAgentsChanged?: (agents: AgentInfo[]) => void;
+  /** An agent's own count of the sessions it holds, from each health report (the Workers directory places by it). */
+  onLoad?: (agent: AgentInfo, active: number) => void;
   heartbeatMs?: number;
 };
 
@@ -25,7 +28,7 @@ export class InProcessHub implements TunnelHub {
   private readonly health = new Map<string, BrowserHealth>();
   /** Which sessions each agent reported last, so entries of ended sessions are dropped. */
   private readonly reported = new Map<string, Set<string>>();
-  private roundRobin = 0;
+  private readonly placer = new Placer();
 
   constructor(private readonly deps: InProcessHubDeps) {}
 
@@ -46,6 +49,10 @@ export class InProcessHub implements TunnelHub {
         for (const id of this.reported.get(info.agentId) ?? []) if (!now.has(id)) this.health.delete(id);
         this.reported.set(info.agentId, now);
         for (const s of sessions) this.health.set(s.id, { reachable: s.reachable, checkedAt: p.checkedAt });
+        if (p.active !== undefined) {
+          this.placer.reported(info.agentId, p.active);
+          this.deps.onLoad?.(info, p.active);
+        }
         return {};
       },
     };
@@ -59,7 +66,10 @@ export class InProcessHub implements TunnelHub {
     const conn: Connection = { info, peer };
     this.conns.set(info.agentId, conn);
     peer.onClose((reason) => {
-      if (this.conns.get(info.agentId) === conn) this.conns.delete(info.agentId);
+      if (this.conns.get(info.agentId) === conn) {
+        this.conns.delete(info.agentId);
+        this.placer.forget(info.agentId);
+      }
       this.deps.logger.warn('agent disconnected', { agent: info.agentId, cluster: info.cluster, node: info.node, reason });
       this.deps.onAgentsChanged?.(this.agentList());
     });
@@ -77,10 +87,10 @@ export class InProcessHub implements TunnelHub {
   }
 
   async place(requestedCluster?: string): Promise<AgentInfo | null> {
-    const candidates = [...this.conns.values()].filter((c) => !requestedCluster || c.info.cluster === requestedCluster);
-    if (candidates.length === 0) return null;
-    const pick = candidates[this.roundRobin++ % candidates.length]!;
-    return pick.info;
+    return this.placer.place(
+      [...this.conns.values()].filter((c) => !c.peer.isClosed).map((c) => c.info),
+      requestedCluster,
+    );
   }
 
   async observe(to: Placement, sessionId: string): Promise<{ connected: boolean; health: BrowserHealth | null }> {

@@ -1,4 +1,6 @@
+import { toWire } from '../../shared/errors.js';
 import type { AgentInfo } from '../tunnel/hub.js';
+import { Placer } from '../tunnel/placement.js';
 import type { DurableObjectState } from './platform.js';
 
 /**
@@ -8,7 +10,7 @@ import type { DurableObjectState } from './platform.js';
  */
 export class DirectoryObject {
   private agents: Map<string, AgentInfo> | null = null;
-  private roundRobin = 0;
+  private readonly placer = new Placer();
 
   constructor(private readonly state: DurableObjectState) {}
 
@@ -25,15 +27,24 @@ export class DirectoryObject {
       case '/unregister': {
         const { agentId } = (await req.json()) as { agentId: string };
         agents.delete(agentId);
+        this.placer.forget(agentId);
         await this.state.storage.delete(`agent:${agentId}`);
         return Response.json({ ok: true });
       }
       case '/agents':
         return Response.json([...agents.values()]);
+      case '/load': {
+        const { agentId, active } = (await req.json()) as { agentId: string; active: number };
+        if (agents.has(agentId)) this.placer.reported(agentId, active);
+        return Response.json({ ok: true });
+      }
       case '/place': {
-        const cluster = url.searchParams.get('cluster');
-        const candidates = [...agents.values()].filter((a) => !cluster || a.cluster === cluster);
-        return Response.json(candidates.length ? candidates[this.roundRobin++ % candidates.length] : null);
+        try {
+          return Response.json(this.placer.place([...agents.values()], url.searchParams.get('cluster') ?? undefined));
+        } catch (err) {
+          // CAPACITY_EXHAUSTED, with its Retry-After, for the Worker to answer.
+          return Response.json({ error: toWire(err) }, { status: 409 });
+        }
       }
       default:
         return Response.json({ error: { code: 'NOT_FOUND', message: 'no such directory route' } }, { status: 404 });

@@ -10,7 +10,7 @@ import { composeRouter, type RouterCore } from '../compose.js';
 import { DataPlane, type ProxyTarget } from '../data-plane/data-plane.js';
 import { bridgeMessages } from '../data-plane/ws-bridge.js';
 import { errorJson } from '../http/errors.js';
-import type { AgentInfo, Placement } from '../tunnel/hub.js';
+import { agentInfoOf, type AgentInfo, type Placement } from '../tunnel/hub.js';
 import { InProcessHub } from '../tunnel/in-process-hub.js';
 import { edgePublicUrl, edgeRedis, edgeRequestInfo, loadEdgeConfig, type WorkerEnv } from './env.js';
 import { asBytes, autoResponse, newWebSocketPair, upgradeResponse, type DurableObjectState, type WorkerWebSocket } from './platform.js';
@@ -49,6 +49,8 @@ export class TunnelHubObject {
       logger: this.logger,
       handlersFor: (a) => this.core.service.agentHandlers(a),
       reportableBy: (a, ids) => this.core.service.reportableBy(a, ids),
+      // The directory places sessions for the stateless Worker: it learns each agent's load from here.
+      onLoad: (a, active) => void this.directory('/load', { agentId: a.agentId, active }).catch((err) => this.logger.warn('directory did not take a load report', { err })),
       heartbeatMs: 0,
     });
     this.dataPlane = new DataPlane({ openStream: (to, spec, o) => this.hub.openStream(to, spec, o), clock: systemClock });
@@ -112,7 +114,7 @@ export class TunnelHubObject {
     const outcome = acceptHello(asBytes(message), a?.phase === 'hello' ? a.cluster : '');
     if (!outcome.ok) return ws.close(outcome.code, outcome.reason);
     const { hello } = outcome;
-    const info: AgentInfo = { agentId: hello.agentId, cluster: hello.clusterId, node: hello.nodeName, runtime: hello.runtime, connectedAt: Date.now() };
+    const info = agentInfoOf(hello, Date.now());
     ws.serializeAttachment({ phase: 'agent', info } satisfies Attachment);
     ws.send(WELCOME);
     // The object's name is its cluster; remember it for the reaper, which runs with no request.

@@ -17,7 +17,9 @@ export class RemoteHub implements TunnelHub {
 
   async place(requestedCluster?: string): Promise<AgentInfo | null> {
     const q = requestedCluster ? `?cluster=${encodeURIComponent(requestedCluster)}` : '';
-    return (await (await this.directory(`/place${q}`)).json()) as AgentInfo | null;
+    const answer = (await (await this.directory(`/place${q}`)).json()) as AgentInfo | null | { error: WireError };
+    if (answer && 'error' in answer) throw fromWire(answer.error);
+    return answer;
   }
 
   async call<M extends RpcMethod>(to: Placement, method: M, params: RpcParams<M>, timeoutMs: number): Promise<RpcResult<M>> {

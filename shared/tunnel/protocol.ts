@@ -23,6 +23,8 @@ export const Hello = z.strictObject({
   nodeName: z.string().min(1).max(253),
   agentId: z.string().min(1).max(128),
   runtime: z.string().min(1).max(32),
+  /** Sessions this agent can hold at once (LOCAL_MAX_BROWSERS); absent: not known to the agent. */
+  capacity: z.number().int().min(1).max(100_000).optional(),
 });
 export type Hello = z.infer<typeof Hello>;
 
@@ -77,7 +79,12 @@ export const Rpc = {
     result: z.object({ stop: z.array(z.string()), rebuilt: z.array(z.string()).default([]) }),
   },
   'agent.health': {
-    params: z.object({ checkedAt: z.number().int(), sessions: z.array(z.object({ id: z.string(), reachable: z.boolean() })) }),
+    params: z.object({
+      checkedAt: z.number().int(),
+      sessions: z.array(z.object({ id: z.string(), reachable: z.boolean() })),
+      /** Sessions the agent holds right now, starting ones included: its load, for placement. */
+      active: z.number().int().min(0).max(1_000_000).optional(),
+    }),
     result: z.object({}),
   },
 } as const;
