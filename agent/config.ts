@@ -54,7 +54,7 @@ export type AgentConfig = {
   clusterId: string;
   nodeName: string;
   runtime: 'local' | 'kubernetes';
-  kubernetes: Omit<JobSettings, 'cluster'> & { kubeconfig?: string; scheduleTimeoutMs: number };
+  kubernetes: Omit<JobSettings, 'cluster' | 'node'> & { kubeconfig?: string; scheduleTimeoutMs: number };
   chromiumPath: string;
   /** The account browsers run as, when the agent runs as root (Chromium never does). */
   chromiumUser: string | undefined;

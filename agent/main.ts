@@ -32,7 +32,7 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
   await runtime.init?.();
   // Closures below reach `tunnel` only after it is constructed.
   const reporter = new Reporter({ peer: () => tunnel.current, logger });
-  const sessions = new SessionManager({ runtime, clock, logger, metrics, nodeName: config.nodeName, report: (r) => reporter.report(r) });
+  const sessions = new SessionManager({ runtime, clock, logger, metrics, nodeName: config.nodeName, report: (r) => reporter.report({ ...r, active: sessions.active }) });
   const proxy = createProxyHandler({ sessions, clock, logger, maxWsMessageBytes: config.maxWsMessageBytes, maxWebSocketsPerSession: config.maxDevtoolsConnections });
 
   const tunnel: TunnelClient = new TunnelClient({
@@ -49,8 +49,9 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
     clock,
     logger,
     handlers: {
-      'session.start': ({ session }) => sessions.start(session),
-      'session.stop': async ({ id, reason }) => ({ stopped: await sessions.stop(id, reason) }),
+      // Each answer carries the agent's load after it, so the router places on fresh numbers.
+      'session.start': async ({ session }) => ({ ...(await sessions.start(session)), active: sessions.active }),
+      'session.stop': async ({ id, reason }) => ({ stopped: await sessions.stop(id, reason), active: sessions.active }),
     },
     onStreamOpen: (stream, spec) => proxy.onStreamOpen(stream, spec),
     onConnected: () => {
@@ -113,7 +114,14 @@ async function createRuntime(config: AgentConfig, clock: Clock, logger: Logger):
     const kc = new KubeConfig();
     if (kubeconfig) kc.loadFromFile(kubeconfig);
     else kc.loadFromCluster();
-    return new KubernetesRuntime({ kc, clock, logger, scheduleTimeoutMs, startTimeoutMs: config.startTimeoutMs, settings: { ...settings, cluster: config.clusterId } });
+    return new KubernetesRuntime({
+      kc,
+      clock,
+      logger,
+      scheduleTimeoutMs,
+      startTimeoutMs: config.startTimeoutMs,
+      settings: { ...settings, cluster: config.clusterId, node: config.nodeName },
+    });
   }
   if (config.noSandbox) logger.warn('CHROMIUM_NO_SANDBOX=true: browsers run without their sandbox');
   const user = config.chromiumUser ? await lookupBrowserUser(config.chromiumUser) : undefined;

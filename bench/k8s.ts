@@ -37,7 +37,7 @@ try {
           ROUTER_URL: sys.url,
           AGENT_TOKEN: TEST_TOKEN,
           CLUSTER_ID: 'kube',
-          NODE_NAME: 'agent-kube',
+          NODE_NAME: cluster.node,
           AGENT_RUNTIME: 'kubernetes',
           KUBECONFIG: cluster.agentKubeconfig,
           K8S_NAMESPACE: NAMESPACE,

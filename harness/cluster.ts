@@ -28,6 +28,8 @@ export type SuiteImages = { api: string; ui: string; crash: string; crashReason:
 
 export type TestCluster = {
   plane?: ControlPlane;
+  /** The node the suite's agents run on and own (their NODE_NAME). */
+  node: string;
   kubelet?: ProcessKubelet;
   images: SuiteImages;
   admin: KubeClient;
@@ -137,6 +139,7 @@ export async function startTestCluster(opts: { signal?: AbortSignal } = {}): Pro
     writeFileSync(join(dir, 'agent-token'), token, { mode: 0o600 });
     return {
       plane,
+      node: NODE,
       kubelet,
       images: {
         api: 'bso/browser-api:test',
@@ -202,7 +205,11 @@ async function useOutsideCluster(path: string): Promise<TestCluster> {
   );
   const agentKc = new KubeConfig();
   agentKc.loadFromFile(agentKubeconfig);
+  // The agents own one node: the first the cluster lists, unless BSO_TEST_NODE names another.
+  const node = process.env.BSO_TEST_NODE ?? ((await admin.call('GET', '/api/v1/nodes')).items[0]?.metadata?.name as string | undefined);
+  if (!node) throw new Error('the cluster named by BSO_TEST_KUBECONFIG lists no node');
   return {
+    node,
     images: {
       api,
       ui: process.env.BSO_TEST_BROWSER_UI_IMAGE ?? 'nginx:1.27-alpine',

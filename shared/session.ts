@@ -59,6 +59,8 @@ export const SessionReport = z.strictObject({
   endpoints: SessionEndpoints.optional(),
   failureReason: z.string().max(2000).optional(),
   at: z.number().int(),
+  /** The agent's load once this happened (sessions it holds), for placement; never stored. */
+  active: z.number().int().min(0).max(1_000_000).optional(),
 });
 export type SessionReport = z.infer<typeof SessionReport>;
 

@@ -130,11 +130,10 @@ export class SessionService {
 
   /**
    * Whether `agent` may speak for `s`: an agent of its cluster (tokens are bound to clusters), on its
-   * node. Agents of a cluster-wide runtime (Kubernetes) run the cluster's pods from any node, so for
-   * them the cluster is the bound until agents own their nodes.
+   * node. Every agent owns its node: a local one its browsers, a Kubernetes one the pods pinned there.
    */
   static speaksFor(agent: AgentInfo, s: Pick<Session, 'cluster' | 'node'>): boolean {
-    return s.cluster === agent.cluster && (s.node === agent.node || agent.runtime !== 'local');
+    return s.cluster === agent.cluster && s.node === agent.node;
   }
 
   /** Of `ids`, the sessions `agent` may report health for. */
@@ -178,18 +177,18 @@ export class SessionService {
   }
 
   /**
-   * A local agent is the only one that can run its node's browsers, and they die with it (their
-   * DevTools pipe closes): a running session of its node that its sync does not list was lost when the
-   * agent went (a restart). Only sessions that were running before this sync arrived count: a start
-   * that finishes meanwhile is answered after the sync was sent, so it cannot be in the list yet.
+   * An agent is the only one that runs its node's sessions (a local one's browsers die with it; a
+   * Kubernetes one adopts its node's Jobs when it comes back): a running session of its node that its
+   * sync does not list is gone (its browser ended with the agent, or its Job vanished meanwhile). Only
+   * sessions that were running before this sync arrived count: a start that finishes meanwhile is
+   * answered after the sync was sent, so it cannot be in the list yet.
    */
   private async lostOnRestart(agent: AgentInfo, running: string[], receivedAt: number): Promise<string[]> {
-    if (agent.runtime !== 'local') return [];
     const listed = new Set(running);
     const lost = (await this.deps.store.listActive()).filter(
       (s) => s.status === 'running' && s.cluster === agent.cluster && s.node === agent.node && !listed.has(s.id) && (s.startedAt ?? s.updatedAt) < receivedAt,
     );
-    for (const s of lost) await this.transition(s.id, { status: 'failed', failureReason: 'agent lost: its agent restarted without it' });
+    for (const s of lost) await this.transition(s.id, { status: 'failed', failureReason: 'agent lost: its agent no longer runs it' });
     return lost.map((s) => s.id);
   }
 

@@ -39,6 +39,10 @@ export class InProcessHub implements TunnelHub {
     const base = this.deps.handlersFor(info);
     const handlers: RpcHandlers = {
       ...base,
+      'session.report': async (report) => {
+        if (report.active !== undefined) this.loadReported(info, report.active);
+        return base['session.report'] ? base['session.report'](report) : { accepted: false };
+      },
       'agent.health': async (p) => {
         const own = await this.deps.reportableBy(
           info,
@@ -49,10 +53,7 @@ export class InProcessHub implements TunnelHub {
         for (const id of this.reported.get(info.agentId) ?? []) if (!now.has(id)) this.health.delete(id);
         this.reported.set(info.agentId, now);
         for (const s of sessions) this.health.set(s.id, { reachable: s.reachable, checkedAt: p.checkedAt });
-        if (p.active !== undefined) {
-          this.placer.reported(info.agentId, p.active);
-          this.deps.onLoad?.(info, p.active);
-        }
+        if (p.active !== undefined) this.loadReported(info, p.active);
         return {};
       },
     };
@@ -97,10 +98,19 @@ export class InProcessHub implements TunnelHub {
     return { connected: this.find(to) !== undefined, health: this.health.get(sessionId) ?? null };
   }
 
-  call<M extends RpcMethod>(to: Placement, method: M, params: RpcParams<M>, timeoutMs: number): Promise<RpcResult<M>> {
+  async call<M extends RpcMethod>(to: Placement, method: M, params: RpcParams<M>, timeoutMs: number): Promise<RpcResult<M>> {
     const conn = this.find(to);
-    if (!conn) return Promise.reject(noAgent(to));
-    return conn.peer.call(method, params, timeoutMs);
+    if (!conn) throw noAgent(to);
+    const result = await conn.peer.call(method, params, timeoutMs);
+    // Starts and stops answer with the agent's load after them.
+    const active = (result as { active?: unknown }).active;
+    if (typeof active === 'number') this.loadReported(conn.info, active);
+    return result;
+  }
+
+  private loadReported(agent: AgentInfo, active: number): void {
+    this.placer.reported(agent.agentId, active);
+    this.deps.onLoad?.(agent, active);
   }
 
   /** A byte stream to the agent serving `to`: what the data plane carries proxied traffic on. */
@@ -115,15 +125,13 @@ export class InProcessHub implements TunnelHub {
     this.conns.clear();
   }
 
-  /** The agent on the session's node when there is one, else any agent of its cluster. */
+  /** The agent on the session's node (the one that owns it); without a node, any agent of the cluster. */
   private find(to: Placement): Connection | undefined {
-    let fallback: Connection | undefined;
     for (const c of this.conns.values()) {
       if (c.info.cluster !== to.cluster || c.peer.isClosed) continue;
       if (!to.node || c.info.node === to.node) return c;
-      if (c.info.runtime !== 'local') fallback ??= c;
     }
-    return fallback;
+    return undefined;
   }
 }
 

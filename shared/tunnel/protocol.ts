@@ -70,7 +70,11 @@ export type ControlMessage = z.infer<typeof ControlMessage>;
 /** RPC methods: params and results, validated on both ends. */
 export const Rpc = {
   'session.start': { params: z.object({ session: Session }), result: SessionReport },
-  'session.stop': { params: z.object({ id: z.string(), reason: z.enum(['deleted', 'timed_out', 'orphaned']) }), result: z.object({ stopped: z.boolean() }) },
+  'session.stop': {
+    params: z.object({ id: z.string(), reason: z.enum(['deleted', 'timed_out', 'orphaned']) }),
+    /** `active`: the agent's load after the stop, so the slot shows as free at once. */
+    result: z.object({ stopped: z.boolean(), active: z.number().int().min(0).max(1_000_000).optional() }),
+  },
   'session.report': { params: SessionReport, result: z.object({ accepted: z.boolean() }) },
   /** The agent's view of its sessions: ids it runs, and full snapshots of the running ones, so a
    * router whose store lost them (Redis data loss) can rebuild them instead of stopping them. */

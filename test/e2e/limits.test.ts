@@ -43,7 +43,9 @@ describe('rate limits and quotas across two router processes sharing one Redis',
       expect(((await r.json()) as { error: { code: string } }).error.code).toBe('RATE_LIMITED');
       const retryAfter = Number(r.headers.get('retry-after'));
       expect(retryAfter).toBeGreaterThanOrEqual(1);
-      expect(retryAfter).toBeLessThanOrEqual(3);
+      // One interval (3 s), rounded up: a request whose router read the clock a moment before the
+      // other router's charge landed sees 3 s and a few ms, which is 4.
+      expect(retryAfter).toBeLessThanOrEqual(4);
       expect(r.headers.get('ratelimit-policy')).toContain('"create";q=20;w=60');
       expect(r.headers.get('ratelimit')).toMatch(/"create";r=0;t=\d+/);
       wait = Math.max(wait, retryAfter);

@@ -5,6 +5,7 @@ import { startAgent, type RunningAgent } from '../../agent/main.js';
 import type { SessionView } from '../../shared/api.js';
 import { applyManifest, GiveUp, NAMESPACE, startTestCluster, SYSTEM_NAMESPACE, until, type TestCluster } from '../../harness/cluster.js';
 import { buildJob } from '../../agent/runtime/kubernetes/job.js';
+import type { KubernetesRuntime } from '../../agent/runtime/kubernetes/runtime.js';
 import { PAGES_ORIGIN, serveTestPages } from '../helpers/pages.js';
 import { pendingSession } from '../helpers/session.js';
 import { pidsMatching } from '../../harness/processes.js';
@@ -21,7 +22,7 @@ describe('kubernetes runtime on a real control plane', () => {
     ROUTER_URL: sys.url,
     AGENT_TOKEN: TEST_TOKEN,
     CLUSTER_ID: clusterId,
-    NODE_NAME: `agent-${clusterId}`,
+    NODE_NAME: cluster.node,
     AGENT_RUNTIME: 'kubernetes',
     KUBECONFIG: cluster.agentKubeconfig,
     K8S_NAMESPACE: NAMESPACE,
@@ -148,8 +149,8 @@ describe('kubernetes runtime on a real control plane', () => {
     const ns = await cluster.admin.call('GET', `/api/v1/namespaces/${NAMESPACE}`);
     expect(ns.metadata.labels).toMatchObject({ 'pod-security.kubernetes.io/enforce': 'restricted' });
     const settings = loadAgentConfig(agentEnv('kube'), false).kubernetes;
-    const session = pendingSession({ cluster: 'kube', node: 'agent-kube' });
-    const template = buildJob(session, { ...settings, cluster: 'kube' }).spec!.template;
+    const session = pendingSession({ cluster: 'kube', node: cluster.node });
+    const template = buildJob(session, { ...settings, cluster: 'kube', node: cluster.node }).spec!.template;
     const asPod = (spec: object) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'bso-psa-probe', namespace: NAMESPACE, labels: template.metadata!.labels }, spec });
     const podsPath = `/api/v1/namespaces/${NAMESPACE}/pods?dryRun=All&fieldValidation=Strict`;
     await expect(cluster.admin.call('POST', podsPath, asPod(template.spec!))).resolves.toMatchObject({ kind: 'Pod' });
@@ -182,6 +183,26 @@ describe('kubernetes runtime on a real control plane', () => {
     // What the apiserver keeps is what the file says: nothing was dropped as unknown.
     const file = new URL('../../infra/k8s/network-policies.yaml', import.meta.url).pathname;
     expect(await applyManifest(cluster.admin, file, { dryRun: true })).toEqual(['NetworkPolicy', 'NetworkPolicy', 'NetworkPolicy', 'NetworkPolicy']);
+  });
+
+  it("each agent owns its node: another node's agent of the same cluster neither watches nor adopts its Jobs", async () => {
+    const s = (await create({ cluster: 'kube' })).body;
+    expect(s).toMatchObject({ status: 'running', node: cluster.node });
+    const other = await startAgent(loadAgentConfig(agentEnv('kube', { NODE_NAME: 'bso-node-elsewhere' }), false));
+    try {
+      await until('the other agent', async () => (await json(sys.fetch(`${sys.url}/health`))).body.agents.some((a: { node: string }) => a.node === 'bso-node-elsewhere'), 10_000);
+      // Its watch and its adoption cover its own node's Jobs only: none.
+      expect(other.sessions.ids()).toEqual([]);
+      expect(await (other.runtime as KubernetesRuntime).recover()).toEqual([]);
+      expect((await (agents.get('kube')!.runtime as KubernetesRuntime).recover()).map((x) => x.id)).toContain(s.id);
+      // The session is still served by its own node's agent.
+      expect((await fetch(`${s.proxyUrl}/json/version`)).status).toBe(200);
+      expect((await statusOf(s.id)).status).toBe('running');
+    } finally {
+      await other.close();
+    }
+    expect((await json<SessionView>(sys.fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }))).body.status).toBe('terminated');
+    await nothingLeft(s.id);
   });
 
   it('the hard timeout deletes the Job', async () => {

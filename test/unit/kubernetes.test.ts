@@ -10,6 +10,7 @@ import type { Session } from '../../shared/session.js';
 const settings: JobSettings = {
   namespace: 'bso',
   cluster: 'c1',
+  node: 'agent-1',
   apiImage: 'api:1',
   uiImage: 'ui:1',
   apiPort: 9222,
@@ -23,11 +24,21 @@ const session: Session = pendingSession({ options: { userAgent: 'UA', viewport: 
 describe('buildJob', () => {
   it('makes one never-restarting Job with both containers, deadlines, TTL, probe, labels and the session', () => {
     const job = buildJob(session, settings);
-    expect(job.metadata).toMatchObject({ name: jobName(session.id), namespace: 'bso', labels: { app: 'bso-browser', 'bso.dev/session-id': session.id, 'bso.dev/cluster': 'c1' } });
+    expect(job.metadata).toMatchObject({
+      name: jobName(session.id),
+      namespace: 'bso',
+      labels: { app: 'bso-browser', 'bso.dev/session-id': session.id, 'bso.dev/cluster': 'c1', 'bso.dev/node': 'agent-1' },
+    });
     expect(JSON.parse(job.metadata!.annotations!['bso.dev/session']!)).toEqual(session);
     expect(job.spec).toMatchObject({ backoffLimit: 0, activeDeadlineSeconds: 630, ttlSecondsAfterFinished: 120 });
     const pod = job.spec!.template.spec!;
     expect(pod.restartPolicy).toBe('Never');
+    // Pinned to the agent's own node through the scheduler (which still checks the node's room).
+    expect(pod.nodeName).toBeUndefined();
+    expect(pod.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms).toEqual([
+      { matchFields: [{ key: 'metadata.name', operator: 'In', values: ['agent-1'] }] },
+    ]);
+    expect(job.spec!.template.metadata!.labels).toMatchObject({ 'bso.dev/node': 'agent-1' });
     expect(pod.containers.map((c) => [c.name, c.image, c.ports![0]!.containerPort])).toEqual([
       ['browser', 'api:1', 9222],
       ['ui', 'ui:1', 8080],

@@ -117,22 +117,37 @@ describe('InProcessHub', () => {
     expect(await hub.place('north')).toBeNull();
   });
 
-  it("calls the agent on the session's node; another agent of the cluster serves it only when not local", async () => {
+  it("calls the agent on the session's node, and no other: every agent owns its node, whatever its runtime", async () => {
     const { hub, clock } = setup();
     const served: string[] = [];
-    const stopOn = (name: string): RpcHandlers => ({ 'session.stop': async () => (served.push(name), { stopped: true }) });
+    const stopOn = (name: string): RpcHandlers => ({ 'session.stop': async () => (served.push(name), { stopped: true, active: 3 }) });
     connect(hub, clock, info('a1', 'east', 'n1'), stopOn('a1'));
     connect(hub, clock, info('a2', 'east', 'n2'), stopOn('a2'));
     await hub.call({ cluster: 'east', node: 'n2' }, 'session.stop', { id: 'x', reason: 'deleted' }, 1000);
-    await hub.call({ cluster: 'east', node: 'gone' }, 'session.stop', { id: 'x', reason: 'deleted' }, 1000);
-    expect(served[0]).toBe('a2');
-    expect(served).toHaveLength(2);
+    expect(served).toEqual(['a2']);
+    await expect(hub.call({ cluster: 'east', node: 'gone' }, 'session.stop', { id: 'x', reason: 'deleted' }, 1000)).rejects.toMatchObject({
+      code: 'AGENT_DISCONNECTED',
+      status: 503,
+    });
     const local = setup();
     connect(local.hub, local.clock, info('l1', 'dev', 'n1', 'local'));
     await expect(local.hub.call({ cluster: 'dev', node: 'other' }, 'session.stop', { id: 'x', reason: 'deleted' }, 1000)).rejects.toMatchObject({
       code: 'AGENT_DISCONNECTED',
       status: 503,
     });
+  });
+
+  it('places by the load agents state: a start or stop answer and a health report all update it', async () => {
+    const { hub, clock } = setup();
+    let active = 1;
+    connect(hub, clock, { ...info('a1', 'east', 'n1', 'local'), capacity: 1 }, { 'session.stop': async () => ({ stopped: true, active: (active = 0) }) });
+    expect((await hub.place('east'))?.agentId).toBe('a1');
+    await expect(hub.place('east')).rejects.toMatchObject({ code: 'CAPACITY_EXHAUSTED', status: 429 });
+    // The stop's answer says the agent holds nothing now: room again, at once.
+    await hub.call({ cluster: 'east', node: 'n1' }, 'session.stop', { id: 'x', reason: 'deleted' }, 1000);
+    expect(active).toBe(0);
+    expect((await hub.place('east'))?.agentId).toBe('a1');
+    await expect(hub.place('east')).rejects.toMatchObject({ code: 'CAPACITY_EXHAUSTED' });
   });
 
   it('a newer connection of the same agent replaces the old one (4001); a closed one leaves the hub', async () => {

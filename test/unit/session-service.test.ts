@@ -304,7 +304,7 @@ describe('SessionService', () => {
     expect((await service.get(elsewhere.id))?.status).toBe('running');
   });
 
-  it('agent.sync from a local agent that restarted: its running sessions it does not list fail at once; others are untouched', async () => {
+  it("agent.sync from an agent that restarted: its node's running sessions it does not list fail at once; others are untouched", async () => {
     const { service, clock, store } = setup();
     const gone = await service.create({}, ANONYMOUS, { waitMs: 1000 });
     const listed = await service.create({}, ANONYMOUS, { waitMs: 1000 });
@@ -313,17 +313,20 @@ describe('SessionService', () => {
     clock.advance(1000);
     const res = await service.agentHandlers(agent)['agent.sync']!({ running: [listed.id], snapshots: [] });
     expect(res).toEqual({ stop: [], rebuilt: [] });
-    expect(await service.get(gone.id)).toMatchObject({ status: 'failed', failureReason: 'agent lost: its agent restarted without it' });
+    expect(await service.get(gone.id)).toMatchObject({ status: 'failed', failureReason: 'agent lost: its agent no longer runs it' });
     expect((await service.get(listed.id))?.status).toBe('running');
     expect((await service.get(otherNode.id))?.status).toBe('running');
     // A session that became running as the sync was being handled is not in its list, and stays.
     const fresh = await service.create({}, ANONYMOUS, { waitMs: 1000 });
     await service.agentHandlers(agent)['agent.sync']!({ running: [listed.id], snapshots: [] });
     expect((await service.get(fresh.id))?.status).toBe('running');
-    // A Kubernetes agent's sync lists its own node's pods only once agents own nodes: it fails nothing.
+    // An agent of another node (any runtime) fails nothing here.
     clock.advance(1000);
-    await service.agentHandlers({ ...agent, agentId: 'kube/1', runtime: 'kubernetes' })['agent.sync']!({ running: [], snapshots: [] });
+    await service.agentHandlers({ ...agent, agentId: 'kube/1', node: 'node-k', runtime: 'kubernetes' })['agent.sync']!({ running: [], snapshots: [] });
     expect((await service.get(listed.id))?.status).toBe('running');
+    // The node's own Kubernetes agent, back after a restart, no longer lists a session whose Job vanished: it fails.
+    await service.agentHandlers({ ...agent, agentId: 'node-a/kube', runtime: 'kubernetes' })['agent.sync']!({ running: [], snapshots: [] });
+    expect(await service.get(listed.id)).toMatchObject({ status: 'failed', failureReason: 'agent lost: its agent no longer runs it' });
   });
 
   it('serves proxied look-ups from a short cache that status changes refresh', async () => {

@@ -4,6 +4,8 @@ import type { Session } from '../../../shared/session.js';
 export const APP_LABEL = 'bso-browser';
 export const LABEL_SESSION = 'bso.dev/session-id';
 export const LABEL_CLUSTER = 'bso.dev/cluster';
+/** The node whose agent owns the session: its pod runs there, and only that agent watches and adopts it. */
+export const LABEL_NODE = 'bso.dev/node';
 export const ANNOTATION_SESSION = 'bso.dev/session';
 export const BROWSER_CONTAINER = 'browser';
 
@@ -11,6 +13,8 @@ export type JobSettings = {
   namespace: string;
   /** The cluster id this agent serves; its Jobs carry it, and it only watches and adopts those. */
   cluster: string;
+  /** The node this agent runs on and owns: its Jobs' pods are pinned there. */
+  node: string;
   apiImage: string;
   uiImage: string;
   apiPort: number;
@@ -32,7 +36,7 @@ export const jobName = (sessionId: string) => `bso-${sessionId}`.slice(0, 63).re
  * when every agent is gone. The annotation holds enough of the session to rebuild it.
  */
 export function buildJob(session: Session, s: JobSettings): V1Job {
-  const labels = { app: APP_LABEL, [LABEL_SESSION]: session.id, [LABEL_CLUSTER]: session.cluster };
+  const labels = { app: APP_LABEL, [LABEL_SESSION]: session.id, [LABEL_CLUSTER]: session.cluster, [LABEL_NODE]: s.node };
   const r = s.resources;
   const resources = {
     requests: { cpu: r.cpuRequest, memory: r.memoryRequest, 'ephemeral-storage': r.ephemeralStorageRequest },
@@ -61,6 +65,13 @@ export function buildJob(session: Session, s: JobSettings): V1Job {
           terminationGracePeriodSeconds: 5,
           automountServiceAccountToken: false,
           enableServiceLinks: false,
+          // On the agent's own node (CDP traffic stays on the node), still through the scheduler, which
+          // checks the node's room: required affinity on the node's name, not a bare nodeName.
+          affinity: {
+            nodeAffinity: {
+              requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchFields: [{ key: 'metadata.name', operator: 'In', values: [s.node] }] }] },
+            },
+          },
           securityContext: { runAsNonRoot: true, runAsUser: s.runAsUser, runAsGroup: s.runAsUser, fsGroup: s.runAsUser, seccompProfile: { type: 'RuntimeDefault' } },
           volumes: [
             { name: 'tmp', emptyDir: {} },

@@ -4,7 +4,7 @@ import type { Logger } from '../../../shared/logger.js';
 import { Session, type SessionEndpoints } from '../../../shared/session.js';
 import { devtoolsVersion } from '../devtools.js';
 import type { BrowserExit, BrowserHandle, BrowserRuntime } from '../types.js';
-import { ANNOTATION_SESSION, APP_LABEL, buildJob, jobName, LABEL_CLUSTER, LABEL_SESSION, type JobSettings } from './job.js';
+import { ANNOTATION_SESSION, APP_LABEL, buildJob, jobName, LABEL_CLUSTER, LABEL_NODE, LABEL_SESSION, type JobSettings } from './job.js';
 import { PodWatcher } from './pod-watch.js';
 import { podState, type PodState } from './pod-state.js';
 import { statusOf, withRetry } from './retry.js';
@@ -38,7 +38,7 @@ export class KubernetesRuntime implements BrowserRuntime {
     this.watcher = new PodWatcher({
       kc: deps.kc,
       namespace: deps.settings.namespace,
-      labelSelector: selectorFor(deps.settings.cluster),
+      labelSelector: selectorFor(deps.settings),
       clock: deps.clock,
       logger: deps.logger,
       onPod: (event, pod) => this.onPod(event, pod),
@@ -125,11 +125,9 @@ export class KubernetesRuntime implements BrowserRuntime {
 
   /** Sessions whose Jobs exist, rebuilt from the Jobs' annotations, for a restarted agent to adopt. */
   async recover(): Promise<Session[]> {
-    const list = await withRetry(
-      'list jobs',
-      () => this.batch.listNamespacedJob({ namespace: this.deps.settings.namespace, labelSelector: selectorFor(this.deps.settings.cluster) }),
-      { clock: this.deps.clock },
-    );
+    const list = await withRetry('list jobs', () => this.batch.listNamespacedJob({ namespace: this.deps.settings.namespace, labelSelector: selectorFor(this.deps.settings) }), {
+      clock: this.deps.clock,
+    });
     const out: Session[] = [];
     for (const job of list.items) {
       if (job.metadata?.deletionTimestamp) continue;
@@ -198,4 +196,9 @@ export class KubernetesRuntime implements BrowserRuntime {
   }
 }
 
-const selectorFor = (cluster: string) => `app=${APP_LABEL},${LABEL_CLUSTER}=${cluster}`;
+/**
+ * This agent's Jobs and pods: its cluster's, on its node. By label rather than by `spec.nodeName`,
+ * because a pod the scheduler has not placed yet has no node, and the agent must see it to tell that
+ * it cannot be scheduled.
+ */
+const selectorFor = (s: Pick<JobSettings, 'cluster' | 'node'>) => `app=${APP_LABEL},${LABEL_CLUSTER}=${s.cluster},${LABEL_NODE}=${s.node}`;
