@@ -24,8 +24,6 @@ const ABNORMAL_CLOSE_GRACE_MS = 2000;
 /** Carries streams opened by the router to the session's browser: HTTP exchanges and WebSockets. */
 export function createProxyHandler(deps: { sessions: SessionManager; clock: Clock; logger: Logger; maxWsMessageBytes: number; maxWebSocketsPerSession: number }) {
   const httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 64 });
-  /** Open WebSockets per session reached at a port (a browser on a pipe is held to the same cap by its mux). */
-  const webSockets = new Map<string, number>();
   return {
     onStreamOpen(stream: TunnelStream, spec: StreamSpec): void {
       const browser = deps.sessions.browser(spec.sessionId);
@@ -35,10 +33,15 @@ export function createProxyHandler(deps: { sessions: SessionManager; clock: Cloc
       const ep = browser.endpoints;
       const port = spec.target === 'ui' ? ep?.uiPort : ep?.apiPort;
       if (!devtools && (!ep || !port)) return stream.reject(new AppError('NOT_FOUND', spec.target === 'ui' ? 'this session has no UI' : 'this session has no browser port'));
+      // A browser on a pipe is held to the cap by its multiplexer, which counts connections still attaching.
+      if (spec.kind !== 'http' && !devtools) {
+        const open = deps.sessions.openWebSockets(spec.sessionId);
+        if (open >= deps.maxWebSocketsPerSession) return stream.reject(new AppError('TOO_MANY_CONNECTIONS', `this session already has ${open} open WebSockets`));
+      }
       const touch = () => deps.sessions.touch(spec.sessionId);
       touch();
       let closeForSessionEnd = (code: number, reason: string) => stream.close(code, reason);
-      const untrack = deps.sessions.trackStream(spec.sessionId, (code, reason) => closeForSessionEnd(code, reason));
+      const untrack = deps.sessions.trackStream(spec.sessionId, (code, reason) => closeForSessionEnd(code, reason), spec.kind !== 'http');
       let verdictTimer: ReturnType<Clock['setTimeout']> | undefined;
       const abnormalClose = () => {
         verdictTimer ??= deps.clock.setTimeout(() => closeForSessionEnd(1011, 'browser connection lost'), ABNORMAL_CLOSE_GRACE_MS);
@@ -51,19 +54,6 @@ export function createProxyHandler(deps: { sessions: SessionManager; clock: Cloc
         if (spec.kind === 'http') serveDevtoolsHttp(stream, spec, devtools);
         else closeForSessionEnd = serveDevtoolsWs(stream, spec, devtools, { touch, abnormalClose });
         return;
-      }
-      if (spec.kind !== 'http') {
-        const open = webSockets.get(spec.sessionId) ?? 0;
-        if (open >= deps.maxWebSocketsPerSession) {
-          untrack();
-          return stream.reject(new AppError('TOO_MANY_CONNECTIONS', `this session already has ${open} open WebSockets`));
-        }
-        webSockets.set(spec.sessionId, open + 1);
-        stream.onClose = chainClose(stream.onClose, () => {
-          const left = (webSockets.get(spec.sessionId) ?? 1) - 1;
-          if (left > 0) webSockets.set(spec.sessionId, left);
-          else webSockets.delete(spec.sessionId);
-        });
       }
       const { host } = ep!;
       const path = spec.kind !== 'http' && spec.target === 'api' && /^\/devtools\/browser\/?(\?.*)?$/.test(spec.path) ? (ep!.browserWsPath ?? spec.path) : spec.path;

@@ -19,7 +19,8 @@ type Managed = {
   hardTimer?: TimerHandle;
   /** Settles with the outcome of the start (or adoption), whatever it was; never rejects. */
   started: Promise<SessionReport>;
-  closeStreams: Set<(code: number, reason: string) => void>;
+  /** The closers of the session's open streams, each marked whether it is a WebSocket. */
+  closeStreams: Map<(code: number, reason: string) => void, boolean>;
   failureReason?: string;
   node?: string;
   startedAt?: number;
@@ -93,7 +94,7 @@ export class SessionManager {
       this.deps.logger.info('stopping session', { session: id, why });
       m.abort.abort(new Error(reason));
       this.setStatus(m, status, { reason: why === 'idle' ? 'idle timeout' : undefined, report: true });
-      for (const close of m.closeStreams) close(1001, reason);
+      for (const close of m.closeStreams.keys()) close(1001, reason);
     }
     // A start still in flight sees the abort and cleans up what it launched; wait for that too.
     await m.started;
@@ -114,11 +115,18 @@ export class SessionManager {
   }
 
   /** Lets the proxy close a session's streams with a reason when the session ends. */
-  trackStream(id: string, close: (code: number, reason: string) => void): () => void {
+  trackStream(id: string, close: (code: number, reason: string) => void, webSocket: boolean): () => void {
     const m = this.sessions.get(id);
     if (!m) return () => {};
-    m.closeStreams.add(close);
+    m.closeStreams.set(close, webSocket);
     return () => m.closeStreams.delete(close);
+  }
+
+  /** The session's open WebSockets through this agent. */
+  openWebSockets(id: string): number {
+    let n = 0;
+    for (const webSocket of this.sessions.get(id)?.closeStreams.values() ?? []) if (webSocket) n++;
+    return n;
   }
 
   /** Every session this agent runs or holds a browser for (the runtime may know some it does not). */
@@ -171,7 +179,7 @@ export class SessionManager {
         starting.push(m.started);
       }
       if (m.hardTimer !== undefined) this.deps.clock.clearTimeout(m.hardTimer);
-      for (const close of m.closeStreams) close(1001, 'agent shutting down');
+      for (const close of m.closeStreams.keys()) close(1001, 'agent shutting down');
     }
     await withDeadline(this.deps.clock, Promise.all(starting), SHUTDOWN_SETTLE_MS, { error: () => new Error('starts did not settle') }).catch((err) =>
       this.deps.logger.warn('shutdown: leaving starts behind', { err }),
@@ -182,7 +190,7 @@ export class SessionManager {
   private track(session: Session, adopted: boolean): Managed {
     const { clock } = this.deps;
     this.deps.metrics.sessionTracked(adopted);
-    const m: Managed = { session, status: 'pending', abort: new AbortController(), lastActivity: clock.now(), closeStreams: new Set(), started: Promise.resolve(null as never) };
+    const m: Managed = { session, status: 'pending', abort: new AbortController(), lastActivity: clock.now(), closeStreams: new Map(), started: Promise.resolve(null as never) };
     this.sessions.set(session.id, m);
     m.hardTimer = clock.setTimeout(() => void this.stop(session.id, 'timed_out'), Math.max(0, session.expiresAt - clock.now()));
     return m;
@@ -228,7 +236,7 @@ export class SessionManager {
     this.deps.logger.info(exit.clean ? 'browser closed by its client' : 'browser died', { session: id, reason: exit.reason });
     this.setStatus(m, exit.clean ? 'terminated' : 'failed', { reason: exit.reason, report: true });
     const [code, why] = exit.clean ? [1000, ''] : [1011, 'browser crashed'];
-    for (const close of m.closeStreams) close(code, why);
+    for (const close of m.closeStreams.keys()) close(code, why);
     void this.deps.runtime.stop(id).finally(() => this.forget(id));
   }
 

@@ -3,7 +3,7 @@ import * as wsModule from 'ws';
 import { AppError } from '../shared/errors.js';
 import type { StreamSpec } from '../shared/tunnel/protocol.js';
 import type { TunnelStream } from '../shared/tunnel/stream.js';
-import { closeFrame, sendableCloseCode } from '../shared/ws-frames.js';
+import { closeFrame, sendableCloseCode, serverFrameHeader } from '../shared/ws-frames.js';
 import { chainClose } from './splice.js';
 
 /** The client's WebSocket, ended here at the agent (the browser behind it speaks over a pipe, not a socket). */
@@ -77,7 +77,7 @@ function acceptRaw(stream: TunnelStream, spec: StreamSpec, handlers: WsHandlers,
   const receiver = new ReceiverClass({ isServer: true, maxPayload: opts.maxPayload, skipUTF8Validation: true });
   let closing = false;
   const sendFrame = (opcode: number, payload: Buffer): boolean => {
-    stream.write('data', frameHeader(opcode, payload.length));
+    stream.write('data', serverFrameHeader(opcode, payload.length));
     return stream.write('data', payload);
   };
   const close = (code: number, reason: string) => {
@@ -112,21 +112,6 @@ function acceptRaw(stream: TunnelStream, spec: StreamSpec, handlers: WsHandlers,
     onceWritable: (fn) => (stream.onDrain = once(fn)),
     close,
   };
-}
-
-/** The header of one unmasked server frame: FIN, opcode, payload length (the payload follows as is). */
-function frameHeader(opcode: number, n: number): Buffer {
-  const out = Buffer.allocUnsafe(n < 126 ? 2 : n < 65536 ? 4 : 10);
-  out[0] = 0x80 | opcode;
-  if (n < 126) out[1] = n;
-  else if (n < 65536) {
-    out[1] = 126;
-    out.writeUInt16BE(n, 2);
-  } else {
-    out[1] = 127;
-    out.writeBigUInt64BE(BigInt(n), 2);
-  }
-  return out;
 }
 
 function asBuffer(payload: Uint8Array): Buffer {

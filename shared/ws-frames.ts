@@ -52,15 +52,31 @@ function payloadLength(h: number[]): number {
   return n;
 }
 
+/** The header of one unmasked (server-to-client) frame: FIN, opcode, payload length; the payload follows as is. */
+export function serverFrameHeader(opcode: number, length: number): Uint8Array {
+  const out = new Uint8Array(length < 126 ? 2 : length < 65536 ? 4 : 10);
+  const view = new DataView(out.buffer);
+  out[0] = 0x80 | opcode;
+  if (length < 126) out[1] = length;
+  else if (length < 65536) {
+    out[1] = 126;
+    view.setUint16(2, length);
+  } else {
+    out[1] = 127;
+    view.setBigUint64(2, BigInt(length));
+  }
+  return out;
+}
+
 /** An unmasked (server-to-client) close frame. */
 export function closeFrame(code: number, reason: string): Uint8Array {
   const text = new TextEncoder().encode(reason).subarray(0, 123);
-  const out = new Uint8Array(4 + text.length);
-  out[0] = 0x88;
-  out[1] = 2 + text.length;
-  out[2] = code >> 8;
-  out[3] = code & 0xff;
-  out.set(text, 4);
+  const header = serverFrameHeader(0x8, 2 + text.length);
+  const out = new Uint8Array(header.length + 2 + text.length);
+  out.set(header);
+  out[header.length] = code >> 8;
+  out[header.length + 1] = code & 0xff;
+  out.set(text, header.length + 2);
   return out;
 }
 

@@ -80,22 +80,13 @@ export async function sweepStaleProfiles(olderThanMs = 60_000): Promise<string[]
   const base = tmpdir();
   const candidates = (await readdir(base)).filter((n) => n.startsWith(PROFILE_PREFIX)).map((n) => join(base, n));
   if (candidates.length === 0) return [];
-  const inUse = new Set<string>();
-  for (const pid of await readdir('/proc').catch(() => [])) {
-    if (!/^\d+$/.test(pid)) continue;
-    const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => '');
-    if (cwd.startsWith(join(base, PROFILE_PREFIX)))
-      inUse.add(
-        cwd
-          .split('/')
-          .slice(0, base.split('/').length + 1)
-          .join('/'),
-      );
-  }
+  const cwds: string[] = [];
+  for (const pid of await readdir('/proc').catch(() => [])) if (/^\d+$/.test(pid)) cwds.push(await readlink(`/proc/${pid}/cwd`).catch(() => ''));
+  const inUse = (dir: string) => cwds.some((cwd) => cwd === dir || cwd.startsWith(`${dir}/`));
   const removed: string[] = [];
   for (const dir of candidates) {
     const info = await stat(dir).catch(() => null);
-    if (!info?.isDirectory() || inUse.has(dir) || Date.now() - info.mtimeMs < olderThanMs) continue;
+    if (!info?.isDirectory() || inUse(dir) || Date.now() - info.mtimeMs < olderThanMs) continue;
     await rm(dir, { recursive: true, force: true, maxRetries: 3 });
     removed.push(dir);
   }

@@ -151,8 +151,11 @@ export class SessionService {
         const rebuilt: string[] = [];
         const refused: string[] = [];
         const now = this.deps.clock.now();
+        // One read of every active session; only ids not among them (ended, or unknown) are read one by one.
+        const active = await this.deps.store.listActive();
+        const activeById = new Map(active.map((s) => [s.id, s]));
         for (const id of running) {
-          const s = await this.get(id);
+          const s = activeById.get(id) ?? (await this.get(id));
           // Another agent's session is none of this agent's business: neither stopped nor rebuilt.
           if (s && !SessionService.speaksFor(agent, s)) continue;
           if (s && !isTerminal(s.status)) continue;
@@ -166,7 +169,7 @@ export class SessionService {
             stop.push(id);
           }
         }
-        const lost = await this.lostOnRestart(agent, running, now);
+        const lost = await this.lostOnRestart(agent, active, running, now);
         if (lost.length) this.deps.logger.warn('the agent does not run sessions it was running: failed', { agent: agent.agentId, sessions: lost });
         if (rebuilt.length) this.deps.logger.warn('rebuilt sessions the store had lost, from the agent', { agent: agent.agentId, sessions: rebuilt });
         if (refused.length) this.deps.logger.warn('no free slot to rebuild sessions the agent reported; asking it to stop them', { agent: agent.agentId, sessions: refused });
@@ -183,11 +186,9 @@ export class SessionService {
    * sessions that were running before this sync arrived count: a start that finishes meanwhile is
    * answered after the sync was sent, so it cannot be in the list yet.
    */
-  private async lostOnRestart(agent: AgentInfo, running: string[], receivedAt: number): Promise<string[]> {
+  private async lostOnRestart(agent: AgentInfo, active: Session[], running: string[], receivedAt: number): Promise<string[]> {
     const listed = new Set(running);
-    const lost = (await this.deps.store.listActive()).filter(
-      (s) => s.status === 'running' && s.cluster === agent.cluster && s.node === agent.node && !listed.has(s.id) && (s.startedAt ?? s.updatedAt) < receivedAt,
-    );
+    const lost = active.filter((s) => s.status === 'running' && SessionService.speaksFor(agent, s) && !listed.has(s.id) && (s.startedAt ?? s.updatedAt) < receivedAt);
     for (const s of lost) await this.transition(s.id, { status: 'failed', failureReason: 'agent lost: its agent no longer runs it' });
     return lost.map((s) => s.id);
   }

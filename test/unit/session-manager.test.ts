@@ -107,7 +107,7 @@ describe('SessionManager', () => {
     runtime.ready(s.id);
     await started;
     const closed: Array<[number, string]> = [];
-    manager.trackStream(s.id, (code, reason) => closed.push([code, reason]));
+    manager.trackStream(s.id, (code, reason) => closed.push([code, reason]), true);
     runtime.starts.get(s.id)!.exit.resolve({ clean: true, reason: 'closed by the client' });
     await settle();
     expect(reports).toMatchObject([{ id: s.id, status: 'terminated', failureReason: 'closed by the client' }]);
@@ -124,7 +124,7 @@ describe('SessionManager', () => {
     runtime.ready(s.id);
     await started;
     const closed: number[] = [];
-    manager.trackStream(s.id, (code) => closed.push(code));
+    manager.trackStream(s.id, (code) => closed.push(code), true);
     runtime.starts.get(s.id)!.exit.resolve({ clean: false, reason: 'the browser was killed (SIGKILL)' });
     await settle();
     expect(reports).toMatchObject([{ status: 'failed', failureReason: 'the browser was killed (SIGKILL)' }]);
@@ -142,7 +142,7 @@ describe('SessionManager', () => {
       await p;
     }
     const closed: string[] = [];
-    manager.trackStream(hard.id, (_c, reason) => closed.push(reason));
+    manager.trackStream(hard.id, (_c, reason) => closed.push(reason), true);
     const loop = manager.startIdleLoop(1000);
     const pass = async (ms: number) => {
       for (let t = 0; t < ms; t += 1000) {
