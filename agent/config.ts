@@ -30,6 +30,13 @@ const AgentEnv = z.object({
   POD_EPHEMERAL_STORAGE_LIMIT: z.string().default('2Gi'),
   POD_RUN_AS_USER: intVar(1000, 1, 2 ** 31 - 1),
   K8S_SCHEDULE_TIMEOUT_MS: intVar(30_000, 1000),
+  K8S_LEADER_NAMESPACE: z
+    .string()
+    .regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be a DNS label')
+    .default('bso'),
+  K8S_LEADER_LEASE_SEC: intVar(15, 2, 300),
+  K8S_NODE_LOST_SEC: intVar(22, 2, 600),
+  K8S_CLEANUP_INTERVAL_MS: intVar(2000, 100, 600_000),
   CHROMIUM_PATH: z.string().default('/usr/bin/chromium'),
   CHROMIUM_USER: z
     .string()
@@ -54,7 +61,19 @@ export type AgentConfig = {
   clusterId: string;
   nodeName: string;
   runtime: 'local' | 'kubernetes';
-  kubernetes: Omit<JobSettings, 'cluster' | 'node'> & { kubeconfig?: string; scheduleTimeoutMs: number };
+  kubernetes: Omit<JobSettings, 'cluster' | 'node'> & {
+    kubeconfig?: string;
+    scheduleTimeoutMs: number;
+    /** The cluster's leader election and the cleanup its leader runs. */
+    leadership: {
+      /** Where the leader Lease lives (the agent's own namespace). */
+      namespace: string;
+      leaseMs: number;
+      /** A node whose Lease went unrenewed this long is lost: its sessions fail, its Jobs are deleted. */
+      nodeLostMs: number;
+      cleanupIntervalMs: number;
+    };
+  };
   chromiumPath: string;
   /** The account browsers run as, when the agent runs as root (Chromium never does). */
   chromiumUser: string | undefined;
@@ -106,6 +125,12 @@ export function loadAgentConfig(env: Env, isRoot: boolean): AgentConfig {
       },
       runAsUser: e.POD_RUN_AS_USER,
       scheduleTimeoutMs: e.K8S_SCHEDULE_TIMEOUT_MS,
+      leadership: {
+        namespace: e.K8S_LEADER_NAMESPACE,
+        leaseMs: e.K8S_LEADER_LEASE_SEC * 1000,
+        nodeLostMs: e.K8S_NODE_LOST_SEC * 1000,
+        cleanupIntervalMs: e.K8S_CLEANUP_INTERVAL_MS,
+      },
     },
     chromiumPath: e.CHROMIUM_PATH,
     chromiumUser: isRoot ? e.CHROMIUM_USER : undefined,

@@ -3,8 +3,9 @@ import type { TunnelPeer } from '../shared/tunnel/peer.js';
 import { devtoolsVersion } from './runtime/devtools.js';
 import type { SessionManager } from './sessions.js';
 
-/** One health pass: is each running browser answering CDP? The result goes to the router. */
-export async function checkBrowsers(deps: { sessions: SessionManager; clock: Clock; peer: TunnelPeer | null; timeoutMs: number }): Promise<void> {
+/** One health pass: is each running browser answering CDP? The result goes to every router replica
+ * the agent holds a tunnel to (each answers status requests from what it heard). */
+export async function checkBrowsers(deps: { sessions: SessionManager; clock: Clock; peers: TunnelPeer[]; timeoutMs: number }): Promise<void> {
   const running = deps.sessions.running();
   const sessions = await Promise.all(
     running.map(async ({ id, endpoints, devtools }) => ({
@@ -14,5 +15,6 @@ export async function checkBrowsers(deps: { sessions: SessionManager; clock: Clo
         : endpoints?.apiPort !== undefined && (await devtoolsVersion(endpoints.host, endpoints.apiPort, deps.timeoutMs)) !== null,
     })),
   );
-  if (deps.peer) await deps.peer.call('agent.health', { checkedAt: deps.clock.now(), sessions, active: deps.sessions.active }, 5000);
+  const report = { checkedAt: deps.clock.now(), sessions, active: deps.sessions.active };
+  await Promise.all(deps.peers.map((peer) => peer.call('agent.health', report, 5000)));
 }

@@ -11,6 +11,8 @@ import { Reporter } from './reporter.js';
 import { installBrowserFirewall } from './runtime/browser-firewall.js';
 import { lookupBrowserUser, sweepStaleProfiles } from './runtime/chromium.js';
 import { LocalChromiumRuntime } from './runtime/local.js';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { ClusterJanitorDeps } from './runtime/kubernetes/janitor.js';
 import type { BrowserRuntime } from './runtime/types.js';
 import { SessionManager } from './sessions.js';
 import { TunnelClient } from './tunnel-client.js';
@@ -28,11 +30,20 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
   const clock = overrides.clock ?? systemClock;
   const logger = overrides.logger ?? createLogger({ level: config.logLevel, base: { component: 'agent', node: config.nodeName } });
   const metrics = createAgentMetrics();
-  const runtime = overrides.runtime ?? (await createRuntime(config, clock, logger));
+  const created = overrides.runtime ? { runtime: overrides.runtime, kc: null, capacity: undefined } : await createRuntime(config, clock, logger);
+  const { runtime } = created;
   await runtime.init?.();
   // Closures below reach `tunnel` only after it is constructed.
   const reporter = new Reporter({ peer: () => tunnel.current, logger });
-  const sessions = new SessionManager({ runtime, clock, logger, metrics, nodeName: config.nodeName, report: (r) => reporter.report({ ...r, active: sessions.active }) });
+  const sessions = new SessionManager({
+    runtime,
+    clock,
+    logger,
+    metrics,
+    nodeName: config.nodeName,
+    report: (r) => reporter.report({ ...r, active: sessions.active }),
+    onLoadChanged: (active) => tunnel.announceLoad(active),
+  });
   const proxy = createProxyHandler({ sessions, clock, logger, maxWsMessageBytes: config.maxWsMessageBytes, maxWebSocketsPerSession: config.maxDevtoolsConnections });
 
   const tunnel: TunnelClient = new TunnelClient({
@@ -43,8 +54,8 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
       nodeName: config.nodeName,
       agentId: `${config.nodeName}/${randomUUID().slice(0, 8)}`,
       runtime: runtime.name,
-      // A local agent knows how many browsers it may run; a Kubernetes node's room is the scheduler's to judge.
-      ...(runtime.name === 'local' ? { capacity: config.localMaxBrowsers } : {}),
+      // How many sessions it can hold: LOCAL_MAX_BROWSERS, or what its Kubernetes node's resources fit.
+      ...(created.capacity !== undefined ? { capacity: created.capacity } : {}),
     },
     clock,
     logger,
@@ -54,10 +65,10 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
       'session.stop': async ({ id, reason }) => ({ stopped: await sessions.stop(id, reason), active: sessions.active }),
     },
     onStreamOpen: (stream, spec) => proxy.onStreamOpen(stream, spec),
-    onConnected: () => {
+    onConnected: (peer) => {
       void (async () => {
         await reporter.flush();
-        await sync();
+        await sync(peer);
       })().catch((err) => logger.warn('post-connect sync failed', { err }));
     },
   });
@@ -66,9 +77,9 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
   for (const session of (await runtime.recover?.()) ?? []) void sessions.adopt(session);
   tunnel.start();
 
-  /** Reconcile with the router: it stops what it no longer wants and rebuilds what its store lost. */
-  async function sync(): Promise<void> {
-    const peer = tunnel.current;
+  /** Reconcile with the router (any replica: they share the store): it stops what it no longer wants and
+   * rebuilds what its store lost. */
+  async function sync(peer = tunnel.current): Promise<void> {
     if (!peer) return;
     const { stop } = await peer.call('agent.sync', { running: sessions.ids(), snapshots: sessions.snapshots() }, 10_000);
     await Promise.all(stop.map((id) => sessions.stop(id, 'orphaned')));
@@ -78,9 +89,23 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
   const healthLoop = startLoop({
     clock,
     intervalMs: config.healthIntervalMs,
-    tick: () => checkBrowsers({ sessions, clock, peer: tunnel.current, timeoutMs: 2000 }),
+    tick: () => checkBrowsers({ sessions, clock, peers: tunnel.peers, timeoutMs: 2000 }),
     onError: (err) => logger.warn('health pass failed', { err }),
   });
+  // Kubernetes: the agents of a cluster elect one leader, which cleans up after the others.
+  const leadership = created.kc
+    ? await startLeadership({
+        kc: created.kc,
+        config,
+        clock,
+        logger,
+        sync: (params) => {
+          const peer = tunnel.current;
+          if (!peer) throw new Error('no tunnel to the router');
+          return peer.call('cluster.sync', params, 30_000);
+        },
+      })
+    : null;
   const metricsServer = await serveMetrics(metrics, config.metricsHost, config.metricsPort, () => tunnel.current !== null);
   const shownHost = config.metricsHost === '0.0.0.0' ? '127.0.0.1' : config.metricsHost;
   logger.info('agent started', { cluster: config.clusterId, runtime: runtime.name, router: config.routerUrl, metricsPort: metricsServer.port });
@@ -93,7 +118,7 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
     tunnel,
     close: () =>
       (closing ??= (async () => {
-        await Promise.all([idleLoop.stop(), healthLoop.stop(), syncLoop.stop()]);
+        await Promise.all([idleLoop.stop(), healthLoop.stop(), syncLoop.stop(), leadership?.stop()]);
         await sessions.shutdown();
         await runtime.stopAll();
         await tunnel.stop();
@@ -106,15 +131,15 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
 }
 
 /** The Kubernetes client is loaded only by agents that use it. */
-async function createRuntime(config: AgentConfig, clock: Clock, logger: Logger): Promise<BrowserRuntime> {
+async function createRuntime(config: AgentConfig, clock: Clock, logger: Logger): Promise<{ runtime: BrowserRuntime; kc: KubeConfig | null; capacity?: number }> {
   if (config.runtime === 'kubernetes') {
     const { KubeConfig } = await import('@kubernetes/client-node');
     const { KubernetesRuntime } = await import('./runtime/kubernetes/runtime.js');
-    const { kubeconfig, scheduleTimeoutMs, ...settings } = config.kubernetes;
+    const { kubeconfig, scheduleTimeoutMs, leadership: _leadership, ...settings } = config.kubernetes;
     const kc = new KubeConfig();
     if (kubeconfig) kc.loadFromFile(kubeconfig);
     else kc.loadFromCluster();
-    return new KubernetesRuntime({
+    const runtime = new KubernetesRuntime({
       kc,
       clock,
       logger,
@@ -122,6 +147,14 @@ async function createRuntime(config: AgentConfig, clock: Clock, logger: Logger):
       startTimeoutMs: config.startTimeoutMs,
       settings: { ...settings, cluster: config.clusterId, node: config.nodeName },
     });
+    let capacity: number | undefined;
+    try {
+      capacity = await runtime.capacity();
+      logger.info('node capacity', { node: config.nodeName, sessions: capacity });
+    } catch (err) {
+      logger.warn('cannot read this node: no capacity stated, the scheduler alone judges its room', { node: config.nodeName, err });
+    }
+    return { runtime, kc, capacity };
   }
   if (config.noSandbox) logger.warn('CHROMIUM_NO_SANDBOX=true: browsers run without their sandbox');
   const user = config.chromiumUser ? await lookupBrowserUser(config.chromiumUser) : undefined;
@@ -130,7 +163,7 @@ async function createRuntime(config: AgentConfig, clock: Clock, logger: Logger):
   if (!user) logger.warn("not root: browsers run as this agent's own account and can reach whatever it can (its ports, loopback services)");
   else if (config.firewall) await installBrowserFirewall(user.uid);
   else logger.warn(`CHROMIUM_FIREWALL=false: browsers (${user.name}) can reach this host's loopback services`);
-  return new LocalChromiumRuntime({
+  const runtime = new LocalChromiumRuntime({
     executablePath: config.chromiumPath,
     noSandbox: config.noSandbox,
     user,
@@ -139,6 +172,45 @@ async function createRuntime(config: AgentConfig, clock: Clock, logger: Logger):
     startTimeoutMs: config.startTimeoutMs,
     logger,
   });
+  return { runtime, kc: null, capacity: config.localMaxBrowsers };
+}
+
+/** The cluster's leader election and the cleanup its leader runs (loaded only by Kubernetes agents). */
+async function startLeadership(deps: { kc: KubeConfig; config: AgentConfig; clock: Clock; logger: Logger; sync: ClusterJanitorDeps['sync'] }): Promise<{ stop(): Promise<void> }> {
+  const { BatchV1Api, CoordinationV1Api } = await import('@kubernetes/client-node');
+  const { LeaderElection } = await import('./runtime/kubernetes/leader.js');
+  const { ClusterJanitor } = await import('./runtime/kubernetes/janitor.js');
+  const { config, clock, logger } = deps;
+  const k = config.kubernetes.leadership;
+  const coordination = deps.kc.makeApiClient(CoordinationV1Api);
+  const election = new LeaderElection({
+    api: coordination,
+    namespace: k.namespace,
+    name: `bso-leader-${config.clusterId}`,
+    identity: `${config.nodeName}_${randomUUID().slice(0, 8)}`,
+    leaseDurationMs: k.leaseMs,
+    clock,
+    logger,
+  });
+  const janitor = new ClusterJanitor({
+    batch: deps.kc.makeApiClient(BatchV1Api),
+    coordination,
+    namespace: config.kubernetes.namespace,
+    cluster: config.clusterId,
+    nodeLostAfterMs: k.nodeLostMs,
+    leading: () => election.isLeader,
+    sync: deps.sync,
+    clock,
+    logger,
+  });
+  election.start();
+  const loop = startLoop({ clock, intervalMs: k.cleanupIntervalMs, tick: () => janitor.pass(), onError: (err) => logger.warn('cluster cleanup pass failed', { err }) });
+  return {
+    stop: async () => {
+      await loop.stop();
+      await election.stop();
+    },
+  };
 }
 
 runIfMain(import.meta.url, () => startAgent(loadAgentConfig(readNodeEnv(), process.getuid?.() === 0)));

@@ -34,6 +34,8 @@ export type SessionManagerDeps = {
   nodeName: string;
   /** Delivers a status change to the router (queued and retried by the caller). */
   report: (r: SessionReport) => void;
+  /** The number of sessions held changed (a start taken, a session forgotten): the agent's load. */
+  onLoadChanged?: (active: number) => void;
 };
 
 const CLOSE_REASON: Record<StopReason, [SessionStatus, string]> = {
@@ -192,6 +194,7 @@ export class SessionManager {
     this.deps.metrics.sessionTracked(adopted);
     const m: Managed = { session, status: 'pending', abort: new AbortController(), lastActivity: clock.now(), closeStreams: new Map(), started: Promise.resolve(null as never) };
     this.sessions.set(session.id, m);
+    this.deps.onLoadChanged?.(this.active);
     m.hardTimer = clock.setTimeout(() => void this.stop(session.id, 'timed_out'), Math.max(0, session.expiresAt - clock.now()));
     return m;
   }
@@ -263,6 +266,6 @@ export class SessionManager {
 
   private forget(id: string): void {
     const m = this.sessions.get(id);
-    if (m && isTerminal(m.status)) this.sessions.delete(id);
+    if (m && isTerminal(m.status) && this.sessions.delete(id)) this.deps.onLoadChanged?.(this.active);
   }
 }

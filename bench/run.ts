@@ -8,6 +8,7 @@ import { CHROMIUM, pidsMatching, requireBinary, startRedis } from '../harness/pr
 import { spawnEntry, type Spawned } from '../harness/spawn.js';
 import { startEdgeRouter } from '../harness/edge.js';
 import { startUpstashRest } from '../harness/upstash-rest.js';
+import { startKernelBalancer } from './kernel-balancer.js';
 import { cdpClient, cdpRoundTrips, cdpThroughput, httpLoad, stats } from './load.js';
 
 const TOKEN = 'bench-token-0123456789abcdef';
@@ -55,6 +56,38 @@ async function main(): Promise<void> {
     const agent = spawnEntry('agent/main.ts', { ROUTER_URL: routerUrl, AGENT_TOKEN: TOKEN, NODE_NAME: 'bench', METRICS_PORT: '0', CHROMIUM_PATH: CHROMIUM, LOG_LEVEL: 'warn' });
     procs.push(agent);
     await waitForAgent(routerUrl, AUTH);
+    // The same router as three replicas (a key prefix of their own, so they do not count the one above)
+    // behind a round-robin TCP balancer in its own process; their agent dials the balancer and holds a
+    // tunnel to each replica, and clients reach its session through the balancer.
+    const replicated = { ...common, ...KEYED_ENV, REDIS_KEY_PREFIX: '{bso-replicas}:' };
+    const replicaPorts: number[] = [];
+    for (const id of ['bench-a', 'bench-b', 'bench-c']) {
+      const replica = spawnEntry('router/node.ts', { ...replicated, REPLICA_ID: id });
+      procs.push(replica);
+      replicaPorts.push(Number(new URL(JSON.parse(await replica.waitForLine(/router listening/)).url as string).port));
+    }
+    // In the kernel (nftables DNAT, as kube-proxy balances a Service) when root; else a relay process.
+    const kernelBalancer = await startKernelBalancer(replicaPorts);
+    let balancerUrl: string;
+    if (kernelBalancer) {
+      cleanups.push(() => kernelBalancer.close());
+      balancerUrl = `http://127.0.0.1:${kernelBalancer.port}`;
+    } else {
+      const balancerProc = spawnEntry('bench/balancer.ts', {}, replicaPorts.map(String));
+      procs.push(balancerProc);
+      balancerUrl = `http://127.0.0.1:${JSON.parse(await balancerProc.waitForLine(/balancer listening/)).port as number}`;
+    }
+    const balancerKind = kernelBalancer ? 'nftables balancer' : 'relay balancer';
+    const replicatedAgent = spawnEntry('agent/main.ts', {
+      ROUTER_URL: balancerUrl,
+      AGENT_TOKEN: TOKEN,
+      NODE_NAME: 'bench-replicated',
+      METRICS_PORT: '0',
+      CHROMIUM_PATH: CHROMIUM,
+      LOG_LEVEL: 'warn',
+    });
+    procs.push(replicatedAgent);
+    for (const port of replicaPorts) await waitForAgent(`http://127.0.0.1:${port}`, AUTH);
     // The same router with no key (loopback only), on the same Redis, for the cost of access control.
     const openRouter = spawnEntry('router/node.ts', common);
     procs.push(openRouter);
@@ -70,16 +103,7 @@ async function main(): Promise<void> {
     procs.push(openAgent);
     await waitForAgent(openUrl);
 
-    const created = await fetch(
-      `${routerUrl}/sessions?wait=true`,
-      authed({
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ timeout: 3600, idleTimeout: 3600 }),
-      }),
-    );
-    const session = (await created.json()) as { id: string; status: string; cdpUrl: string; proxyUrl: string };
-    if (session.status !== 'running') throw new Error(`session did not start: ${JSON.stringify(session)}`);
+    const session = await createRunning(routerUrl);
     // The URLs alone open the session (the token rides in them); the bench's CDP and HTTP rows use them as a client would.
     if (!/\/proxy\/~[^/]+\/devtools\/browser$/.test(session.cdpUrl)) throw new Error(`cdpUrl carries no session token: ${session.cdpUrl}`);
     // The session's browser speaks only over its pipe to the agent. "Direct" is the same Chromium,
@@ -108,6 +132,19 @@ async function main(): Promise<void> {
         rtRounds[name]!.push(await cdpRoundTrips(c, ROUND_TRIPS));
         tpRounds[name]!.push(await cdpThroughput(c, 32, LOAD_MS));
       }
+    }
+    // A session of the replicated routers, through the balancer: reconnected every round, so rounds land
+    // on each replica; each round is paired with one on the single router's session, so drift hits both.
+    // The replica that answered built the URL from its own address: the client goes through the balancer.
+    const replicatedCdpUrl = Object.assign(new URL((await createRunning(balancerUrl)).cdpUrl), { port: new URL(balancerUrl).port }).toString();
+    for (let round = 0; round < ROUNDS; round++) {
+      const c = await cdpClient(replicatedCdpUrl);
+      await cdpRoundTrips(c, 100);
+      rtRounds.balanced = [...(rtRounds.balanced ?? []), await cdpRoundTrips(c, ROUND_TRIPS)];
+      tpRounds.balanced = [...(tpRounds.balanced ?? []), await cdpThroughput(c, 32, LOAD_MS)];
+      rtRounds.oneReplica = [...(rtRounds.oneReplica ?? []), await cdpRoundTrips(clients.tunnel!, ROUND_TRIPS)];
+      tpRounds.oneReplica = [...(tpRounds.oneReplica ?? []), await cdpThroughput(clients.tunnel!, 32, LOAD_MS)];
+      await c.close();
     }
     await Promise.all(Object.values(clients).map((c) => c.close()));
     const rt = Object.fromEntries(Object.entries(rtRounds).map(([k, v]) => [k, { p50: median(v.map((x) => x.p50)), p99: median(v.map((x) => x.p99)) }]));
@@ -141,6 +178,23 @@ async function main(): Promise<void> {
       ratio: `${f(tpRatio)}× proxy (rounds ${tpRange})`,
       floor: '≥ 0.8× proxy',
       ok: tpRatio >= 0.8,
+    });
+
+    const balancedP50 = rt.balanced!.p50 - rt.oneReplica!.p50;
+    rows.push({
+      metric: `CDP evaluate p50, ${balancerKind} + 3 replicas (ms, median of ${ROUNDS})`,
+      tunnel: f(rt.balanced!.p50, 3),
+      ratio: `+${f(balancedP50, 3)} ms vs one router (${f(rt.oneReplica!.p50, 3)})`,
+      floor: '≤ +0.5 ms',
+      ok: balancedP50 <= 0.5,
+    });
+    const balancedTp = tp.balanced! / tp.oneReplica!;
+    rows.push({
+      metric: `CDP evaluate/s, 32 in flight, ${balancerKind} + 3 replicas (median of ${ROUNDS})`,
+      tunnel: f(tp.balanced!, 0),
+      ratio: `${f(balancedTp)}× one router (${f(tp.oneReplica!, 0)}; rounds ${range(tpRounds.balanced!.map((t, i) => t / tpRounds.oneReplica![i]!))})`,
+      floor: '≥ 0.8× one router',
+      ok: balancedTp >= 0.8,
     });
 
     // --- HTTP /json/version ---
@@ -325,6 +379,17 @@ async function main(): Promise<void> {
   const leftovers = await pidsMatching('bso-chromium-');
   if (leftovers.length) console.error(`warning: chromium processes left behind: ${leftovers.join(' ')}`);
   process.exitCode = rows.some((r) => r.ok === false) ? 1 : 0;
+}
+
+/** A session that lives through the whole bench, running. */
+async function createRunning(baseUrl: string): Promise<{ id: string; status: string; cdpUrl: string; proxyUrl: string }> {
+  const created = await fetch(
+    `${baseUrl}/sessions?wait=true`,
+    authed({ method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ timeout: 3600, idleTimeout: 3600 }) }),
+  );
+  const session = (await created.json()) as { id: string; status: string; cdpUrl: string; proxyUrl: string };
+  if (session.status !== 'running') throw new Error(`session did not start: ${JSON.stringify(session)}`);
+  return session;
 }
 
 async function waitForAgent(url: string, headers: Record<string, string> = {}): Promise<void> {

@@ -28,9 +28,13 @@ export type SuiteImages = { api: string; ui: string; crash: string; crashReason:
 
 export type TestCluster = {
   plane?: ControlPlane;
-  /** The node the suite's agents run on and own (their NODE_NAME). */
+  /** The node the suite's agents run on and own (their NODE_NAME): the first of `nodes`. */
   node: string;
+  /** Every node (process kubelets here; an outside cluster's first, or BSO_TEST_NODE). */
+  nodes: string[];
   kubelet?: ProcessKubelet;
+  /** Each node's kubelet, by node name (process kubelets only). */
+  kubelets: Map<string, ProcessKubelet>;
   images: SuiteImages;
   admin: KubeClient;
   agentKubeconfig: string;
@@ -43,6 +47,8 @@ const PATHS: Record<string, (ns?: string) => string> = {
   ServiceAccount: (ns) => `/api/v1/namespaces/${ns}/serviceaccounts`,
   Role: (ns) => `/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/roles`,
   RoleBinding: (ns) => `/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/rolebindings`,
+  ClusterRole: () => '/apis/rbac.authorization.k8s.io/v1/clusterroles',
+  ClusterRoleBinding: () => '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings',
   ConfigMap: (ns) => `/api/v1/namespaces/${ns}/configmaps`,
   Secret: (ns) => `/api/v1/namespaces/${ns}/secrets`,
   Service: (ns) => `/api/v1/namespaces/${ns}/services`,
@@ -107,40 +113,47 @@ async function installProject(admin: KubeClient): Promise<string> {
  * ServiceAccount's token (TokenRequest). Aborting `signal` (a test's afterAll, also when its beforeAll
  * timed out while this was still starting) stops every process and removes the folder at once.
  */
-export async function startTestCluster(opts: { signal?: AbortSignal } = {}): Promise<TestCluster> {
+export async function startTestCluster(opts: { signal?: AbortSignal; nodes?: number } = {}): Promise<TestCluster> {
   const outside = process.env.BSO_TEST_KUBECONFIG;
   if (outside) return useOutsideCluster(outside);
   requireBinary(CHROMIUM, 'install the Debian package chromium');
   const binDir = ensureBinaries({ checkOnly: true });
   opts.signal?.throwIfAborted();
   const dir = await mkdtemp(join(tmpdir(), 'bso-cluster-'));
-  let kubelet: ProcessKubelet | undefined;
+  const nodes = Array.from({ length: opts.nodes ?? 1 }, (_, i) => `bso-node-${i + 1}`);
+  const kubelets = new Map<string, ProcessKubelet>();
   let stopped: Promise<void> | undefined;
   const stop = () =>
     (stopped ??= (async () => {
-      await kubelet?.stop().catch(() => {});
+      await Promise.all([...kubelets.values()].map((k) => k.stop().catch(() => {})));
       stopControlPlane(dir);
     })());
   opts.signal?.addEventListener('abort', () => void stop(), { once: true });
   try {
-    const plane = await startControlPlane({ dir, binDir, nodes: [NODE], signal: opts.signal });
+    const plane = await startControlPlane({ dir, binDir, nodes, signal: opts.signal });
     const admin = kubeClient({ server: plane.server, caFile: plane.caFile, token: plane.adminToken });
-    kubelet = new ProcessKubelet({
-      access: { server: plane.server, caFile: plane.caFile, token: plane.nodeToken(NODE) },
-      nodeName: NODE,
-      images: TEST_IMAGES,
-      chromiumPath: CHROMIUM,
-      log: process.env.TEST_LOG_LEVEL ? (m) => console.log(m) : undefined,
-    });
-    opts.signal?.throwIfAborted();
-    await kubelet.start();
+    for (const [i, node] of nodes.entries()) {
+      const kubelet = new ProcessKubelet({
+        access: { server: plane.server, caFile: plane.caFile, token: plane.nodeToken(node) },
+        nodeName: node,
+        images: TEST_IMAGES,
+        chromiumPath: CHROMIUM,
+        addressBlock: i + 1,
+        log: process.env.TEST_LOG_LEVEL ? (m) => console.log(m) : undefined,
+      });
+      kubelets.set(node, kubelet);
+      opts.signal?.throwIfAborted();
+      await kubelet.start();
+    }
     const token = await installProject(admin);
     const agentKubeconfig = plane.kubeconfigFor('bso-agent', token);
     writeFileSync(join(dir, 'agent-token'), token, { mode: 0o600 });
     return {
       plane,
       node: NODE,
-      kubelet,
+      nodes,
+      kubelet: kubelets.get(NODE),
+      kubelets,
       images: {
         api: 'bso/browser-api:test',
         ui: 'bso/browser-ui:test',
@@ -210,6 +223,8 @@ async function useOutsideCluster(path: string): Promise<TestCluster> {
   if (!node) throw new Error('the cluster named by BSO_TEST_KUBECONFIG lists no node');
   return {
     node,
+    nodes: [node],
+    kubelets: new Map(),
     images: {
       api,
       ui: process.env.BSO_TEST_BROWSER_UI_IMAGE ?? 'nginx:1.27-alpine',

@@ -99,7 +99,10 @@ export async function startSystem(
   };
   try {
     if (runtime === 'node') {
-      router = await startRouter(loadRouterConfig({ PORT: '0', HOST: '127.0.0.1', AGENT_TOKEN: TEST_TOKEN, LOG_LEVEL: logLevel, ...authEnv, ...opts.routerEnv }));
+      // Tests close their clients before the router; one that does not is not waited for.
+      router = await startRouter(
+        loadRouterConfig({ PORT: '0', HOST: '127.0.0.1', AGENT_TOKEN: TEST_TOKEN, LOG_LEVEL: logLevel, DRAIN_TIMEOUT_SEC: '0', ...authEnv, ...opts.routerEnv }),
+      );
       url = router.url;
       cleanups.push(() => router!.close());
     } else {
@@ -150,6 +153,27 @@ export async function json<T = any>(res: Response | Promise<Response>): Promise<
   return { status: r.status, body: (await r.json()) as T };
 }
 
+/** One Node router process on a shared Redis, keys on (what one replica of a Deployment is). */
+export async function spawnRouter(redisUrl: string, env: Record<string, string> = {}): Promise<{ proc: Spawned; url: string; port: number }> {
+  const proc = spawnEntry('router/node.ts', {
+    PORT: '0',
+    HOST: '127.0.0.1',
+    REDIS_URL: redisUrl,
+    AGENT_TOKEN: TEST_TOKEN,
+    LOG_LEVEL: 'info',
+    DRAIN_TIMEOUT_SEC: '0',
+    ...KEYED_ROUTER_ENV,
+    ...env,
+  });
+  try {
+    const url = JSON.parse(await proc.waitForLine(/router listening/)).url as string;
+    return { proc, url, port: Number(new URL(url).port) };
+  } catch (err) {
+    await proc.stop();
+    throw err;
+  }
+}
+
 /**
  * Router processes on one Redis, each with an agent of its own (a session is managed through the
  * router its agent is connected to): what two replicas behind a load balancer look like. Keys on.
@@ -159,17 +183,8 @@ export async function spawnReplicas(opts: { redisUrl: string; count: number; rou
   const procs: Spawned[] = [];
   try {
     for (let i = 0; i < opts.count; i++) {
-      const router = spawnEntry('router/node.ts', {
-        PORT: '0',
-        HOST: '127.0.0.1',
-        REDIS_URL: opts.redisUrl,
-        AGENT_TOKEN: TEST_TOKEN,
-        LOG_LEVEL: 'info',
-        ...KEYED_ROUTER_ENV,
-        ...opts.routerEnv,
-      });
+      const { proc: router, url } = await spawnRouter(opts.redisUrl, opts.routerEnv);
       procs.push(router);
-      const url = JSON.parse(await router.waitForLine(/router listening/)).url as string;
       urls.push(url);
       const agent = spawnEntry('agent/main.ts', {
         ROUTER_URL: url,

@@ -86,6 +86,7 @@ export function composeRouter(
     publicUrl: deps.publicUrl,
     requestInfo: deps.requestInfo,
     addResponseHeaders: deps.addResponseHeaders,
+    draining: deps.draining,
     config: { maxBodyBytes: config.maxBodyBytes, allowedOrigins: config.auth.allowedOrigins },
   });
   return { service, app, access };

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { IoredisConnection } from './store/ioredis-commands.js';
 import { parseAgentTokens, type AgentTokens } from '../shared/tunnel/handshake.js';
+import { REPLICA_ID } from '../shared/tunnel/protocol.js';
 import { ConfigError, intVar, isLoopbackHost, logLevelVar, optionalString, parseEnv, type Env } from '../shared/env.js';
 import { parseEnvKeys, type EnvKey } from './auth/keys.js';
 import { parseRatePolicy, type RatePolicy } from './auth/rate-limit.js';
@@ -62,6 +63,9 @@ const RouterEnv = z.object({
   AGENT_LOST_GRACE_SEC: intVar(30, 1, 3600),
   WS_PROXY_MODE: z.enum(['splice', 'messages']).default('splice'),
   MAX_WS_MESSAGE_BYTES: intVar(64 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+  REPLICA_ID: optionalString().pipe(z.string().regex(REPLICA_ID, 'letters, digits, ".", "_" and "-", at most 64').optional()),
+  REPLICA_LEASE_SEC: intVar(15, 3, 300),
+  DRAIN_TIMEOUT_SEC: intVar(20, 0, 3600),
   LOG_LEVEL: logLevelVar(),
 });
 
@@ -103,6 +107,12 @@ export type RouterConfig = {
   wsProxyMode: 'splice' | 'messages';
   /** Largest WebSocket message a proxied socket the router ends itself (`messages` mode) takes whole: 1009 beyond. */
   maxWsMessageBytes: number;
+  /** This replica's name among the router replicas sharing a Redis; absent: one made up at start. */
+  replicaId?: string;
+  /** A replica that stops renewing its lease drops out of the live set after this long. */
+  replicaLeaseMs: number;
+  /** How long a stopping replica lets open proxied connections finish before closing them with 1001. */
+  drainTimeoutMs: number;
   logLevel: z.infer<ReturnType<typeof logLevelVar>>;
 };
 
@@ -189,6 +199,9 @@ export function loadRouterConfig(env: Env, runtime: 'node' | 'edge' = 'node'): R
     agentLostGraceMs: e.AGENT_LOST_GRACE_SEC * 1000,
     wsProxyMode: e.WS_PROXY_MODE,
     maxWsMessageBytes: e.MAX_WS_MESSAGE_BYTES,
+    ...(e.REPLICA_ID ? { replicaId: e.REPLICA_ID } : {}),
+    replicaLeaseMs: e.REPLICA_LEASE_SEC * 1000,
+    drainTimeoutMs: e.DRAIN_TIMEOUT_SEC * 1000,
     logLevel: e.LOG_LEVEL,
   };
 }

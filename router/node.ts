@@ -1,14 +1,14 @@
-import { createHmac, hash } from 'node:crypto';
+import { createHmac, hash, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
 import type { Context } from 'hono';
-import { systemClock, type Clock } from '../shared/clock.js';
+import { sleep, systemClock, type Clock } from '../shared/clock.js';
 import { AppError } from '../shared/errors.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { readNodeEnv } from '../shared/node-env.js';
 import { runIfMain } from '../shared/node-main.js';
-import { AGENT_CONNECT_PATH } from '../shared/tunnel/handshake.js';
+import { AGENT_CONNECT_PATH, welcome } from '../shared/tunnel/handshake.js';
 import { composeRouter, createStore } from './compose.js';
 import { loadRouterConfig, type RouterConfig } from './config.js';
 import { DataPlane, proxySessionId, targetResolver, type TargetResolver } from './data-plane/data-plane.js';
@@ -20,11 +20,14 @@ import { rejectUpgrade } from './node/upgrade.js';
 import { clientAddressOf, webRequestInfo, type PublicUrlPolicy, type RequestInfo } from './public-url.js';
 import { IoredisCommands } from './store/ioredis-commands.js';
 import { InProcessHub } from './tunnel/in-process-hub.js';
+import { ReplicaRegistry } from './tunnel/replicas.js';
 
 export type RunningRouter = { url: string; port: number; server: Server; app: App; close(): Promise<void> };
 
 /** How long a proxied request may use a session read earlier (see ProxySessionCache). */
 const PROXY_CACHE_TTL_MS = 2000;
+/** How often a draining replica looks whether its proxied connections have ended. */
+const DRAIN_POLL_MS = 100;
 
 /** Composition root of the Node router: the shared core, plus Node's sockets and the in-process hub. */
 export async function startRouter(config: RouterConfig, overrides: { logger?: Logger; clock?: Clock } = {}): Promise<RunningRouter> {
@@ -33,6 +36,20 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
   const redis = config.redis ? new IoredisCommands(config.redis) : null;
   const store = createStore(config, redis, clock);
   const metrics = createRouterMetrics();
+  const replicaId = config.replicaId ?? `router-${randomUUID().slice(0, 8)}`;
+  // Replicas sharing a Redis find each other there; agents hold a tunnel to each (see agent/tunnel-client.ts).
+  const replicas = redis
+    ? new ReplicaRegistry({
+        redis,
+        key: `${config.redisKeyPrefix}replicas`,
+        id: replicaId,
+        leaseMs: config.replicaLeaseMs,
+        clock,
+        logger,
+        onChange: (ids) => hub.announceReplicas(ids),
+      })
+    : null;
+  let draining = false;
   // The hub needs the service's handlers and the service needs the hub; handlers are bound lazily.
   const hub = new InProcessHub({
     clock,
@@ -78,13 +95,22 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
       }
     },
     proxyCacheTtlMs: PROXY_CACHE_TTL_MS,
+    draining: () => draining,
     onChange: (s, prev) => metrics.sessionChanged(s, prev),
     proxy: async (req, id, info) => dataPlane.fetch(await resolve(id, new URL(req.url), info, isWebSocketUpgrade(req)), req),
   });
   // Made after the core (its service and access); the proxy port above only runs once requests arrive.
   const resolve: TargetResolver = targetResolver({ lookup: (sid) => core.service.forProxy(sid), access: core.access, publicUrl });
   const nodePlane = nodeDataPlane(dataPlane, { mode: config.wsProxyMode, maxMessageBytes: config.maxWsMessageBytes, logger, resolve, trustProxy: config.trustProxy });
-  const agentEndpoint = createAgentEndpoint({ hub, tokens: config.agentTokens, clock, logger });
+  const agentEndpoint = createAgentEndpoint({
+    hub,
+    tokens: config.agentTokens,
+    clock,
+    logger,
+    replicaId,
+    welcome: () => welcome({ id: replicaId, replicas: replicas?.replicas ?? [replicaId] }),
+    admitting: () => !draining,
+  });
 
   const honoListener = getRequestListener(core.app.fetch);
   const server = createServer((req, res) => {
@@ -111,9 +137,10 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
   });
   const port = (server.address() as AddressInfo).port;
   boundPort = port;
+  await replicas?.start();
   const url = `http://${ownHosts(config.host, port)[0]}`;
   const { auth } = config;
-  logger.info('router listening', { url, store: config.redis ? 'redis' : 'memory', maxSessions: config.maxSessions, auth: auth.mode });
+  logger.info('router listening', { url, replica: replicaId, store: config.redis ? 'redis' : 'memory', maxSessions: config.maxSessions, auth: auth.mode });
   if (auth.mode === 'none' && auth.reason === 'no key configured') {
     logger.warn(`no API key configured: listening on ${config.host} only, without authentication (set API_KEYS to listen elsewhere)`);
   } else if (auth.mode === 'none') {
@@ -130,7 +157,17 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
     app: core.app,
     close: () =>
       (closing ??= (async () => {
+        // Drain: readiness fails and new tunnels and proxied connections are refused (503, Retry-After),
+        // the agents hear this replica is leaving, and open CDP connections get DRAIN_TIMEOUT_SEC to end.
+        draining = true;
+        nodePlane.drain();
+        await replicas?.leave();
         await reaper.stop();
+        if (hub.openStreams() > 0) {
+          logger.info('router draining', { openStreams: hub.openStreams(), timeoutMs: config.drainTimeoutMs });
+          const deadline = clock.now() + config.drainTimeoutMs;
+          while (hub.openStreams() > 0 && clock.now() < deadline) await sleep(clock, DRAIN_POLL_MS);
+        }
         nodePlane.close();
         hub.closeAll('router shutting down');
         agentEndpoint.close();

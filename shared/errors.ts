@@ -27,6 +27,8 @@ export const ERROR_STATUS = {
   AGENT_DISCONNECTED: 503,
   NO_AGENT: 503,
   STORE_UNAVAILABLE: 503,
+  /** This router replica is shutting down; another one (behind the same address) takes the request. */
+  ROUTER_DRAINING: 503,
   TIMEOUT: 504,
 } as const;
 export type ErrorCode = keyof typeof ERROR_STATUS;

@@ -57,7 +57,17 @@ export class ProcessKubelet {
   private readonly starting = new Set<Promise<void>>();
   private leaseTimer?: NodeJS.Timeout;
 
-  constructor(private readonly opts: { access: KubeAccess; nodeName: string; images: Record<string, ContainerRecipe>; chromiumPath: string; log?: (msg: string) => void }) {
+  constructor(
+    private readonly opts: {
+      access: KubeAccess;
+      nodeName: string;
+      images: Record<string, ContainerRecipe>;
+      chromiumPath: string;
+      /** Pod addresses are 127.<block>.x.y: one block per node, so nodes on one machine never share one. */
+      addressBlock?: number;
+      log?: (msg: string) => void;
+    },
+  ) {
     this.kube = kubeClient(opts.access);
   }
 
@@ -100,7 +110,25 @@ export class ProcessKubelet {
     this.opts.log?.(`[kubelet ${this.opts.nodeName}] ${msg}`);
   }
 
+  /** As a real kubelet: the node's Lease and its status are renewed independently, and a failed Lease
+   * renewal is retried at once (backing off) rather than at the next interval. */
   private async heartbeat(): Promise<void> {
+    const [lease, status] = await Promise.allSettled([this.renewLease(), this.reportNodeStatus()]);
+    for (const r of [lease, status]) if (r.status === 'rejected') throw r.reason;
+  }
+
+  private async renewLease(): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.writeLease();
+      } catch (err) {
+        if (attempt >= 5 || this.stopping.signal.aborted) throw err;
+        await new Promise((r) => setTimeout(r, Math.min(7000, 200 * 2 ** attempt)));
+      }
+    }
+  }
+
+  private async reportNodeStatus(): Promise<void> {
     const { call } = this.kube;
     const name = this.opts.nodeName;
     const t = now();
@@ -138,6 +166,11 @@ export class ProcessKubelet {
       },
       'application/strategic-merge-patch+json',
     );
+  }
+
+  private async writeLease(): Promise<void> {
+    const { call } = this.kube;
+    const name = this.opts.nodeName;
     const lease = {
       apiVersion: 'coordination.k8s.io/v1',
       kind: 'Lease',
@@ -210,7 +243,7 @@ export class ProcessKubelet {
   private allocateIp(): string {
     const n = this.nextIp++;
     if (n > 65_000) throw new Error('process kubelet ran out of pod addresses');
-    return `127.1.${(n >> 8) & 255}.${n & 255}`;
+    return `127.${this.opts.addressBlock ?? 1}.${(n >> 8) & 255}.${n & 255}`;
   }
 
   private async startPod(pod: any): Promise<void> {
@@ -329,6 +362,8 @@ export class ProcessKubelet {
   }
 
   private pushStatus(run: PodRun): void {
+    // A stopped kubelet is a dead node: what its containers do as they are killed is never reported.
+    if (this.stopping.signal.aborted) return;
     const t = now();
     const allReady = run.containers.every((c) => c.ready);
     const cond = (type: string, ok: boolean, reason?: string) => ({ type, status: ok ? 'True' : 'False', lastTransitionTime: t, ...(reason ? { reason } : {}) });

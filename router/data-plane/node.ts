@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { AppError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { asBytes, creditingWriter, messageSender, nodeHeaderPairs } from '../../shared/node-socket.js';
 import type { TunnelStream } from '../../shared/tunnel/stream.js';
@@ -21,14 +22,24 @@ import { bridgeMessages } from './ws-bridge.js';
  * Workers runtime must do). The browser side is opened first, and only when it accepted is the
  * client's upgrade completed, so every failure is an HTTP error with a JSON body.
  */
+const SHUTDOWN_REASON = 'router shutting down';
+/** How long a client gets to finish its side of a close before its socket is destroyed. */
+const CLOSE_GRACE_MS = 1000;
+
 export function nodeDataPlane(dp: DataPlane, opts: { mode: WebSocketMode; maxMessageBytes: number; logger: Logger; resolve: TargetResolver; trustProxy: boolean }) {
   // In `messages` mode a message is held whole before it moves on: bounded, 1009 beyond (spliced bytes
   // move in credited chunks and are bounded where the socket ends, at the agent or the browser).
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: opts.maxMessageBytes, skipUTF8Validation: true });
-  const spliced = new Set<Socket>();
+  /** Spliced client sockets, with where their outgoing bytes stand (a close frame may go in only between frames). */
+  const spliced = new Map<Socket, { tracker: FrameBoundaryTracker; stream: TunnelStream }>();
+  let draining = false;
+  const refuseWhileDraining = () => {
+    if (draining) throw new AppError('ROUTER_DRAINING', 'this router replica is shutting down; retry, another replica takes the request', { retryAfterSec: 1 });
+  };
 
   async function handleRequest(req: IncomingMessage, res: ServerResponse, id: string, url: URL): Promise<void> {
     try {
+      refuseWhileDraining();
       const t = await opts.resolve(id, url, nodeRequestInfo(req, opts.trustProxy), false);
       const method = req.method ?? 'GET';
       const bodyless = (method === 'GET' || method === 'HEAD') && !req.headers['content-length'] && !req.headers['transfer-encoding'];
@@ -78,6 +89,7 @@ export function nodeDataPlane(dp: DataPlane, opts: { mode: WebSocketMode; maxMes
   async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, id: string, url: URL): Promise<void> {
     socket.on('error', () => {});
     try {
+      refuseWhileDraining();
       const t = await opts.resolve(id, url, nodeRequestInfo(req, opts.trustProxy), true);
       const { stream, head: answer } = await dp.webSocket(t, nodeHeaderPairs(req.headers), opts.mode, opts.mode === 'splice' ? head : undefined);
       if (socket.destroyed) return stream.close(1001, 'client went away');
@@ -101,11 +113,11 @@ export function nodeDataPlane(dp: DataPlane, opts: { mode: WebSocketMode; maxMes
 
   /** Completes the client's handshake with the browser's answer, then moves bytes both ways. */
   function splice(socket: Socket, stream: TunnelStream, answerHeaders: Array<[string, string]>): void {
-    spliced.add(socket);
+    const tracker = new FrameBoundaryTracker();
+    spliced.set(socket, { tracker, stream });
     const lines = ['HTTP/1.1 101 Switching Protocols', ...upgradeAnswerHeaders(answerHeaders).map(([k, v]) => `${k}: ${v}`)];
     socket.setNoDelay(true);
     socket.write(lines.join('\r\n') + '\r\n\r\n');
-    const tracker = new FrameBoundaryTracker();
     const write = creditingWriter(socket);
     const consumed = (n: number) => stream.consumed(n);
     stream.onData = (_kind, payload) => {
@@ -135,10 +147,22 @@ export function nodeDataPlane(dp: DataPlane, opts: { mode: WebSocketMode; maxMes
   return {
     handleRequest,
     handleUpgrade,
+    /** Refuses new proxied requests and WebSockets (ROUTER_DRAINING, 503 with Retry-After); open ones go on. */
+    drain(): void {
+      draining = true;
+    },
+    /** Closes every proxied WebSocket still open with 1001 and a reason, the agent's side too. */
     close(): void {
-      for (const c of wss.clients) c.close(1001, 'router shutting down');
+      draining = true;
+      for (const c of wss.clients) c.close(1001, SHUTDOWN_REASON);
       wss.close();
-      for (const s of spliced) s.destroy();
+      for (const [socket, { tracker, stream }] of spliced) {
+        if (tracker.atBoundary && !tracker.sawClose && !socket.destroyed) socket.write(closeFrame(1001, SHUTDOWN_REASON));
+        stream.close(1001, SHUTDOWN_REASON);
+        socket.end();
+        // A client that never answers the close is not waited for.
+        setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
+      }
     },
   };
 }

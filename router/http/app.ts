@@ -46,6 +46,8 @@ export type AppDeps = {
    * on its own response object (Hono's headers would take every response off its fast path). */
   addResponseHeaders?: (c: Context, headers: Record<string, string>) => void;
   config: { maxBodyBytes: number; allowedOrigins: readonly string[] };
+  /** True while this replica shuts down: readiness fails so the load balancer sends no new requests. */
+  draining?: () => boolean;
 };
 
 /** Routes anyone may call: liveness and the API's own description. */
@@ -176,6 +178,7 @@ export function createApp(deps: AppDeps) {
   // drop its open CDP sockets); readiness does. Neither says more than ok or not.
   app.openapi(livezRoute, (c) => c.json({ status: 'ok' as const }, 200));
   app.openapi(readyzRoute, async (c) => {
+    if (deps.draining?.()) return c.json({ status: 'draining' as const }, 503);
     const ok = (await pingStore()).ok;
     return ok ? c.json({ status: 'ok' as const }, 200) : c.json({ status: 'degraded' as const }, 503);
   });

@@ -69,11 +69,11 @@ export const livezRoute = createRoute({
 export const readyzRoute = createRoute({
   method: 'get',
   path: '/readyz',
-  summary: 'Readiness: the session store answers (no key needed)',
+  summary: 'Readiness: the session store answers and this replica is not shutting down (no key needed)',
   security: [],
   responses: {
     200: json(z.object({ status: z.literal('ok') }), 'Ready'),
-    503: json(z.object({ status: z.literal('degraded') }), 'The store does not answer'),
+    503: json(z.object({ status: z.enum(['degraded', 'draining']) }), 'The store does not answer, or this replica is shutting down'),
   },
 });
 

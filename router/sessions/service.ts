@@ -4,10 +4,14 @@ import { AppError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { isTerminal, type Session, type SessionReport } from '../../shared/session.js';
 import type { RpcHandlers } from '../../shared/tunnel/peer.js';
+import type { RpcParams, RpcResult } from '../../shared/tunnel/protocol.js';
 import type { AgentInfo, TunnelHub } from '../tunnel/hub.js';
 import { ProxySessionCache } from './proxy-cache.js';
 import { ownerOf, type ListPage, type ListQuery, type SessionChange, type SessionStore } from '../store/types.js';
 import type { Caller } from '../auth/keys.js';
+
+/** Seconds a client waits before asking again when no agent could take its session. */
+const NO_AGENT_RETRY_AFTER_SEC = 5;
 
 export type SessionServiceDeps = {
   store: SessionStore;
@@ -26,6 +30,9 @@ export type SessionServiceDeps = {
 export type Background = (work: Promise<unknown>) => void;
 
 const STOP_TIMEOUT_MS = 15_000;
+/** A session running at least this long whose Job the cluster leader does not list has lost it (a Job
+ * created just before the leader's list would otherwise be missed by a list that raced it). */
+const JOB_VANISHED_AFTER_MS = 10_000;
 /** A slot frees when some session ends, which nobody can predict; a short hint keeps clients polite. */
 const SLOT_RETRY_AFTER_SEC = 5;
 
@@ -62,7 +69,8 @@ export class SessionService {
     const { store, hub, clock, limits } = this.deps;
     const agent = await hub.place(body.cluster);
     if (!agent) {
-      throw new AppError('NO_AGENT', body.cluster ? `no agent of cluster "${body.cluster}" is connected` : 'no agent is connected');
+      // An agent may be on its way (a restart, or tunnels to every replica still forming).
+      throw new AppError('NO_AGENT', body.cluster ? `no agent of cluster "${body.cluster}" is connected` : 'no agent is connected', { retryAfterSec: NO_AGENT_RETRY_AFTER_SEC });
     }
     const now = clock.now();
     const timeout = body.timeout ?? limits.defaultTimeoutSec;
@@ -176,7 +184,40 @@ export class SessionService {
         if (stop.length) this.deps.logger.warn('agent runs sessions that ended; asking it to stop them', { agent: agent.agentId, sessions: stop });
         return { stop, rebuilt };
       },
+      'cluster.sync': (p) => this.clusterSync(agent, p),
     };
+  }
+
+  /**
+   * The cluster leader's view of every Job of its cluster (see agent/runtime/kubernetes/janitor.ts).
+   * Sessions on a node that stopped renewing its Lease fail ("node lost"); a session running for a
+   * while whose Job is gone fails ("its Job vanished"); the leader is told to delete the Jobs of ended
+   * sessions, of lost nodes, and Jobs with no session record at all unless their node's agent is
+   * here to rebuild them from its sync (a store that lost its data).
+   */
+  private async clusterSync(agent: AgentInfo, p: RpcParams<'cluster.sync'>): Promise<RpcResult<'cluster.sync'>> {
+    if (agent.runtime !== 'kubernetes') throw new AppError('BAD_REQUEST', 'only a Kubernetes agent leads a cluster');
+    const now = this.deps.clock.now();
+    const lostNodes = new Set(p.lostNodes);
+    const jobIds = new Set(p.jobs.map((j) => j.id));
+    const active = (await this.storeCall(() => this.deps.store.listActive())).filter((s) => s.cluster === agent.cluster);
+    const failed = new Map<string, string>();
+    for (const s of active) {
+      if (s.node && lostNodes.has(s.node)) failed.set(s.id, `node lost: node "${s.node}" stopped renewing its lease`);
+      else if (s.status === 'running' && !jobIds.has(s.id) && (s.startedAt ?? s.updatedAt) < now - JOB_VANISHED_AFTER_MS) failed.set(s.id, 'its Job vanished');
+    }
+    for (const [id, failureReason] of failed) await this.transition(id, { status: 'failed', failureReason });
+    if (failed.size) this.deps.logger.warn('cluster leader: sessions failed', { cluster: agent.cluster, sessions: Object.fromEntries(failed) });
+    const stillActive = new Set(active.filter((s) => !failed.has(s.id)).map((s) => s.id));
+    const connected = await this.deps.hub.agents();
+    const toDelete: string[] = [];
+    for (const job of p.jobs) {
+      if (lostNodes.has(job.node)) toDelete.push(job.id);
+      else if (stillActive.has(job.id)) continue;
+      else if (await this.get(job.id)) toDelete.push(job.id);
+      else if (!connected.some((a) => SessionService.speaksFor(a, { cluster: agent.cluster, node: job.node }))) toDelete.push(job.id);
+    }
+    return { delete: toDelete };
   }
 
   /**

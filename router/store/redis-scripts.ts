@@ -96,3 +96,24 @@ end
 out[1] = allowed
 return out
 `;
+
+/**
+ * A router replica's lease: join or refresh (lease > 0) or leave (lease 0), then read who is live.
+ * Expiry is judged on Redis's own clock, so replicas' clocks need not agree.
+ * KEYS[1] replicas zset (member: replica id, score: lease expiry, ms)
+ * ARGV[1] replica id   ARGV[2] lease ms (0: leave)   ARGV[3] most ids returned
+ * Returns the live replica ids, oldest lease first.
+ */
+export const REPLICA_LEASE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if lease > 0 then
+  redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], lease * 2)
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+`;

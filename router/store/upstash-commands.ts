@@ -1,8 +1,8 @@
 import { Redis } from '@upstash/redis';
-import { CREATE_SESSION, RATE_LIMIT, UPDATE_SESSION } from './redis-scripts.js';
+import { CREATE_SESSION, RATE_LIMIT, REPLICA_LEASE, UPDATE_SESSION } from './redis-scripts.js';
 import type { RedisCommands, ScriptName } from './redis-commands.js';
 
-const SCRIPTS: Record<ScriptName, string> = { create: CREATE_SESSION, update: UPDATE_SESSION, rate: RATE_LIMIT };
+const SCRIPTS: Record<ScriptName, string> = { create: CREATE_SESSION, update: UPDATE_SESSION, rate: RATE_LIMIT, replicas: REPLICA_LEASE };
 
 /**
  * @upstash/redis (Redis over HTTPS): what the Workers router uses. Results stay raw strings (no
@@ -22,7 +22,7 @@ export class UpstashCommands implements RedisCommands {
       signal: () => AbortSignal.timeout(opts.timeoutMs ?? 3000),
       retry: { retries: 2, backoff: (n) => Math.min(1000, 50 * 2 ** n) + Math.random() * 50 },
     });
-    this.scripts = { create: this.redis.createScript(SCRIPTS.create), update: this.redis.createScript(SCRIPTS.update), rate: this.redis.createScript(SCRIPTS.rate) };
+    this.scripts = Object.fromEntries(Object.entries(SCRIPTS).map(([name, lua]) => [name, this.redis.createScript(lua)])) as typeof this.scripts;
   }
 
   script(name: ScriptName, keys: string[], args: Array<string | number>): Promise<unknown> {

@@ -9,6 +9,10 @@ import { Placer } from './placement.js';
 
 type Connection = { info: AgentInfo; peer: TunnelPeer };
 
+const ANNOUNCE_TIMEOUT_MS = 5000;
+/** An agent missing from this replica is usually reconnecting or holds its tunnel elsewhere for a moment. */
+const NO_AGENT_RETRY_AFTER_SEC = 2;
+
 export type InProcessHubDeps = {
   clock: Clock;
   logger: Logger;
@@ -54,6 +58,10 @@ export class InProcessHub implements TunnelHub {
         this.reported.set(info.agentId, now);
         for (const s of sessions) this.health.set(s.id, { reachable: s.reachable, checkedAt: p.checkedAt });
         if (p.active !== undefined) this.loadReported(info, p.active);
+        return {};
+      },
+      'agent.load': async ({ active }) => {
+        this.loadReported(info, active);
         return {};
       },
     };
@@ -120,6 +128,22 @@ export class InProcessHub implements TunnelHub {
     return conn.peer.openStream(spec, opts);
   }
 
+  /** Proxied streams open on every tunnel: what a draining replica waits on. */
+  openStreams(): number {
+    let n = 0;
+    for (const c of this.conns.values()) n += c.peer.openStreams;
+    return n;
+  }
+
+  /** Tells every agent which replicas are live, so each holds a tunnel to all of them. An agent too old
+   * to know the method answers an error: it keeps its one tunnel, as before. */
+  announceReplicas(replicas: string[]): void {
+    for (const c of this.conns.values()) {
+      if (c.peer.isClosed) continue;
+      c.peer.call('router.replicas', { replicas }, ANNOUNCE_TIMEOUT_MS).catch((err) => this.deps.logger.debug('replica announcement not taken', { agent: c.info.agentId, err }));
+    }
+  }
+
   closeAll(reason: string): void {
     for (const c of this.conns.values()) c.peer.close(1001, reason);
     this.conns.clear();
@@ -136,5 +160,7 @@ export class InProcessHub implements TunnelHub {
 }
 
 function noAgent(to: Placement): AppError {
-  return new AppError('AGENT_DISCONNECTED', `no agent of cluster "${to.cluster}"${to.node ? ` on node "${to.node}"` : ''} is connected`);
+  return new AppError('AGENT_DISCONNECTED', `no agent of cluster "${to.cluster}"${to.node ? ` on node "${to.node}"` : ''} is connected`, {
+    retryAfterSec: NO_AGENT_RETRY_AFTER_SEC,
+  });
 }

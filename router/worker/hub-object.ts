@@ -2,7 +2,7 @@ import { systemClock } from '../../shared/clock.js';
 import { AppError, toWire } from '../../shared/errors.js';
 import { createLogger, type Logger } from '../../shared/logger.js';
 import { Session } from '../../shared/session.js';
-import { acceptHello, HELLO_TIMEOUT_MS, WELCOME } from '../../shared/tunnel/handshake.js';
+import { acceptHello, HELLO_TIMEOUT_MS, welcome } from '../../shared/tunnel/handshake.js';
 import { PING, PONG, type TunnelPeer } from '../../shared/tunnel/peer.js';
 import { TunnelClose } from '../../shared/tunnel/protocol.js';
 import { sendableCloseCode } from '../../shared/ws-frames.js';
@@ -116,7 +116,7 @@ export class TunnelHubObject {
     const { hello } = outcome;
     const info = agentInfoOf(hello, Date.now());
     ws.serializeAttachment({ phase: 'agent', info } satisfies Attachment);
-    ws.send(WELCOME);
+    ws.send(welcome());
     // The object's name is its cluster; remember it for the reaper, which runs with no request.
     await this.state.storage.put('cluster', info.cluster);
     this.attach(ws, info);

@@ -35,7 +35,10 @@ export function parseAgentTokens(text: string | undefined): Record<string, strin
   });
   return out;
 }
-export const WELCOME = JSON.stringify({ t: 'welcome', v: PROTOCOL_VERSION });
+/** The router's answer to a good hello; a replica names itself and every live replica. */
+export function welcome(replica?: { id: string; replicas: string[] }): string {
+  return JSON.stringify({ t: 'welcome', v: PROTOCOL_VERSION, ...(replica ? { replica: replica.id, replicas: replica.replicas } : {}) });
+}
 
 export function bearerToken(authorization: string | null | undefined): string | null {
   const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '');

@@ -14,7 +14,16 @@ export const TunnelClose = {
   BAD_HELLO: 4002,
   UNSUPPORTED_VERSION: 4003,
   WRONG_CLUSTER: 4004,
+  /** The agent already holds a tunnel to the replica this connection reached (it redials for another). */
+  SAME_REPLICA: 4005,
 } as const;
+
+/** A router replica's id (REPLICA_ID): also a Redis sorted-set member and a log field. */
+export const REPLICA_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** Live replicas one message may name: far above any real deployment, and a hello naming them all
+ * still fits MAX_HELLO_BYTES. */
+export const MAX_REPLICAS = 32;
+const ReplicaIds = z.array(z.string().regex(REPLICA_ID)).max(MAX_REPLICAS);
 
 export const Hello = z.strictObject({
   t: z.literal('hello'),
@@ -25,6 +34,9 @@ export const Hello = z.strictObject({
   runtime: z.string().min(1).max(32),
   /** Sessions this agent can hold at once (LOCAL_MAX_BROWSERS); absent: not known to the agent. */
   capacity: z.number().int().min(1).max(100_000).optional(),
+  /** Router replicas this agent already holds a tunnel to: reaching one of them again, it is turned away
+   * (SAME_REPLICA) without touching the tunnel it has. Sent only when non-empty. */
+  replicasHeld: ReplicaIds.optional(),
 });
 export type Hello = z.infer<typeof Hello>;
 
@@ -47,7 +59,9 @@ export type StreamSpec = z.infer<typeof StreamSpec>;
 /** Control messages travel as JSON text frames; payload bytes travel as binary frames (see frames.ts). */
 export const ControlMessage = z.discriminatedUnion('t', [
   Hello,
-  z.object({ t: z.literal('welcome'), v: z.number().int() }),
+  /** `replica`/`replicas`: which router replica the tunnel reached and every live one (Node routers with
+   * Redis); absent: one router (or the Workers directory), one tunnel is enough. */
+  z.object({ t: z.literal('welcome'), v: z.number().int(), replica: z.string().regex(REPLICA_ID).optional(), replicas: ReplicaIds.optional() }),
   z.object({ t: z.literal('ping'), ts: z.number() }),
   z.object({ t: z.literal('pong'), ts: z.number() }),
   z.object({ t: z.literal('call'), id: z.number().int().nonnegative(), method: z.string(), params: z.unknown(), timeoutMs: z.number().int().positive() }),
@@ -91,6 +105,22 @@ export const Rpc = {
     }),
     result: z.object({}),
   },
+  /** From the agent leading its Kubernetes cluster (it holds the cluster's Lease): every Job of the
+   * cluster and the nodes that stopped renewing their node Lease. The router fails sessions on lost
+   * nodes and running sessions whose Job vanished, and answers which Jobs to delete. */
+  'cluster.sync': {
+    params: z.object({
+      jobs: z.array(z.object({ id: z.string().min(1).max(128), node: z.string().max(253) })).max(10_000),
+      lostNodes: z.array(z.string().min(1).max(253)).max(1000),
+    }),
+    result: z.object({ delete: z.array(z.string()) }),
+  },
+  /** The agent's load changed (a session taken or ended), told to every replica it holds a tunnel to, so
+   * each places on fresh numbers rather than waiting for the next health report. */
+  'agent.load': { params: z.object({ active: z.number().int().min(0).max(1_000_000) }), result: z.object({}) },
+  /** Router → agent: the live replicas changed, so the agent holds a tunnel to each (an agent that
+   * does not know this method answers an error, which the router ignores). */
+  'router.replicas': { params: z.object({ replicas: ReplicaIds }), result: z.object({}) },
 } as const;
 export type RpcMethod = keyof typeof Rpc;
 export type RpcParams<M extends RpcMethod> = z.infer<(typeof Rpc)[M]['params']>;

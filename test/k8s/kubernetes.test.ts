@@ -1,4 +1,4 @@
-import { chromium } from 'playwright-core';
+import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAgentConfig } from '../../agent/config.js';
 import { startAgent, type RunningAgent } from '../../agent/main.js';
@@ -8,8 +8,14 @@ import { buildJob } from '../../agent/runtime/kubernetes/job.js';
 import type { KubernetesRuntime } from '../../agent/runtime/kubernetes/runtime.js';
 import { PAGES_ORIGIN, serveTestPages } from '../helpers/pages.js';
 import { pendingSession } from '../helpers/session.js';
-import { pidsMatching } from '../../harness/processes.js';
-import { json, startSystem, TEST_TOKEN, type TestSystem } from '../../harness/system.js';
+import { requestOnce, startBalancer } from '../../harness/balancer.js';
+import { pidsMatching, startRedis } from '../../harness/processes.js';
+import { spawnEntry, type Spawned } from '../../harness/spawn.js';
+import { json, spawnRouter, startSystem, TEST_KEYS, TEST_TOKEN, type TestSystem } from '../../harness/system.js';
+
+/** A cluster leader's Lease, seconds; and how long a running session may go without its agent. */
+const LEADER_LEASE_SEC = 3;
+const AGENT_LOST_GRACE_SEC = 8;
 
 describe('kubernetes runtime on a real control plane', () => {
   let cluster: TestCluster;
@@ -37,6 +43,10 @@ describe('kubernetes runtime on a real control plane', () => {
     // minute to be Ready. Failures (pull errors, crashes, unschedulable) are reported at once anyway.
     START_TIMEOUT_MS: '120000',
     K8S_SCHEDULE_TIMEOUT_MS: '3000',
+    // Leadership and cleanup on a test's time scale; a kubelet renews its node's Lease every 10 s.
+    K8S_LEADER_LEASE_SEC: String(LEADER_LEASE_SEC),
+    K8S_CLEANUP_INTERVAL_MS: '500',
+    K8S_NODE_LOST_SEC: '20',
     METRICS_PORT: '0',
     METRICS_HOST: '127.0.0.1',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
@@ -48,6 +58,17 @@ describe('kubernetes runtime on a real control plane', () => {
     await until(`agent ${clusterId}`, async () => (await json(sys.fetch(`${sys.url}/health`))).body.agents.some((x: { cluster: string }) => x.cluster === clusterId), 10_000);
     return a;
   };
+  /** Agents as processes of their own, for the tests that kill them. */
+  const processes: Spawned[] = [];
+  const spawnAgent = async (clusterId: string, node: string) => {
+    const p = spawnEntry('agent/main.ts', agentEnv(clusterId, { NODE_NAME: node, LOG_LEVEL: 'info' }));
+    processes.push(p);
+    await p.waitForLine(/tunnel connected/, 30_000);
+    return p;
+  };
+  const leaseHolder = async (clusterId: string) =>
+    ((await cluster.admin.call('GET', `/apis/coordination.k8s.io/v1/namespaces/${SYSTEM_NAMESPACE}/leases/bso-leader-${clusterId}`).catch(() => null))?.spec?.holderIdentity as
+      string | undefined) ?? '';
   const jobs = async () =>
     (await cluster.admin.call('GET', `/apis/batch/v1/namespaces/${NAMESPACE}/jobs`)).items as Array<{ metadata: { name: string; labels: Record<string, string> } }>;
   const pods = async () => (await cluster.admin.call('GET', `/api/v1/namespaces/${NAMESPACE}/pods`)).items as Array<{ metadata: { name: string; labels: Record<string, string> } }>;
@@ -82,13 +103,14 @@ describe('kubernetes runtime on a real control plane', () => {
   };
 
   beforeAll(async () => {
-    cluster = await startTestCluster({ signal: starting.signal });
-    sys = await startSystem({ agents: 0, routerEnv: { MAX_SESSIONS: '40', START_TIMEOUT_MS: '150000' } });
+    cluster = await startTestCluster({ signal: starting.signal, nodes: 3 });
+    sys = await startSystem({ agents: 0, routerEnv: { MAX_SESSIONS: '40', START_TIMEOUT_MS: '150000', AGENT_LOST_GRACE_SEC: String(AGENT_LOST_GRACE_SEC) } });
     await addAgent('kube');
   }, 180_000);
 
   afterAll(async () => {
     starting.abort();
+    await Promise.all(processes.map((p) => p.stop()));
     await Promise.all([...agents.values()].map((a) => a.close()));
     await sys?.close();
     await cluster?.stop();
@@ -143,6 +165,17 @@ describe('kubernetes runtime on a real control plane', () => {
     await expect(cluster.agent.call('GET', '/apis/batch/v1/namespaces/default/jobs')).rejects.toMatchObject({ status: 403 });
     await expect(cluster.agent.call('DELETE', `/api/v1/namespaces/${NAMESPACE}/pods/anything`)).rejects.toMatchObject({ status: 403 });
     await expect(cluster.agent.call('GET', `/apis/networking.k8s.io/v1/namespaces/${NAMESPACE}/networkpolicies`)).rejects.toMatchObject({ status: 403 });
+    // Leases: its cluster's leader Lease in its own namespace (get/create/update, no delete, no list), node Leases read-only.
+    await expect(cluster.agent.call('GET', `/apis/coordination.k8s.io/v1/namespaces/${SYSTEM_NAMESPACE}/leases/bso-leader-none`)).rejects.toMatchObject({ status: 404 });
+    await expect(cluster.agent.call('GET', `/apis/coordination.k8s.io/v1/namespaces/${SYSTEM_NAMESPACE}/leases`)).rejects.toMatchObject({ status: 403 });
+    await expect(cluster.agent.call('DELETE', `/apis/coordination.k8s.io/v1/namespaces/${SYSTEM_NAMESPACE}/leases/bso-leader-kube`)).rejects.toMatchObject({ status: 403 });
+    await expect(cluster.agent.call('GET', '/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases')).resolves.toMatchObject({ kind: 'LeaseList' });
+    await expect(cluster.agent.call('PUT', `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${cluster.node}`, {})).rejects.toMatchObject({ status: 403 });
+    await expect(cluster.agent.call('GET', `/apis/coordination.k8s.io/v1/namespaces/${NAMESPACE}/leases`)).rejects.toMatchObject({ status: 403 });
+    // Nodes: read one by name (its own allocatable resources), never list or change them.
+    await expect(cluster.agent.call('GET', `/api/v1/nodes/${cluster.node}`)).resolves.toMatchObject({ kind: 'Node' });
+    await expect(cluster.agent.call('GET', '/api/v1/nodes')).rejects.toMatchObject({ status: 403 });
+    await expect(cluster.agent.call('DELETE', `/api/v1/nodes/${cluster.node}`)).rejects.toMatchObject({ status: 403 });
   });
 
   it("Pod Security `restricted` holds in the sessions' namespace: the session pod passes it, a weaker one is rejected", async () => {
@@ -279,4 +312,122 @@ describe('kubernetes runtime on a real control plane', () => {
     await Promise.all(ids.map((id) => sys.fetch(`${sys.url}/sessions/${id}`, { method: 'DELETE' })));
     await until('all jobs and pods gone', async () => (await jobs()).length === 0 && (await pods()).length === 0, 60_000);
   }, 240_000);
+  it("the cluster's agents elect one leader; it cleans up after an agent that died and Jobs nobody knows; when it dies another takes over within the lease and cleanup goes on", async () => {
+    const first = await spawnAgent('lead', 'bso-node-3');
+    await until('a leader', async () => (await leaseHolder('lead')).startsWith('bso-node-3_'), 15_000);
+    const worker = await spawnAgent('lead', 'bso-node-2');
+    // Placement takes turns between the two nodes' agents: one session on each.
+    const sessions = [(await create({ cluster: 'lead' })).body, (await create({ cluster: 'lead' })).body];
+    expect(sessions.map((x) => x.status)).toEqual(['running', 'running']);
+    const onTwo = sessions.find((x) => x.node === 'bso-node-2')!;
+    const onThree = sessions.find((x) => x.node === 'bso-node-3')!;
+    expect(onTwo && onThree).toBeTruthy();
+    for (const x of sessions) expect((await pods()).find((p) => p.metadata.labels['bso.dev/session-id'] === x.id)).toMatchObject({ spec: { nodeName: x.node } });
+
+    // A Job no session record knows, on a node without an agent: the leader deletes it.
+    const settings = loadAgentConfig(agentEnv('lead'), false).kubernetes;
+    const stray = pendingSession({ cluster: 'lead', node: 'bso-node-gone' });
+    await cluster.admin.call('POST', `/apis/batch/v1/namespaces/${NAMESPACE}/jobs`, buildJob(stray, { ...settings, cluster: 'lead', node: 'bso-node-gone' }));
+
+    // The node-2 agent dies: its session fails after the grace period and the leader deletes its Job.
+    worker.proc.kill('SIGKILL');
+    await until('agent lost', async () => (await statusOf(onTwo.id)).status === 'failed', (AGENT_LOST_GRACE_SEC + 15) * 1000);
+    expect((await statusOf(onTwo.id)).failureReason).toMatch(/^agent lost/);
+    await nothingLeft(onTwo.id);
+    await until('the stray Job deleted', async () => !(await jobs()).some((j) => j.metadata.labels['bso.dev/session-id'] === stray.id), 15_000);
+    expect((await statusOf(onThree.id)).status).toBe('running');
+
+    // Its node's agent comes back and adopts nothing (its Job is gone; node-3's is not its own).
+    const back = await spawnAgent('lead', 'bso-node-2');
+    expect(back.lines.some((l) => l.includes('adopting session'))).toBe(false);
+
+    // The leader dies: the other agent takes the Lease within its duration (as it observes it), and
+    // cleans up after it (its session fails once its grace is over; its Job goes).
+    const killedAt = Date.now();
+    first.proc.kill('SIGKILL');
+    await until('a new leader', async () => (await leaseHolder('lead')).startsWith('bso-node-2_'), (LEADER_LEASE_SEC + 10) * 1000);
+    const takeover = Date.now() - killedAt;
+    expect(takeover).toBeLessThan((LEADER_LEASE_SEC + 3) * 1000);
+    await until('agent lost', async () => (await statusOf(onThree.id)).status === 'failed', (AGENT_LOST_GRACE_SEC + 15) * 1000);
+    await nothingLeft(onThree.id);
+    expect((await jobs()).filter((j) => j.metadata.labels['bso.dev/cluster'] === 'lead')).toEqual([]);
+  }, 120_000);
+
+  it("three nodes with an agent each, three router replicas behind a balancer: thirty sessions spread over the nodes, each pod on its agent's node, Playwright drives each through the balancer", async () => {
+    const redis = await startRedis();
+    const replicas: Spawned[] = [];
+    const ports: number[] = [];
+    const spread: RunningAgent[] = [];
+    const browsers: Browser[] = [];
+    const balancer = await startBalancer(() => ports.map((port) => ({ host: '127.0.0.1', port })));
+    const key = { authorization: `Bearer ${TEST_KEYS.user}` };
+    try {
+      for (const id of ['replica-a', 'replica-b', 'replica-c']) {
+        const replica = await spawnRouter(redis.url, { PUBLIC_URL: balancer.url, REPLICA_ID: id, MAX_SESSIONS: '40', START_TIMEOUT_MS: '150000' });
+        replicas.push(replica.proc);
+        ports.push(replica.port);
+      }
+      for (const node of cluster.nodes) spread.push(await startAgent(loadAgentConfig({ ...agentEnv('spread', { NODE_NAME: node }), ROUTER_URL: balancer.url }, false)));
+      await until('a tunnel from every agent to every replica', async () => spread.every((a) => a.tunnel.replicas.length === 3), 30_000);
+
+      const created = await Promise.all(
+        Array.from({ length: 30 }, () =>
+          requestOnce(`${balancer.url}/sessions?wait=true&waitTimeout=120`, {
+            method: 'POST',
+            headers: { ...key, 'content-type': 'application/json' },
+            body: JSON.stringify({ cluster: 'spread' }),
+            timeoutMs: 150_000,
+          }),
+        ),
+      );
+      expect(created.map((c) => c.status)).toEqual(Array(30).fill(201));
+      const ids = created.map((c) => (c.body as SessionView).id);
+      const viewOf = async (id: string) => (await requestOnce(`${balancer.url}/sessions/${id}`, { headers: key })).body as SessionView;
+      for (const id of ids) await until(`${id} running`, async () => (await viewOf(id)).status === 'running', 120_000);
+      const sessions = await Promise.all(ids.map(viewOf));
+      const perNode = Object.fromEntries(cluster.nodes.map((n) => [n, sessions.filter((x) => x.node === n).length]));
+      for (const n of cluster.nodes) expect(perNode[n], JSON.stringify(perNode)).toBeGreaterThanOrEqual(8);
+      const podList = await pods();
+      for (const x of sessions) expect(podList.find((p) => p.metadata.labels['bso.dev/session-id'] === x.id)).toMatchObject({ spec: { nodeName: x.node } });
+
+      for (const x of sessions) {
+        expect(new URL(x.cdpUrl).port).toBe(String(balancer.port));
+        const browser = await chromium.connectOverCDP(x.cdpUrl);
+        browsers.push(browser);
+        const context = browser.contexts()[0] ?? (await browser.newContext());
+        await serveTestPages(context);
+        const page = await context.newPage();
+        await page.goto(`${PAGES_ORIGIN}/`);
+        expect(await page.evaluate('window.answer')).toBe(42);
+      }
+      expect(balancer.served.filter((n) => n > 0)).toHaveLength(3);
+
+      const deleted = await Promise.all(ids.map((id) => requestOnce(`${balancer.url}/sessions/${id}`, { method: 'DELETE', headers: key })));
+      expect(deleted.map((d) => d.body.status)).toEqual(Array(30).fill('terminated'));
+      await until(
+        'every spread Job and pod gone',
+        async () =>
+          !(await jobs()).some((j) => j.metadata.labels['bso.dev/cluster'] === 'spread') && !(await pods()).some((p) => p.metadata.labels['bso.dev/cluster'] === 'spread'),
+        90_000,
+      );
+    } finally {
+      await Promise.all(browsers.map((b) => b.close().catch(() => {})));
+      await Promise.all(spread.map((a) => a.close()));
+      await Promise.all(replicas.map((r) => r.stop()));
+      await balancer.close();
+      await redis.stop();
+    }
+  }, 420_000);
+
+  // Last: it stops a node for good.
+  it('a node that dies (its kubelet stops): its sessions fail as "node lost" within 30 s and their Jobs are deleted', async () => {
+    const s = (await create({ cluster: 'kube' })).body;
+    expect(s).toMatchObject({ status: 'running', node: cluster.node });
+    const stoppedAt = Date.now();
+    await cluster.kubelets.get(cluster.node)!.stop();
+    await until('node lost', async () => (await statusOf(s.id)).status === 'failed', 30_000);
+    expect((await statusOf(s.id)).failureReason).toMatch(new RegExp(`^node lost: node "${cluster.node}"`));
+    await until('its Job deleted', async () => !(await jobs()).some((j) => j.metadata.labels['bso.dev/session-id'] === s.id), 30_000 - (Date.now() - stoppedAt));
+    expect(Date.now() - stoppedAt).toBeLessThan(30_000);
+  }, 60_000);
 });

@@ -1,6 +1,9 @@
 import type { V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
+import { nodeCapacity, sessionRequests } from '../../agent/runtime/kubernetes/capacity.js';
 import { buildJob, jobName, type JobSettings } from '../../agent/runtime/kubernetes/job.js';
+import { microTime } from '../../agent/runtime/kubernetes/leader.js';
+import { systemClock } from '../../shared/clock.js';
 import { podState } from '../../agent/runtime/kubernetes/pod-state.js';
 import { statusOf, withRetry } from '../../agent/runtime/kubernetes/retry.js';
 import { ManualClock } from '../helpers/clock.js';
@@ -173,5 +176,31 @@ describe('withRetry', () => {
     const hang = () => (calls++, new Promise<never>(() => {}));
     await expect(drive(clock, withRetry('list pods', hang, { clock, attempts: 2, timeoutMs: 5000 }))).rejects.toThrow('list pods timed out after 5000 ms');
     expect(calls).toBe(2);
+  });
+});
+
+describe('node capacity', () => {
+  const perSession = sessionRequests({ spec: buildJob(session, settings).spec!.template.spec });
+  const node = (allocatable: Record<string, string>) => ({ readNode: async () => ({ status: { allocatable } }) }) as never;
+
+  it("adds up every container's requests of a session's pod", () => {
+    // Browser and UI containers, 250m and 512Mi each.
+    expect(perSession).toEqual({ cpu: 0.5, memory: 1024 * 1024 * 1024 });
+  });
+
+  it.each([
+    ['CPU bound', { cpu: '4', memory: '64Gi', pods: '110' }, 8],
+    ['memory bound', { cpu: '64', memory: '3Gi', pods: '110' }, 3],
+    ['pod count bound', { cpu: '64', memory: '64Gi', pods: '5' }, 5],
+    ['millicores and decimal units', { cpu: '2500m', memory: '8G', pods: '110' }, 5],
+    ['too small for one: still offered one, so the scheduler says why it does not fit', { cpu: '100m', memory: '64Gi', pods: '110' }, 1],
+  ])('%s', async (_what, allocatable, expected) => {
+    expect(await nodeCapacity(node(allocatable), 'n1', perSession, systemClock)).toBe(expected);
+  });
+});
+
+describe('leader election time format', () => {
+  it('writes MicroTime with six fractional digits, as the apiserver parses it', () => {
+    expect(microTime(Date.UTC(2026, 10, 28, 1, 2, 3, 45))).toBe('2026-11-28T01:02:03.045000Z');
   });
 });

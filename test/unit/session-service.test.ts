@@ -218,6 +218,39 @@ describe('SessionService', () => {
     expect((await service.get(lost.id))?.status).toBe('running');
   });
 
+  it('cluster.sync (the Kubernetes leader): lost nodes and vanished Jobs fail their sessions; the answer names the Jobs to delete', async () => {
+    const { service, store, clock } = setup({ maxSessions: 10 });
+    const leader: AgentInfo = { agentId: 'node-z/1', cluster: 'local', node: 'node-z', runtime: 'kubernetes', connectedAt: 0 };
+    const create = async () => (await service.create({}, ANONYMOUS, { waitMs: 1000 }))!;
+    const listed = await create(); // running on node-a, its Job listed: untouched
+    const vanished = await create(); // running on node-a for a while, no Job: fails
+    const ended = await create(); // deleted, its Job still there: delete it
+    await service.delete(ended.id, ANONYMOUS);
+    const onLostNode: Session = { ...(await service.get(listed.id))!, id: '44444444-4444-4444-8444-444444444444', node: 'node-b' };
+    await store.create(onLostNode, { maxSessions: 10, maxPerOwner: 0 });
+    clock.advance(11_000);
+    const fresh = await create(); // running for a moment only: a list that raced its Job is not trusted
+    const noRecordGone = '55555555-5555-4555-8555-555555555555'; // no record, node without an agent: delete
+    const noRecordHere = '66666666-6666-4666-8666-666666666666'; // no record, its node's agent is connected: its own sync decides
+    const jobs = [
+      { id: listed.id, node: 'node-a' },
+      { id: ended.id, node: 'node-a' },
+      { id: onLostNode.id, node: 'node-b' },
+      { id: noRecordGone, node: 'node-gone' },
+      { id: noRecordHere, node: 'node-a' },
+    ];
+    const res = await service.agentHandlers(leader)['cluster.sync']!({ jobs, lostNodes: ['node-b'] });
+    expect(res.delete.sort()).toEqual([ended.id, onLostNode.id, noRecordGone].sort());
+    expect(await service.get(vanished.id)).toMatchObject({ status: 'failed', failureReason: 'its Job vanished' });
+    expect(await service.get(onLostNode.id)).toMatchObject({ status: 'failed', failureReason: 'node lost: node "node-b" stopped renewing its lease' });
+    expect((await service.get(listed.id))?.status).toBe('running');
+    expect((await service.get(fresh.id))?.status).toBe('running');
+    // Only a Kubernetes agent leads a cluster, and only its own cluster's sessions are judged.
+    await expect(service.agentHandlers(agent)['cluster.sync']!({ jobs: [], lostNodes: [] })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    await service.agentHandlers({ ...leader, cluster: 'other' })['cluster.sync']!({ jobs: [], lostNodes: ['node-a'] });
+    expect((await service.get(listed.id))?.status).toBe('running');
+  });
+
   it('an agent speaks only for its own sessions: another cluster, another node, or a new node for a running session are refused', async () => {
     const { service } = setup();
     const s = await service.create({}, ANONYMOUS, { waitMs: 1000 });

@@ -53,8 +53,15 @@ export class PodWatcher {
   }
 
   private async run(): Promise<void> {
+    // ListWatch.start() clears its own stopped flag: a retry that fires after stop() must not get there.
+    if (this.stopped) return;
     const failedBefore = this.attempt;
-    await this.informer.start();
+    try {
+      await this.informer.start();
+    } catch (err) {
+      // Thrown before any request went out (e.g. credentials that cannot be read): retried like the rest.
+      return this.restartLater(err);
+    }
     // An error during start was reported through 'error' (and a retry scheduled); otherwise it listed.
     if (this.attempt === failedBefore && !this.stopped) {
       this.attempt = 0;
@@ -64,8 +71,13 @@ export class PodWatcher {
 
   private restartLater(err: unknown): void {
     if (this.stopped) return;
+    // One failure can be reported twice (the watch's error, then its end): one retry, not two.
+    if (this.retry !== undefined) this.deps.clock.clearTimeout(this.retry);
     const delayMs = backoffDelay(this.attempt++, 250, 10_000);
     this.deps.logger.warn('kubernetes: pod watch failed; restarting', { err, delayMs });
-    this.retry = this.deps.clock.setTimeout(() => void this.run(), delayMs);
+    this.retry = this.deps.clock.setTimeout(() => {
+      this.retry = undefined;
+      void this.run();
+    }, delayMs);
   }
 }

@@ -1,8 +1,9 @@
-import { BatchV1Api, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { BatchV1Api, CoreV1Api, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import type { Clock } from '../../../shared/clock.js';
 import type { Logger } from '../../../shared/logger.js';
 import { Session, type SessionEndpoints } from '../../../shared/session.js';
 import { devtoolsVersion } from '../devtools.js';
+import { nodeCapacity, sessionRequests } from './capacity.js';
 import type { BrowserExit, BrowserHandle, BrowserRuntime } from '../types.js';
 import { ANNOTATION_SESSION, APP_LABEL, buildJob, jobName, LABEL_CLUSTER, LABEL_NODE, LABEL_SESSION, type JobSettings } from './job.js';
 import { PodWatcher } from './pod-watch.js';
@@ -118,6 +119,25 @@ export class KubernetesRuntime implements BrowserRuntime {
       { clock: this.deps.clock },
     );
     this.deps.logger.info('kubernetes: job deleted', { session: id, ms: Math.round(performance.now() - started) });
+  }
+
+  /** How many sessions this agent's node can hold, from its allocatable resources (see capacity.ts). */
+  capacity(): Promise<number> {
+    const { settings, clock } = this.deps;
+    const probe: Session = {
+      id: 'capacity-probe',
+      status: 'pending',
+      createdAt: 0,
+      updatedAt: 0,
+      expiresAt: 0,
+      timeout: 1,
+      idleTimeout: 1,
+      options: {},
+      cluster: settings.cluster,
+      node: settings.node,
+    };
+    const pod: V1Pod = { spec: buildJob(probe, settings).spec!.template.spec };
+    return nodeCapacity(this.deps.kc.makeApiClient(CoreV1Api), settings.node, sessionRequests(pod), clock);
   }
 
   /** Jobs outlive the agent on purpose; nothing to stop here. */
