@@ -98,6 +98,8 @@ export class TunnelClient {
     this.dialing?.terminate();
     this.changed();
     await this.loop;
+    // A dial that was answered while stopping holds no tunnel either.
+    for (const link of this.links.values()) link.ws.terminate();
   }
 
   /** Drops every connection abruptly (as a network failure would); the loop redials. */
@@ -189,6 +191,10 @@ export class TunnelClient {
         if (!msg?.success || msg.data.t !== 'welcome') {
           ws.close(TunnelClose.BAD_HELLO, 'expected welcome');
           return reject(new Error('the router did not answer with a welcome'));
+        }
+        if (this.stopped.signal.aborted) {
+          ws.close(1001, 'agent shutting down');
+          return reject(new Error('agent stopping'));
         }
         const { replica = '', replicas } = msg.data;
         if (replicas) this.wanted = replicas;

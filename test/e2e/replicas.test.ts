@@ -8,7 +8,7 @@ import { requestOnce, startBalancer, type Balancer } from '../../harness/balance
 import { CHROMIUM, pidsMatching, requireBinary, startRedis, type RedisServer } from '../../harness/processes.js';
 import type { Spawned } from '../../harness/spawn.js';
 import { bearer, spawnRouter, TEST_KEYS, TEST_TOKEN, waitFor } from '../../harness/system.js';
-import { PAGES_ORIGIN, serveTestPages } from '../helpers/pages.js';
+import { openTestPage, PAGES_ORIGIN } from '../helpers/pages.js';
 
 const LEASE_SEC = 3;
 const DRAIN_SEC = 4;
@@ -129,12 +129,8 @@ describe('three router replicas on one Redis behind a round-robin balancer, ever
     for (const s of sessions) expect(new URL(s.cdpUrl).port).toBe(String(balancer.port));
 
     for (const s of sessions) {
-      const browser = await chromium.connectOverCDP(s.cdpUrl);
+      const { browser, page } = await openTestPage(s.cdpUrl);
       browsers.push(browser);
-      const context = browser.contexts()[0] ?? (await browser.newContext());
-      await serveTestPages(context);
-      const page = await context.newPage();
-      await page.goto(`${PAGES_ORIGIN}/`);
       expect(await page.evaluate('window.answer')).toBe(42);
     }
     for (const r of replicas) {

@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
-import type { BrowserContext } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import type { Page as PuppeteerPage } from 'puppeteer-core';
 
 /**
@@ -30,6 +30,16 @@ export async function serveTestPages(context: BrowserContext): Promise<void> {
     const r = testPageResponse(route.request().url());
     return route.fulfill({ status: r.status, headers: r.headers, body: r.body });
   });
+}
+
+/** Playwright over a session's `cdpUrl`: connects, serves the test origin, opens the test page in a new tab. */
+export async function openTestPage(cdpUrl: string): Promise<{ browser: Browser; page: Page }> {
+  const browser = await chromium.connectOverCDP(cdpUrl);
+  const context = browser.contexts()[0] ?? (await browser.newContext());
+  await serveTestPages(context);
+  const page = await context.newPage();
+  await page.goto(`${PAGES_ORIGIN}/`);
+  return { browser, page };
 }
 
 /** Puppeteer: `page` gets the test origin; other requests go on as they were. */

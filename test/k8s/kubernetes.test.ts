@@ -6,7 +6,7 @@ import type { SessionView } from '../../shared/api.js';
 import { applyManifest, GiveUp, NAMESPACE, startTestCluster, SYSTEM_NAMESPACE, until, type TestCluster } from '../../harness/cluster.js';
 import { buildJob } from '../../agent/runtime/kubernetes/job.js';
 import type { KubernetesRuntime } from '../../agent/runtime/kubernetes/runtime.js';
-import { PAGES_ORIGIN, serveTestPages } from '../helpers/pages.js';
+import { openTestPage, PAGES_ORIGIN, serveTestPages } from '../helpers/pages.js';
 import { pendingSession } from '../helpers/session.js';
 import { requestOnce, startBalancer } from '../../harness/balancer.js';
 import { pidsMatching, startRedis } from '../../harness/processes.js';
@@ -392,12 +392,8 @@ describe('kubernetes runtime on a real control plane', () => {
 
       for (const x of sessions) {
         expect(new URL(x.cdpUrl).port).toBe(String(balancer.port));
-        const browser = await chromium.connectOverCDP(x.cdpUrl);
+        const { browser, page } = await openTestPage(x.cdpUrl);
         browsers.push(browser);
-        const context = browser.contexts()[0] ?? (await browser.newContext());
-        await serveTestPages(context);
-        const page = await context.newPage();
-        await page.goto(`${PAGES_ORIGIN}/`);
         expect(await page.evaluate('window.answer')).toBe(42);
       }
       expect(balancer.served.filter((n) => n > 0)).toHaveLength(3);
