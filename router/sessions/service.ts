@@ -191,7 +191,7 @@ export class SessionService {
   /**
    * The cluster leader's view of every Job of its cluster (see agent/runtime/kubernetes/janitor.ts).
    * Sessions on a node that stopped renewing its Lease fail ("node lost"); a session running for a
-   * while whose Job is gone fails ("its Job vanished"); the leader is told to delete the Jobs of ended
+   * while on a node with no agent, whose Job is gone, fails ("its Job vanished"); the leader is told to delete the Jobs of ended
    * sessions, of lost nodes, and Jobs with no session record at all unless their node's agent is
    * here to rebuild them from its sync (a store that lost its data).
    */
@@ -201,21 +201,24 @@ export class SessionService {
     const lostNodes = new Set(p.lostNodes);
     const jobIds = new Set(p.jobs.map((j) => j.id));
     const active = (await this.storeCall(() => this.deps.store.listActive())).filter((s) => s.cluster === agent.cluster);
+    const connected = await this.deps.hub.agents();
+    // A node's own agent watches its pods and reports a vanished one itself: the leader judges only
+    // nodes without one (where, with no agent to start anything, its list cannot race a new Job).
+    const agentOn = (node: string | undefined) => connected.some((a) => SessionService.speaksFor(a, { cluster: agent.cluster, node }));
     const failed = new Map<string, string>();
     for (const s of active) {
       if (s.node && lostNodes.has(s.node)) failed.set(s.id, `node lost: node "${s.node}" stopped renewing its lease`);
-      else if (s.status === 'running' && !jobIds.has(s.id) && (s.startedAt ?? s.updatedAt) < now - JOB_VANISHED_AFTER_MS) failed.set(s.id, 'its Job vanished');
+      else if (s.status === 'running' && !jobIds.has(s.id) && !agentOn(s.node) && (s.startedAt ?? s.updatedAt) < now - JOB_VANISHED_AFTER_MS) failed.set(s.id, 'its Job vanished');
     }
     for (const [id, failureReason] of failed) await this.transition(id, { status: 'failed', failureReason });
     if (failed.size) this.deps.logger.warn('cluster leader: sessions failed', { cluster: agent.cluster, sessions: Object.fromEntries(failed) });
     const stillActive = new Set(active.filter((s) => !failed.has(s.id)).map((s) => s.id));
-    const connected = await this.deps.hub.agents();
     const toDelete: string[] = [];
     for (const job of p.jobs) {
       if (lostNodes.has(job.node)) toDelete.push(job.id);
       else if (stillActive.has(job.id)) continue;
       else if (await this.get(job.id)) toDelete.push(job.id);
-      else if (!connected.some((a) => SessionService.speaksFor(a, { cluster: agent.cluster, node: job.node }))) toDelete.push(job.id);
+      else if (!agentOn(job.node)) toDelete.push(job.id);
     }
     return { delete: toDelete };
   }

@@ -399,7 +399,8 @@ describe('kubernetes runtime on a real control plane', () => {
       expect(balancer.served.filter((n) => n > 0)).toHaveLength(3);
 
       const deleted = await Promise.all(ids.map((id) => requestOnce(`${balancer.url}/sessions/${id}`, { method: 'DELETE', headers: key })));
-      expect(deleted.map((d) => d.body.status)).toEqual(Array(30).fill('terminated'));
+      const ended = deleted.map((d) => `${d.body.status}${d.body.failureReason ? `: ${d.body.failureReason}` : ''}`);
+      expect(ended).toEqual(Array(30).fill('terminated'));
       await until(
         'every spread Job and pod gone',
         async () =>

@@ -223,13 +223,17 @@ describe('SessionService', () => {
     const leader: AgentInfo = { agentId: 'node-z/1', cluster: 'local', node: 'node-z', runtime: 'kubernetes', connectedAt: 0 };
     const create = async () => (await service.create({}, ANONYMOUS, { waitMs: 1000 }))!;
     const listed = await create(); // running on node-a, its Job listed: untouched
-    const vanished = await create(); // running on node-a for a while, no Job: fails
+    const unlistedWithAgent = await create(); // running on node-a, no Job listed, but node-a's agent is here: its own watch decides
     const ended = await create(); // deleted, its Job still there: delete it
     await service.delete(ended.id, ANONYMOUS);
-    const onLostNode: Session = { ...(await service.get(listed.id))!, id: '44444444-4444-4444-8444-444444444444', node: 'node-b' };
-    await store.create(onLostNode, { maxSessions: 10, maxPerOwner: 0 });
+    const running = (await service.get(listed.id))!;
+    const onLostNode: Session = { ...running, id: '44444444-4444-4444-8444-444444444444', node: 'node-b' };
+    const vanished: Session = { ...running, id: '77777777-7777-4777-8777-777777777777', node: 'node-c' }; // no agent on node-c, no Job: fails
+    for (const x of [onLostNode, vanished]) await store.create(x, { maxSessions: 10, maxPerOwner: 0 });
     clock.advance(11_000);
-    const fresh = await create(); // running for a moment only: a list that raced its Job is not trusted
+    // Running for a moment only on an agentless node: a list that raced its Job is not trusted.
+    const fresh: Session = { ...running, id: '88888888-8888-4888-8888-888888888888', node: 'node-c', startedAt: clock.now(), updatedAt: clock.now() };
+    await store.create(fresh, { maxSessions: 10, maxPerOwner: 0 });
     const noRecordGone = '55555555-5555-4555-8555-555555555555'; // no record, node without an agent: delete
     const noRecordHere = '66666666-6666-4666-8666-666666666666'; // no record, its node's agent is connected: its own sync decides
     const jobs = [
@@ -244,6 +248,7 @@ describe('SessionService', () => {
     expect(await service.get(vanished.id)).toMatchObject({ status: 'failed', failureReason: 'its Job vanished' });
     expect(await service.get(onLostNode.id)).toMatchObject({ status: 'failed', failureReason: 'node lost: node "node-b" stopped renewing its lease' });
     expect((await service.get(listed.id))?.status).toBe('running');
+    expect((await service.get(unlistedWithAgent.id))?.status).toBe('running');
     expect((await service.get(fresh.id))?.status).toBe('running');
     // Only a Kubernetes agent leads a cluster, and only its own cluster's sessions are judged.
     await expect(service.agentHandlers(agent)['cluster.sync']!({ jobs: [], lostNodes: [] })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
