@@ -1,9 +1,13 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import type { JobSettings } from './runtime/kubernetes/job.js';
-import { ConfigError, intVar, isLoopbackHost, logLevelVar, optionalString, parseEnv, type Env } from '../shared/env.js';
+import { ConfigError, intVar, isLoopbackHost, logLevelVar, optionalInt, optionalString, parseEnv, type Env } from '../shared/env.js';
+import { PROFILE_NAMES, profileNameFor } from './runtime/kubernetes/profiles.js';
 import { CLUSTER_ID } from '../shared/tunnel/protocol.js';
 import { DEFAULT_BROWSER_USER } from './runtime/chromium.js';
+
+/** Every variable the agent reads (listed in .env.example). */
+export const AGENT_VARIABLES = (): string[] => Object.keys(AgentEnv.shape);
 
 const AgentEnv = z.object({
   ROUTER_URL: z.url().refine((u) => /^(wss?|https?):\/\//.test(u), 'must be a ws://, wss://, http:// or https:// URL'),
@@ -19,8 +23,10 @@ const AgentEnv = z.object({
     .default('bso-sessions'),
   BROWSER_API_IMAGE: z.string().min(1).default('bso/browser-api:latest'),
   BROWSER_UI_IMAGE: z.string().min(1).default('bso/browser-ui:latest'),
-  BROWSER_API_PORT: intVar(9222, 1, 65535),
-  BROWSER_UI_PORT: intVar(8080, 1, 65535),
+  BROWSER_PROFILE: z.preprocess((v) => (v === '' ? undefined : v), z.enum(PROFILE_NAMES).optional()),
+  // Defaults follow the profile: steel's API listens on 3000, Chromium's DevTools on 9222.
+  BROWSER_API_PORT: optionalInt(1, 65535),
+  BROWSER_UI_PORT: optionalInt(1, 65535),
   JOB_TTL_SECONDS: intVar(300, 0),
   POD_CPU_REQUEST: z.string().default('250m'),
   POD_CPU_LIMIT: z.string().default('1'),
@@ -28,6 +34,12 @@ const AgentEnv = z.object({
   POD_MEMORY_LIMIT: z.string().default('1Gi'),
   POD_EPHEMERAL_STORAGE_REQUEST: z.string().default('256Mi'),
   POD_EPHEMERAL_STORAGE_LIMIT: z.string().default('2Gi'),
+  UI_CPU_REQUEST: z.string().default('50m'),
+  UI_CPU_LIMIT: z.string().default('250m'),
+  UI_MEMORY_REQUEST: z.string().default('64Mi'),
+  UI_MEMORY_LIMIT: z.string().default('256Mi'),
+  UI_EPHEMERAL_STORAGE_REQUEST: z.string().default('64Mi'),
+  UI_EPHEMERAL_STORAGE_LIMIT: z.string().default('256Mi'),
   POD_RUN_AS_USER: intVar(1000, 1, 2 ** 31 - 1),
   K8S_SCHEDULE_TIMEOUT_MS: intVar(30_000, 1000),
   K8S_LEADER_NAMESPACE: z
@@ -89,10 +101,16 @@ export type AgentConfig = {
   syncIntervalMs: number;
   startTimeoutMs: number;
   logLevel: z.infer<ReturnType<typeof logLevelVar>>;
+  /** Variables set in the environment that the chosen runtime never reads (said once at start). */
+  ignoredVariables: string[];
 };
+
+/** What only the Kubernetes runtime reads: set under the local runtime, they would be ignored silently. */
+const KUBERNETES_ONLY = /^(K8S_|BROWSER_|POD_|UI_(CPU|MEMORY|EPHEMERAL)_|JOB_TTL_SECONDS$|KUBECONFIG$)/;
 
 export function loadAgentConfig(env: Env, isRoot: boolean): AgentConfig {
   const e = parseEnv(AgentEnv, env);
+  const profile = profileNameFor(e.BROWSER_PROFILE, e.BROWSER_API_IMAGE);
   const base = e.ROUTER_URL.replace(/^http/, 'ws').replace(/\/+$/, '');
   // The token travels in the upgrade request: in clear text only to this machine, or when said so.
   if (base.startsWith('ws://') && !isLoopbackHost(new URL(base).hostname) && e.ALLOW_INSECURE_TUNNEL !== 'true') {
@@ -112,8 +130,9 @@ export function loadAgentConfig(env: Env, isRoot: boolean): AgentConfig {
       namespace: e.K8S_NAMESPACE,
       apiImage: e.BROWSER_API_IMAGE,
       uiImage: e.BROWSER_UI_IMAGE,
-      apiPort: e.BROWSER_API_PORT,
-      uiPort: e.BROWSER_UI_PORT,
+      profile,
+      apiPort: e.BROWSER_API_PORT ?? (profile === 'steel' ? 3000 : 9222),
+      uiPort: e.BROWSER_UI_PORT ?? (profile === 'steel' ? 5173 : 8080),
       jobTtlSeconds: e.JOB_TTL_SECONDS,
       resources: {
         cpuRequest: e.POD_CPU_REQUEST,
@@ -122,6 +141,14 @@ export function loadAgentConfig(env: Env, isRoot: boolean): AgentConfig {
         memoryLimit: e.POD_MEMORY_LIMIT,
         ephemeralStorageRequest: e.POD_EPHEMERAL_STORAGE_REQUEST,
         ephemeralStorageLimit: e.POD_EPHEMERAL_STORAGE_LIMIT,
+      },
+      uiResources: {
+        cpuRequest: e.UI_CPU_REQUEST,
+        cpuLimit: e.UI_CPU_LIMIT,
+        memoryRequest: e.UI_MEMORY_REQUEST,
+        memoryLimit: e.UI_MEMORY_LIMIT,
+        ephemeralStorageRequest: e.UI_EPHEMERAL_STORAGE_REQUEST,
+        ephemeralStorageLimit: e.UI_EPHEMERAL_STORAGE_LIMIT,
       },
       runAsUser: e.POD_RUN_AS_USER,
       scheduleTimeoutMs: e.K8S_SCHEDULE_TIMEOUT_MS,
@@ -145,5 +172,11 @@ export function loadAgentConfig(env: Env, isRoot: boolean): AgentConfig {
     syncIntervalMs: e.SYNC_INTERVAL_MS,
     startTimeoutMs: e.START_TIMEOUT_MS,
     logLevel: e.LOG_LEVEL,
+    ignoredVariables:
+      e.AGENT_RUNTIME === 'local'
+        ? Object.keys(env)
+            .filter((k) => KUBERNETES_ONLY.test(k) && env[k] !== undefined && env[k] !== '')
+            .sort()
+        : [],
   };
 }

@@ -1,6 +1,6 @@
 import type { Clock } from '../shared/clock.js';
 import type { TunnelPeer } from '../shared/tunnel/peer.js';
-import { devtoolsVersion } from './runtime/devtools.js';
+import { browserAnswers } from './runtime/devtools.js';
 import type { SessionManager } from './sessions.js';
 
 /** One health pass: is each running browser answering CDP? The result goes to every router replica
@@ -10,9 +10,7 @@ export async function checkBrowsers(deps: { sessions: SessionManager; clock: Clo
   const sessions = await Promise.all(
     running.map(async ({ id, endpoints, devtools }) => ({
       id,
-      reachable: devtools
-        ? await devtools.answers(deps.timeoutMs)
-        : endpoints?.apiPort !== undefined && (await devtoolsVersion(endpoints.host, endpoints.apiPort, deps.timeoutMs)) !== null,
+      reachable: devtools ? await devtools.answers(deps.timeoutMs) : endpoints !== undefined && (await browserAnswers(endpoints, deps.timeoutMs)),
     })),
   );
   const report = { checkedAt: deps.clock.now(), sessions, active: deps.sessions.active };

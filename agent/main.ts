@@ -61,7 +61,7 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
     logger,
     handlers: {
       // Each answer carries the agent's load after it, so the router places on fresh numbers.
-      'session.start': async ({ session }) => ({ ...(await sessions.start(session)), active: sessions.active }),
+      'session.start': async ({ session, publicUrl, sessionUrl }) => ({ ...(await sessions.start(session, { publicUrl, sessionUrl })), active: sessions.active }),
       'session.stop': async ({ id, reason }) => ({ stopped: await sessions.stop(id, reason), active: sessions.active }),
     },
     onStreamOpen: (stream, spec) => proxy.onStreamOpen(stream, spec),
@@ -155,6 +155,11 @@ async function createRuntime(config: AgentConfig, clock: Clock, logger: Logger):
       logger.warn('cannot read this node: no capacity stated, the scheduler alone judges its room', { node: config.nodeName, err });
     }
     return { runtime, kc, capacity };
+  }
+  if (config.ignoredVariables.length) {
+    logger.warn(`AGENT_RUNTIME=local ignores these Kubernetes settings: ${config.ignoredVariables.join(', ')} (set AGENT_RUNTIME=kubernetes to use them)`, {
+      variables: config.ignoredVariables,
+    });
   }
   if (config.noSandbox) logger.warn('CHROMIUM_NO_SANDBOX=true: browsers run without their sandbox');
   const user = config.chromiumUser ? await lookupBrowserUser(config.chromiumUser) : undefined;

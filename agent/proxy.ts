@@ -9,6 +9,7 @@ import type { StreamSpec } from '../shared/tunnel/protocol.js';
 import type { TunnelStream } from '../shared/tunnel/stream.js';
 import { sendableCloseCode } from '../shared/ws-frames.js';
 import type { DevtoolsMux, MuxConnection } from './runtime/devtools-mux.js';
+import { devtoolsFromCdp, loadProtocol, servesDevtoolsJson, type DevtoolsAnswer } from './runtime/devtools.js';
 import type { SessionManager } from './sessions.js';
 import { chainClose, spliceUpgrade } from './splice.js';
 import { acceptWebSocket, type WsEndpoint } from './ws-endpoint.js';
@@ -24,6 +25,8 @@ const ABNORMAL_CLOSE_GRACE_MS = 2000;
 /** Carries streams opened by the router to the session's browser: HTTP exchanges and WebSockets. */
 export function createProxyHandler(deps: { sessions: SessionManager; clock: Clock; logger: Logger; maxWsMessageBytes: number; maxWebSocketsPerSession: number }) {
   const httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 64 });
+  let protocolJson: Promise<unknown> | undefined;
+  const protocol = () => (protocolJson ??= loadProtocol());
   return {
     onStreamOpen(stream: TunnelStream, spec: StreamSpec): void {
       const browser = deps.sessions.browser(spec.sessionId);
@@ -51,11 +54,20 @@ export function createProxyHandler(deps: { sessions: SessionManager; clock: Cloc
         if (verdictTimer !== undefined) deps.clock.clearTimeout(verdictTimer);
       };
       if (devtools) {
-        if (spec.kind === 'http') serveDevtoolsHttp(stream, spec, devtools);
+        if (spec.kind === 'http') serveDevtoolsHttp(stream, (path) => devtools.http(spec.method, path), spec.path);
         else closeForSessionEnd = serveDevtoolsWs(stream, spec, devtools, { touch, abnormalClose });
         return;
       }
       const { host } = ep!;
+      // An image without DevTools' HTTP endpoints (steel): the agent makes them from its CDP.
+      if (spec.kind === 'http' && spec.target === 'api' && !servesDevtoolsJson(ep!) && /^\/json(\/|\?|$)/.test(spec.path)) {
+        const cdpUrl = `ws://${host}:${port}${ep!.browserWsPath ?? '/'}`;
+        return serveDevtoolsHttp(
+          stream,
+          async (path) => (await devtoolsFromCdp(path, cdpUrl, protocol, CONNECT_TIMEOUT_MS)) ?? { status: 404, body: 'not a DevTools endpoint' },
+          spec.path,
+        );
+      }
       const path = spec.kind !== 'http' && spec.target === 'api' && /^\/devtools\/browser\/?(\?.*)?$/.test(spec.path) ? (ep!.browserWsPath ?? spec.path) : spec.path;
       if (spec.kind === 'http') proxyHttp(stream, spec, host, port!, touch);
       else if (spec.kind === 'upgrade') closeForSessionEnd = spliceUpgrade(stream, { ...spec, path }, host, port!, { touch, abnormalClose });
@@ -66,11 +78,11 @@ export function createProxyHandler(deps: { sessions: SessionManager; clock: Cloc
     },
   };
 
-  /** `/json/*` of a browser reached by its pipe, answered by the agent. */
-  function serveDevtoolsHttp(stream: TunnelStream, spec: StreamSpec, devtools: DevtoolsMux): void {
+  /** `/json/*` answered by the agent: of a browser reached by its pipe, or made from an image's CDP. */
+  function serveDevtoolsHttp(stream: TunnelStream, answer: (path: string) => Promise<DevtoolsAnswer>, path: string): void {
     stream.onData = (_kind, payload) => stream.consumed(payload.byteLength);
     stream.start();
-    devtools.http(spec.method, spec.path).then(
+    answer(path).then(
       ({ status, body }) => {
         const text = typeof body === 'string';
         stream.accept({ status, headers: [['content-type', text ? 'text/plain; charset=UTF-8' : 'application/json; charset=UTF-8']] });

@@ -3,7 +3,7 @@ import type { Logger } from '../shared/logger.js';
 import { isTerminal, type Session, type SessionEndpoints, type SessionReport, type SessionStatus } from '../shared/session.js';
 import type { AgentMetrics } from './metrics.js';
 import type { DevtoolsMux } from './runtime/devtools-mux.js';
-import type { BrowserExit, BrowserHandle, BrowserRuntime } from './runtime/types.js';
+import type { BrowserExit, BrowserHandle, BrowserRuntime, StartContext } from './runtime/types.js';
 
 export type RunningBrowser = { id: string; endpoints?: SessionEndpoints; devtools?: DevtoolsMux };
 
@@ -61,11 +61,11 @@ export class SessionManager {
   constructor(private readonly deps: SessionManagerDeps) {}
 
   /** The router's `session.start`: resolves with the outcome, running or failed. */
-  start(session: Session): Promise<SessionReport> {
+  start(session: Session, context: StartContext = {}): Promise<SessionReport> {
     const existing = this.sessions.get(session.id);
     if (existing) return existing.started; // a retried start is answered by the first one
     const m = this.track(session, false);
-    m.started = this.launch(m, (signal) => this.deps.runtime.start(session, signal), false);
+    m.started = this.launch(m, (signal) => this.deps.runtime.start(session, signal, context), false);
     return m.started;
   }
 

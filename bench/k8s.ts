@@ -2,21 +2,23 @@
  * `npm run bench:k8s`: create-to-running latency through router, agent and the test cluster (real
  * apiserver, controllers and scheduler; process kubelets), beside the local runtime, in one run; then
  * thirty creates at once on three nodes (an agent on each) against Kubernetes' own pod-startup SLO
- * (p99 ≤ 5 s). Also times the control plane's start with a warm binary cache.
+ * (p99 ≤ 5 s); then the steel profile (the real steel API as the browser image: ten creates, and CDP
+ * throughput through the router against straight to steel). Also times the control plane's start with a
+ * warm binary cache.
  */
 import { loadAgentConfig } from '../agent/config.js';
 import { startAgent } from '../agent/main.js';
-import { NAMESPACE, startTestCluster } from '../harness/cluster.js';
+import { NAMESPACE, startTestCluster, STEEL_IMAGES, steelPeer, steelRecipes } from '../harness/cluster.js';
 import { browserUserOfThisProcess, killChromium, launchChromium } from '../agent/runtime/chromium.js';
 import { CHROMIUM } from '../harness/processes.js';
 import { startSystem, TEST_TOKEN } from '../harness/system.js';
-import { stats } from './load.js';
+import { cdpClient, cdpThroughput, stats } from './load.js';
 
 const N = Number(process.argv.find((a) => a.startsWith('--n='))?.slice(4) ?? 20);
 
-async function createToRunning(url: string, cluster: string): Promise<number[]> {
+async function createToRunning(url: string, cluster: string, n = N): Promise<number[]> {
   const out: number[] = [];
-  for (let i = 0; i < N; i++) {
+  for (let i = 0; i < n; i++) {
     const t = performance.now();
     const res = await sys.fetch(`${url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ cluster }) });
     const s = (await res.json()) as { id: string; status: string; failureReason?: string };
@@ -27,13 +29,15 @@ async function createToRunning(url: string, cluster: string): Promise<number[]> 
   return out;
 }
 
+const found = steelPeer();
+if ('absent' in found) console.log(`steel rows not run: ${found.absent}`);
 const t0 = performance.now();
-const cluster = await startTestCluster({ nodes: 3 });
+const cluster = await startTestCluster({ nodes: 3, images: 'peer' in found ? steelRecipes(found.peer) : {} });
 const clusterStartMs = performance.now() - t0;
 const sys = await startSystem({ agents: 0, routerEnv: { MAX_SESSIONS: '50' } });
 try {
   await sys.addAgent({ CLUSTER_ID: 'local', NODE_NAME: 'local-node' });
-  const kubeAgent = (clusterId: string, node: string) =>
+  const kubeAgent = (clusterId: string, node: string, extra: Record<string, string> = {}) =>
     startAgent(
       loadAgentConfig(
         {
@@ -51,6 +55,7 @@ try {
           START_TIMEOUT_MS: '120000',
           METRICS_PORT: '0',
           LOG_LEVEL: 'silent',
+          ...extra,
         },
         false,
       ),
@@ -60,6 +65,27 @@ try {
   await createToRunning(sys.url, 'kube'); // warm-up pass is not reported separately; it is the same run twice
   const kube = stats(await createToRunning(sys.url, 'kube'));
   const local = stats(await createToRunning(sys.url, 'local'));
+  // The steel profile on the same cluster, with the specification's images: ten sessions one after another,
+  // then CDP through the router to steel (which proxies CDP itself) against straight to steel's port.
+  let steel: { created: ReturnType<typeof stats>; viaRouter: number; direct: number } | null = null;
+  if ('peer' in found) {
+    sys.agents.push(
+      await kubeAgent('steel', cluster.node, { BROWSER_API_IMAGE: STEEL_IMAGES.api, BROWSER_UI_IMAGE: STEEL_IMAGES.ui, BROWSER_API_PORT: '3000', BROWSER_UI_PORT: '5173' }),
+    );
+    await new Promise((r) => setTimeout(r, 500));
+    const created = stats(await createToRunning(sys.url, 'steel', 10));
+    const res = await sys.fetch(`${sys.url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ cluster: 'steel' }) });
+    const s = (await res.json()) as { id: string; status: string; cdpUrl: string };
+    if (s.status !== 'running') throw new Error(`steel: ${res.status} ${JSON.stringify(s)}`);
+    const pod = (await cluster.admin.call('GET', `/api/v1/namespaces/${NAMESPACE}/pods?labelSelector=bso.dev%2Fsession-id%3D${s.id}`)).items[0];
+    const clients = { viaRouter: await cdpClient(s.cdpUrl), direct: await cdpClient(`ws://${pod.status.podIP}:3000/`) };
+    const rounds: Record<'viaRouter' | 'direct', number[]> = { viaRouter: [], direct: [] };
+    for (const c of Object.values(clients)) await cdpThroughput(c, 32, 300);
+    for (let round = 0; round < 3; round++) for (const name of ['viaRouter', 'direct'] as const) rounds[name].push(await cdpThroughput(clients[name], 32, 2000));
+    for (const c of Object.values(clients)) await c.close();
+    await sys.fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
+    steel = { created, viaRouter: stats(rounds.viaRouter).p50, direct: stats(rounds.direct).p50 };
+  }
   // Thirty at once, spread by the router over three nodes' agents.
   for (const node of cluster.nodes) sys.agents.push(await kubeAgent('spread', node));
   await new Promise((r) => setTimeout(r, 500));
@@ -98,11 +124,17 @@ try {
   console.log('|------------------------------------|--------|--------|-----|');
   console.log(row('local runtime (Chromium process)', local));
   console.log(row('kubernetes runtime (Job → pod)', kube));
+  if (steel) console.log(row('steel profile (Job → steel API)', steel.created));
   console.log(row('30 bare Chromium launches at once', bareBurst));
   console.log(row('30 at once on 3 nodes', spread));
   console.log(
     `30 at once: ${perNode}; ${(spread.p50 / bareBurst.p50).toFixed(2)}× the bare burst (p50); Kubernetes' pod-startup SLO (p99 ≤ 5000 ms): ${spread.p99 <= 5000 ? 'met' : 'not met'}`,
   );
+  if (steel) {
+    console.log(
+      `steel: CDP Runtime.evaluate, 32 in flight, median of 3 × 2 s: ${steel.viaRouter.toFixed(0)}/s through the router, ${steel.direct.toFixed(0)}/s straight to steel's port (${(steel.viaRouter / steel.direct).toFixed(2)}×)`,
+    );
+  }
 } finally {
   await sys.close();
   await cluster.stop();

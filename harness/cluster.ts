@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -22,6 +23,38 @@ export const TEST_IMAGES: Record<string, ContainerRecipe> = {
   'bso/crash:test': { kind: 'exit', afterMs: 300, code: 3 },
   'bso/never-ready:test': { kind: 'never-ready' },
 };
+
+/** The specification's steel images, and one whose browser never starts (its API answers health, never CDP). */
+export const STEEL_IMAGES = { api: 'steel-dev/steel-browser-api:latest', ui: 'steel-dev/steel-browser-ui:latest', neverReady: 'bso/steel-never-ready:test' } as const;
+
+export type SteelPeer = { dir: string; startScript: string };
+
+/**
+ * The steel-browser peer as infra/test-cluster/steel.sh built it (`npm test` builds it first): its
+ * build, or null with the reason when the peer is not beside the project. A peer that is there but
+ * not built is an error, not a skip.
+ */
+export function steelPeer(): { peer: SteelPeer } | { absent: string } {
+  const script = new URL('../infra/test-cluster/steel.sh', import.meta.url).pathname;
+  const res = spawnSync('bash', [script], { env: { ...process.env, BSO_STEEL_CHECK_ONLY: '1' }, encoding: 'utf8', timeout: 30_000 });
+  if (res.status !== 0) throw new Error(res.stderr.trim() || `steel.sh failed (${res.status ?? res.signal})`);
+  const dir = res.stdout.trim().split('\n').pop();
+  if (!dir) return { absent: res.stderr.trim() || 'steel.sh found no steel-browser peer' };
+  const peerDir = process.env.BSO_STEEL_PEER ?? new URL('../../shared/peers/steel-browser', import.meta.url).pathname;
+  return { peer: { dir, startScript: join(peerDir, 'start.sh') } };
+}
+
+/** Process-kubelet recipes for the steel images: the real steel API, run as an account of its own. */
+export function steelRecipes(peer: SteelPeer): Record<string, ContainerRecipe> {
+  const steel = { kind: 'steel', dir: peer.dir, startScript: peer.startScript, user: 'nobody' } as const;
+  return {
+    [STEEL_IMAGES.api]: steel,
+    // steel's published UI image is nginx in front of the same UI the API serves itself (built in, at /ui/):
+    // the suite opens that one, on the session's own host.
+    [STEEL_IMAGES.ui]: { kind: 'http-static', body: 'steel ui' },
+    [STEEL_IMAGES.neverReady]: { ...steel, chromiumPath: '/bin/false' },
+  };
+}
 
 /** The images the suite asks for; on an outside cluster they come from the environment. */
 export type SuiteImages = { api: string; ui: string; crash: string; crashReason: RegExp; neverReady: string; missing: string };
@@ -113,7 +146,7 @@ async function installProject(admin: KubeClient): Promise<string> {
  * ServiceAccount's token (TokenRequest). Aborting `signal` (a test's afterAll, also when its beforeAll
  * timed out while this was still starting) stops every process and removes the folder at once.
  */
-export async function startTestCluster(opts: { signal?: AbortSignal; nodes?: number } = {}): Promise<TestCluster> {
+export async function startTestCluster(opts: { signal?: AbortSignal; nodes?: number; images?: Record<string, ContainerRecipe> } = {}): Promise<TestCluster> {
   const outside = process.env.BSO_TEST_KUBECONFIG;
   if (outside) return useOutsideCluster(outside);
   requireBinary(CHROMIUM, 'install the Debian package chromium');
@@ -136,7 +169,7 @@ export async function startTestCluster(opts: { signal?: AbortSignal; nodes?: num
       const kubelet = new ProcessKubelet({
         access: { server: plane.server, caFile: plane.caFile, token: plane.nodeToken(node) },
         nodeName: node,
-        images: TEST_IMAGES,
+        images: { ...TEST_IMAGES, ...opts.images },
         chromiumPath: CHROMIUM,
         addressBlock: i + 1,
         log: process.env.TEST_LOG_LEVEL ? (m) => console.log(m) : undefined,

@@ -35,6 +35,7 @@ export function createAccess(config: RouterConfig, commands: RedisCommands | nul
     limiter: commands ? new BatchingRateLimiter(new RedisRateLimiter({ commands, keyPrefix: prefix })) : new MemoryRateLimiter(),
     clock,
     sha256: crypto.sha256,
+    sessionHosts: config.sessionHosts,
   });
 }
 
@@ -87,7 +88,7 @@ export function composeRouter(
     requestInfo: deps.requestInfo,
     addResponseHeaders: deps.addResponseHeaders,
     draining: deps.draining,
-    config: { maxBodyBytes: config.maxBodyBytes, allowedOrigins: config.auth.allowedOrigins },
+    config: { maxBodyBytes: config.maxBodyBytes, allowedOrigins: config.auth.allowedOrigins, sessionHosts: config.sessionHosts },
   });
   return { service, app, access };
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { SessionHosts } from './session-hosts.js';
 import type { IoredisConnection } from './store/ioredis-commands.js';
 import { parseAgentTokens, type AgentTokens } from '../shared/tunnel/handshake.js';
 import { REPLICA_ID } from '../shared/tunnel/protocol.js';
@@ -22,11 +23,23 @@ const boolVar = () =>
     z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1'),
   );
 
+/** Every variable the router reads (listed in .env.example). */
+export const ROUTER_VARIABLES = (): string[] => Object.keys(RouterEnv.shape);
+
 const RouterEnv = z.object({
   PORT: intVar(3000, 0, 65535),
   HOST: optionalString(),
   PUBLIC_URL: z.preprocess((v) => (v === '' ? undefined : v), z.url().optional()),
   ALLOWED_HOSTS: commaList(),
+  SESSION_HOST_SUFFIX: optionalString().pipe(
+    z
+      .string()
+      .toLowerCase()
+      .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/, 'must be a DNS name (e.g. sessions.example.com, or localhost)')
+      .max(190, 'leaves no room for a session id in a 253-character host name')
+      .optional(),
+  ),
+  SESSION_HOST_TARGET: z.enum(['ui', 'api']).default('ui'),
   TRUST_PROXY: boolVar(),
   REDIS_URL: optionalString().pipe(
     z
@@ -90,6 +103,8 @@ export type RouterConfig = {
   publicUrl?: string;
   /** Hosts `cdpUrl`/`proxyUrl` may be built from; empty: the runtime's default (the listen address and localhost). */
   allowedHosts: string[];
+  /** Each session on a host of its own (`<id>.<suffix>`); unset: the path form only. */
+  sessionHosts?: SessionHosts;
   trustProxy: boolean;
   redis: IoredisConnection | null;
   redisKeyPrefix: string;
@@ -170,6 +185,7 @@ export function loadRouterConfig(env: Env, runtime: 'node' | 'edge' = 'node'): R
     port: e.PORT,
     host,
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
+    sessionHosts: e.SESSION_HOST_SUFFIX ? { suffix: e.SESSION_HOST_SUFFIX, target: e.SESSION_HOST_TARGET } : undefined,
     allowedHosts: e.ALLOWED_HOSTS.map((h) => h.toLowerCase()),
     trustProxy: e.TRUST_PROXY,
     redis,

@@ -1,4 +1,5 @@
 import { createHmac, hash, randomUUID } from 'node:crypto';
+import { pathForm, sessionOfHost } from './session-hosts.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
@@ -100,7 +101,13 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
     proxy: async (req, id, info) => dataPlane.fetch(await resolve(id, new URL(req.url), info, isWebSocketUpgrade(req)), req),
   });
   // Made after the core (its service and access); the proxy port above only runs once requests arrive.
-  const resolve: TargetResolver = targetResolver({ lookup: (sid) => core.service.forProxy(sid), access: core.access, publicUrl });
+  const resolve: TargetResolver = targetResolver({ lookup: (sid) => core.service.forProxy(sid), access: core.access, publicUrl, sessionHosts: config.sessionHosts });
+  /** A request's URL in the path form: a session host's is routed as `/sessions/:id/proxy/…`. */
+  const requestUrl = (req: IncomingMessage): URL => {
+    const url = new URL(req.url ?? '/', 'http://router.invalid');
+    const hostId = sessionOfHost(req.headers.host, config.sessionHosts);
+    return hostId ? pathForm(url, hostId) : url;
+  };
   const nodePlane = nodeDataPlane(dataPlane, { mode: config.wsProxyMode, maxMessageBytes: config.maxWsMessageBytes, logger, resolve, trustProxy: config.trustProxy });
   const agentEndpoint = createAgentEndpoint({
     hub,
@@ -114,7 +121,7 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
 
   const honoListener = getRequestListener(core.app.fetch);
   const server = createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://router.invalid');
+    const url = requestUrl(req);
     const id = proxySessionId(url.pathname);
     if (id === null) return void honoListener(req, res);
     const started = performance.now();
@@ -123,7 +130,7 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
   });
   server.keepAliveTimeout = 65_000;
   server.on('upgrade', (req, socket, head) => {
-    const url = new URL(req.url ?? '/', 'http://router.invalid');
+    const url = requestUrl(req);
     if (url.pathname === AGENT_CONNECT_PATH) return void agentEndpoint.handleUpgrade(req, socket, head);
     const id = proxySessionId(url.pathname);
     if (id !== null) return void nodePlane.handleUpgrade(req, socket, head, id, url);

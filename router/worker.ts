@@ -7,6 +7,7 @@ import { createLogger, type Logger } from '../shared/logger.js';
 import { admitAgent, AGENT_CONNECT_PATH } from '../shared/tunnel/handshake.js';
 import { composeRouter, type RouterCore } from './compose.js';
 import { targetResolver } from './data-plane/data-plane.js';
+import { pathForm, sessionOfHost } from './session-hosts.js';
 import { errorJson } from './http/errors.js';
 import { isWebSocketUpgrade, type MetricsPort } from './http/app.js';
 import type { SessionStore } from './store/types.js';
@@ -42,7 +43,7 @@ function setup(env: WorkerEnv) {
       proxy: async (req, id, info) => hub.forward(await resolve(id, new URL(req.url), info, isWebSocketUpgrade(req)), req),
     });
     // Made after the core (its service and access); the proxy port only runs once requests arrive.
-    const resolve = targetResolver({ lookup: (sid) => core.service.forProxy(sid), access: core.access, publicUrl });
+    const resolve = targetResolver({ lookup: (sid) => core.service.forProxy(sid), access: core.access, publicUrl, sessionHosts: config.sessionHosts });
     isolate = { config, logger, core };
   }
   return isolate;
@@ -84,6 +85,8 @@ export default {
       forward.headers.set('x-bso-cluster', cluster);
       return env.HUB.get(env.HUB.idFromName(cluster)).fetch(forward);
     }
-    return core.app.fetch(req, env, ctx as never);
+    // A session host's request stands for the path form; the app routes that.
+    const hostId = sessionOfHost(req.headers.get('host') ?? url.host, config.sessionHosts);
+    return core.app.fetch(hostId ? new Request(pathForm(url, hostId), req) : req, env, ctx as never);
   },
 };

@@ -40,6 +40,12 @@ export const CreateSessionQuery = z.strictObject({
 export const SessionView = Session.omit({ endpoints: true }).extend({
   cdpUrl: z.string(),
   proxyUrl: z.string(),
+  /** steel's own URLs while running (its CDP socket, live debugger, session viewer), through the router. */
+  websocketUrl: z.string().optional(),
+  debugUrl: z.string().optional(),
+  sessionViewerUrl: z.string().optional(),
+  /** The session on a host of its own (SESSION_HOST_SUFFIX): its UI, with absolute paths that work. */
+  uiUrl: z.string().optional(),
 });
 export type SessionView = z.infer<typeof SessionView>;
 

@@ -21,6 +21,10 @@ export function parseEnv<T extends z.ZodType>(schema: T, env: Env): z.infer<T> {
 export const intVar = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z.preprocess((v) => (v === '' || v === undefined ? undefined : v), z.coerce.number().int().min(min).max(max).default(def));
 
+/** An optional integer within bounds, for defaults that depend on other settings; empty counts as unset. */
+export const optionalInt = (min = 0, max = Number.MAX_SAFE_INTEGER) =>
+  z.preprocess((v) => (v === '' || v === undefined ? undefined : v), z.coerce.number().int().min(min).max(max).optional());
+
 export const optionalString = () => z.preprocess((v) => (v === '' ? undefined : v), z.string().optional());
 
 export const logLevelVar = () =>

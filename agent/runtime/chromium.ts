@@ -63,7 +63,8 @@ export function chromiumArgs(opts: { userDataDir: string; noSandbox: boolean; de
   const o = opts.options;
   if (o?.userAgent) args.push(`--user-agent=${o.userAgent}`);
   if (o?.viewport) args.push(`--window-size=${o.viewport.width},${o.viewport.height}`);
-  if (o?.locale) args.push(`--lang=${o.locale}`);
+  // Headless Chromium takes navigator.language (and Accept-Language) from --accept-lang; --lang alone leaves en-US.
+  if (o?.locale) args.push(`--lang=${o.locale}`, `--accept-lang=${o.locale}`);
   args.push('about:blank');
   return args;
 }
@@ -143,7 +144,7 @@ export async function launchChromium(opts: LaunchOptions): Promise<LaunchedChrom
   const proc = spawn(opts.executablePath, chromiumArgs({ userDataDir, noSandbox: opts.noSandbox, devtools: opts.devtools, options: opts.options }), {
     detached: true,
     stdio: pipe ? ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'] : ['ignore', 'ignore', 'pipe'],
-    env: browserEnv(userDataDir),
+    env: browserEnv(userDataDir, opts.options?.timezone),
     cwd: userDataDir,
     ...(opts.user ? { uid: opts.user.uid, gid: opts.user.gid } : {}),
   });
@@ -207,12 +208,14 @@ export async function launchChromium(opts: LaunchOptions): Promise<LaunchedChrom
 }
 
 /**
- * All a browser gets of an environment: a HOME (its profile), a PATH, and a TMPDIR inside the
+ * All a browser gets of an environment: a HOME (its profile), a PATH, its time zone, and a TMPDIR inside the
  * profile: Chromium's singleton socket directory (`org.chromium.Chromium.*`) goes there, so a browser
  * that is killed leaves nothing in /tmp once its profile is removed.
  */
-function browserEnv(home: string): NodeJS.ProcessEnv {
+function browserEnv(home: string, timezone: string | undefined): NodeJS.ProcessEnv {
   return {
+    // The session's time zone (validated as an IANA name): Chromium takes it from TZ.
+    ...(timezone ? { TZ: timezone } : {}),
     HOME: home,
     PATH: '/usr/local/bin:/usr/bin:/bin',
     TMPDIR: join(home, 'tmp'),

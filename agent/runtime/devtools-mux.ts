@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { isAbsolute, relative, resolve } from 'node:path';
 import { AppError } from '../../shared/errors.js';
 import type { CdpPipe } from './cdp-pipe.js';
+import { describeTarget, describeVersion, HIDDEN_TARGET_TYPES, type BrowserVersion, type DevtoolsAnswer, type TargetInfo } from './devtools.js';
 
 /** Where a connection's messages go: the client's WebSocket, as the proxy carries it. */
 export type CdpClient = {
@@ -10,7 +11,7 @@ export type CdpClient = {
   onceWritable(fn: () => void): void;
 };
 
-export type DevtoolsAnswer = { status: number; body: unknown };
+export type { DevtoolsAnswer } from './devtools.js';
 
 /** What the mux enforces on every command, whoever sends it. */
 export type DevtoolsPolicy = {
@@ -23,12 +24,6 @@ export type DevtoolsPolicy = {
 };
 
 const CALL_TIMEOUT_MS = 10_000;
-/** Targets Chromium's own `/json/list` leaves out. */
-const HIDDEN_TARGET_TYPES = new Set(['browser', 'browser_ui', 'tab']);
-/** The host part of the URLs the mux hands out; the router points them back through itself. */
-const SELF = 'localhost';
-
-type TargetInfo = { targetId: string; type: string; title: string; url: string };
 
 /**
  * The DevTools surface of one browser reached over its pipe: the HTTP endpoints clients expect
@@ -71,7 +66,7 @@ export class DevtoolsMux {
       if (method !== 'PUT' && method !== 'GET') return { status: 405, body: `Using unsafe HTTP verb ${method} to invoke /json/new.` };
       const { targetId } = await this.pipe.call<{ targetId: string }>('Target.createTarget', { url: url.search.slice(1) || 'about:blank' }, CALL_TIMEOUT_MS);
       const { targetInfo } = await this.pipe.call<{ targetInfo: TargetInfo }>('Target.getTargetInfo', { targetId }, CALL_TIMEOUT_MS);
-      return { status: 200, body: describeTarget(targetInfo) };
+      return { status: 200, body: describeTarget(targetInfo, true) };
     }
     const action = /^\/json\/(activate|close)\/([^/]+)$/.exec(path);
     if (action) {
@@ -129,33 +124,14 @@ export class DevtoolsMux {
   }
 
   private async version(): Promise<Record<string, string>> {
-    const v = await this.pipe.call<{ protocolVersion: string; product: string; revision: string; userAgent: string; jsVersion: string }>('Browser.getVersion', {}, CALL_TIMEOUT_MS);
-    return {
-      Browser: v.product,
-      'Protocol-Version': v.protocolVersion,
-      'User-Agent': v.userAgent,
-      'V8-Version': v.jsVersion,
-      'WebKit-Version': `537.36 (${v.revision})`,
-      webSocketDebuggerUrl: `ws://${SELF}/devtools/browser/${this.browserId}`,
-    };
+    const v = await this.pipe.call<BrowserVersion>('Browser.getVersion', {}, CALL_TIMEOUT_MS);
+    return describeVersion(v, `/devtools/browser/${this.browserId}`);
   }
 
   private async list(): Promise<unknown[]> {
     const { targetInfos } = await this.pipe.call<{ targetInfos: TargetInfo[] }>('Target.getTargets', {}, CALL_TIMEOUT_MS);
-    return targetInfos.filter((t) => !HIDDEN_TARGET_TYPES.has(t.type)).map(describeTarget);
+    return targetInfos.filter((t) => !HIDDEN_TARGET_TYPES.has(t.type)).map((t) => describeTarget(t, true));
   }
-}
-
-function describeTarget(t: TargetInfo) {
-  return {
-    description: '',
-    devtoolsFrontendUrl: `/devtools/inspector.html?ws=${SELF}/devtools/page/${t.targetId}`,
-    id: t.targetId,
-    title: t.title,
-    type: t.type,
-    url: t.url,
-    webSocketDebuggerUrl: `ws://${SELF}/devtools/page/${t.targetId}`,
-  };
 }
 
 const SESSION_ID_KEY = Buffer.from('"sessionId"');

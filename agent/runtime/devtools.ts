@@ -1,5 +1,8 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { request } from 'node:http';
+import { createRequire } from 'node:module';
+import type { SessionEndpoints } from '../../shared/session.js';
+import { cdpExchange } from './cdp-socket.js';
 
 export type DevtoolsVersion = { Browser?: string; webSocketDebuggerUrl?: string };
 
@@ -28,6 +31,19 @@ export function devtoolsVersion(host: string, port: number, timeoutMs: number, s
   });
 }
 
+/** Does the image serve DevTools' HTTP endpoints (`/json/*`) itself? steel serves CDP only on its WebSocket. */
+export const servesDevtoolsJson = (endpoints: SessionEndpoints): boolean => endpoints.profile !== 'steel';
+
+/** Does the browser at `endpoints` answer? By its `/json/version`, or (an image that serves CDP only on a WebSocket) a CDP command. Never throws. */
+export async function browserAnswers(endpoints: SessionEndpoints, timeoutMs: number): Promise<boolean> {
+  if (endpoints.apiPort === undefined) return false;
+  if (servesDevtoolsJson(endpoints)) return (await devtoolsVersion(endpoints.host, endpoints.apiPort, timeoutMs)) !== null;
+  return cdpExchange(`ws://${endpoints.host}:${endpoints.apiPort}${endpoints.browserWsPath ?? '/'}`, [{ method: 'Browser.getVersion' }], { timeoutMs }).then(
+    () => true,
+    () => false,
+  );
+}
+
 /** Live (not zombie) processes of a process group, read from /proc: a browser's helpers share its group. */
 export async function groupMembers(pgid: number): Promise<number[]> {
   const out: number[] = [];
@@ -43,4 +59,70 @@ export async function groupMembers(pgid: number): Promise<number[]> {
     }
   }
   return out;
+}
+
+export type DevtoolsAnswer = { status: number; body: unknown };
+export type BrowserVersion = { protocolVersion: string; product: string; revision: string; userAgent: string; jsVersion: string };
+export type TargetInfo = { targetId: string; type: string; title: string; url: string };
+
+/** Targets Chromium's own `/json/list` leaves out. */
+export const HIDDEN_TARGET_TYPES = new Set(['browser', 'browser_ui', 'tab']);
+/** The host part of the URLs the agent hands out; the router points them back through itself. */
+export const DEVTOOLS_SELF = 'localhost';
+
+/** `/json/version` as Chromium answers it, from `Browser.getVersion`. */
+export function describeVersion(v: BrowserVersion, browserPath: string): Record<string, string> {
+  return {
+    Browser: v.product,
+    'Protocol-Version': v.protocolVersion,
+    'User-Agent': v.userAgent,
+    'V8-Version': v.jsVersion,
+    'WebKit-Version': `537.36 (${v.revision})`,
+    webSocketDebuggerUrl: `ws://${DEVTOOLS_SELF}${browserPath}`,
+  };
+}
+
+/** One `/json/list` entry; `withSocket: false` for a target no page-level socket reaches (Chromium leaves the URL out for a target it cannot hand over). */
+export function describeTarget(t: TargetInfo, withSocket: boolean) {
+  return {
+    description: '',
+    ...(withSocket ? { devtoolsFrontendUrl: `/devtools/inspector.html?ws=${DEVTOOLS_SELF}/devtools/page/${t.targetId}` } : {}),
+    id: t.targetId,
+    title: t.title,
+    type: t.type,
+    url: t.url,
+    ...(withSocket ? { webSocketDebuggerUrl: `ws://${DEVTOOLS_SELF}/devtools/page/${t.targetId}` } : {}),
+  };
+}
+
+/**
+ * `/json/protocol`: Chromium serves the protocol it speaks; where there is no such endpoint (a pipe,
+ * an image that serves CDP only on a WebSocket) the agent serves the protocol description published
+ * with the same CDP revision as its clients (`devtools-protocol`, the package Puppeteer itself is built on).
+ */
+export async function loadProtocol(): Promise<unknown> {
+  const require = createRequire(import.meta.url);
+  const read = async (name: string) => JSON.parse(await readFile(require.resolve(`devtools-protocol/json/${name}`), 'utf8')) as { version: unknown; domains: unknown[] };
+  const [browser, js] = await Promise.all([read('browser_protocol.json'), read('js_protocol.json')]);
+  return { version: browser.version, domains: [...js.domains, ...browser.domains] };
+}
+
+/**
+ * The DevTools HTTP answers of a browser that serves CDP only on one WebSocket (steel: every socket
+ * there is the browser's own), made from CDP: `/json/version` (its socket is the `/devtools/browser`
+ * alias), `/json/list` (without per-page sockets, which such an image cannot give) and `/json/protocol`.
+ * Null for any other path: the image answers it itself.
+ */
+export async function devtoolsFromCdp(path: string, cdpUrl: string, protocol: () => Promise<unknown>, timeoutMs: number): Promise<DevtoolsAnswer | null> {
+  const p = path.split('?')[0]!.replace(/\/+$/, '') || '/';
+  if (p === '/json/version') {
+    const [v] = await cdpExchange(cdpUrl, [{ method: 'Browser.getVersion' }], { timeoutMs });
+    return { status: 200, body: describeVersion(v as BrowserVersion, '/devtools/browser') };
+  }
+  if (p === '/json' || p === '/json/list') {
+    const [r] = await cdpExchange(cdpUrl, [{ method: 'Target.getTargets' }], { timeoutMs });
+    return { status: 200, body: (r as { targetInfos: TargetInfo[] }).targetInfos.filter((t) => !HIDDEN_TARGET_TYPES.has(t.type)).map((t) => describeTarget(t, false)) };
+  }
+  if (p === '/json/protocol') return { status: 200, body: await protocol() };
+  return null;
 }

@@ -1,9 +1,8 @@
-import { readFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import type { Logger } from '../../shared/logger.js';
 import type { Session } from '../../shared/session.js';
 import { killChromium, launchChromium, type BrowserUser, type LaunchedChromium } from './chromium.js';
 import { DevtoolsMux } from './devtools-mux.js';
+import { loadProtocol } from './devtools.js';
 import type { BrowserExit, BrowserHandle, BrowserRuntime } from './types.js';
 
 export type LocalRuntimeDeps = {
@@ -92,16 +91,4 @@ export class LocalChromiumRuntime implements BrowserRuntime {
   profileOf(id: string): string | undefined {
     return this.browsers.get(id)?.userDataDir;
   }
-}
-
-/**
- * `/json/protocol`: Chromium serves the protocol it speaks; over a pipe there is no such endpoint, so
- * the agent serves the protocol description published with the same CDP revision as its clients
- * (`devtools-protocol`, the package Puppeteer itself is built on).
- */
-async function loadProtocol(): Promise<unknown> {
-  const require = createRequire(import.meta.url);
-  const read = async (name: string) => JSON.parse(await readFile(require.resolve(`devtools-protocol/json/${name}`), 'utf8')) as { version: unknown; domains: unknown[] };
-  const [browser, js] = await Promise.all([read('browser_protocol.json'), read('js_protocol.json')]);
-  return { version: browser.version, domains: [...js.domains, ...browser.domains] };
 }

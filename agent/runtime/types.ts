@@ -16,11 +16,15 @@ export type BrowserHandle = {
   node?: string;
 };
 
+/** What the router said about a start beyond the session: where clients reach the router, and the
+ * session on its own host (the URLs an image hands out point there). */
+export type StartContext = { publicUrl?: string; sessionUrl?: string };
+
 /** Where browsers run: local Chromium processes, or Kubernetes Jobs. */
 export interface BrowserRuntime {
   readonly name: string;
   /** Resolves once the browser answers CDP; rejects (and cleans up) on failure or abort. */
-  start(session: Session, signal: AbortSignal): Promise<BrowserHandle>;
+  start(session: Session, signal: AbortSignal, context?: StartContext): Promise<BrowserHandle>;
   /** Idempotent; resolves when nothing of the session is left. */
   stop(id: string): Promise<void>;
   stopAll(): Promise<void>;

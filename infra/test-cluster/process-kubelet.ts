@@ -6,19 +6,35 @@
  * Images missing from the table fail to "pull" (ErrImagePull, then ImagePullBackOff), as they would.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { chmod, chown, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { connect, createServer, type Server } from 'node:net';
 import { request } from 'node:http';
-import { browserUserOfThisProcess, killChromium, launchChromium, type BrowserUser, type LaunchedChromium } from '../../agent/runtime/chromium.js';
+import { browserUserOfThisProcess, killChromium, launchChromium, lookupBrowserUser, type BrowserUser, type LaunchedChromium } from '../../agent/runtime/chromium.js';
+import { SessionOptions } from '../../shared/session.js';
 import { kubeClient, KubeHttpError, type KubeAccess } from './kube-http.js';
 
-export type ContainerRecipe = { kind: 'chromium' } | { kind: 'http-static'; body?: string } | { kind: 'exit'; afterMs: number; code: number } | { kind: 'never-ready' };
+export type ContainerRecipe =
+  | { kind: 'chromium' }
+  /** The real steel-browser API, built by its peer's setup.sh into `dir`, started by its start.sh as `user`
+   * (an account of its own: the browser account is firewalled off loopback, where steel reaches its own
+   * Chromium) in a container of its own (steel-container.sh). */
+  | { kind: 'steel'; dir: string; startScript: string; user: string; chromiumPath?: string }
+  | { kind: 'http-static'; body?: string }
+  | { kind: 'exit'; afterMs: number; code: number }
+  | { kind: 'never-ready' };
 
 type ContainerRun = {
   name: string;
   image: string;
   port?: number;
+  env: Record<string, string>;
   probe?: { path?: string; port: number };
   proc?: ChildProcess;
+  /** A steel container: its folder (its root's mount point, HOME, steel's state). */
+  steel?: { stateDir: string };
   chromium?: LaunchedChromium;
   forwarder?: Server;
   state: 'waiting' | 'running' | 'terminated';
@@ -259,6 +275,7 @@ export class ProcessKubelet {
         name: c.name,
         image: c.image,
         port: c.ports?.[0]?.containerPort,
+        env: Object.fromEntries((c.env ?? []).filter((e: any) => typeof e.value === 'string').map((e: any) => [e.name, e.value])),
         probe: c.readinessProbe?.httpGet
           ? { path: c.readinessProbe.httpGet.path, port: c.readinessProbe.httpGet.port }
           : c.readinessProbe?.tcpSocket
@@ -293,7 +310,9 @@ export class ProcessKubelet {
       if (recipe.kind === 'chromium') {
         // A container's browser: its own port, as an unprivileged user with its sandbox on.
         const user = await (this.browserUser ??= browserUserOfThisProcess());
-        const launched = await launchChromium({ executablePath: this.opts.chromiumPath, noSandbox: false, devtools: 'port', user, timeoutMs: 30_000 });
+        // The chromium profile's contract: the session's options arrive as BSO_OPTIONS (JSON).
+        const options = c.env.BSO_OPTIONS ? SessionOptions.parse(JSON.parse(c.env.BSO_OPTIONS)) : undefined;
+        const launched = await launchChromium({ executablePath: this.opts.chromiumPath, noSandbox: false, devtools: 'port', user, options, timeoutMs: 30_000 });
         // The pod may have been deleted while the browser started.
         if (run.killed) {
           await killChromium(launched, 0);
@@ -309,6 +328,8 @@ export class ProcessKubelet {
         });
         await new Promise<void>((resolve, reject) => c.forwarder!.once('error', reject).listen(c.port ?? 9222, run.ip, resolve));
         void c.chromium.exited.then(({ code, signal }) => this.exited(run, c, code ?? (signal ? 137 : 1)));
+      } else if (recipe.kind === 'steel') {
+        await this.startSteel(run, c, recipe);
       } else {
         const script =
           recipe.kind === 'http-static'
@@ -328,6 +349,49 @@ export class ProcessKubelet {
       c.finishedAt = now();
       c.waitingMessage = (err as Error).message;
     }
+  }
+
+  /**
+   * steel as its image runs it, as near as processes get: in PID and mount namespaces of its own
+   * (steel-container.sh), with its own /files, started by its peer's start.sh on the pod's address and
+   * port, its URLs from the container's DOMAIN and launch flags from CHROME_ARGS. The container lives as
+   * long as steel; when it ends, every process of it ends with it.
+   */
+  private async startSteel(run: PodRun, c: ContainerRun, recipe: Extract<ContainerRecipe, { kind: 'steel' }>): Promise<void> {
+    const user = await lookupBrowserUser(recipe.user);
+    const stateDir = await mkdtemp(join(tmpdir(), 'bso-steel-'));
+    c.steel = { stateDir };
+    // steel's account passes through to its HOME, and sees nothing else here.
+    await chmod(stateDir, 0o711);
+    const root = join(stateDir, 'root');
+    const home = join(stateDir, 'home');
+    await mkdir(root);
+    await mkdir(home);
+    await chown(home, user.uid, user.gid);
+    if (run.killed) return;
+    const env: Record<string, string> = {
+      PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+      HOME: home,
+      BIND_HOST: run.ip,
+      CHROME_EXECUTABLE_PATH: recipe.chromiumPath ?? this.opts.chromiumPath,
+      ...(c.env.DOMAIN ? { PUBLIC_HOST: c.env.DOMAIN } : {}),
+      ...(c.env.USE_SSL ? { USE_SSL: c.env.USE_SSL } : {}),
+      ...(c.env.CHROME_ARGS ? { CHROME_EXTRA_ARGS: c.env.CHROME_ARGS } : {}),
+    };
+    const script = new URL('./steel-container.sh', import.meta.url).pathname;
+    const args = ['--pid', '--fork', '--kill-child', '--mount-proc', '--mount', '--propagation', 'private', '--', 'sh', script, root, String(user.uid), String(user.gid)];
+    const proc = spawn('unshare', [...args, recipe.startScript, recipe.dir, String(c.port ?? 3000), join(home, 'steel')], {
+      detached: true,
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env,
+    });
+    c.proc = proc;
+    let err = '';
+    proc.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-2000)));
+    proc.once('exit', (code, signal) => {
+      c.waitingMessage = err.trim().split('\n').pop() || undefined;
+      this.exited(run, c, code ?? (signal ? 137 : 1));
+    });
   }
 
   private exited(run: PodRun, c: ContainerRun, code: number): void {
@@ -435,6 +499,7 @@ export class ProcessKubelet {
       run.containers.map(async (c) => {
         c.forwarder?.close();
         if (c.chromium) await killChromium(c.chromium, graceMs);
+        if (c.steel) await stopSteel(c.proc, c.steel.stateDir, graceMs);
         if (c.proc && c.proc.exitCode === null && c.proc.signalCode === null) {
           const exited = new Promise((r) => c.proc!.once('exit', r));
           signalGroup(c.proc.pid, 'SIGTERM');
@@ -451,6 +516,37 @@ export class ProcessKubelet {
       }),
     );
     if (forget) this.pods.delete(run.uid);
+  }
+}
+
+/** SIGTERM to the container's init asks steel to stop; past the grace period the init is killed, and the kernel ends the rest of its namespace. */
+async function stopSteel(proc: ChildProcess | undefined, stateDir: string, graceMs: number): Promise<void> {
+  if (proc && proc.exitCode === null && proc.signalCode === null) {
+    const exited = new Promise((r) => proc.once('exit', r));
+    const init = namespaceInit(proc.pid!);
+    if (init) signalPid(init, 'SIGTERM');
+    const timer = setTimeout(() => signalGroup(proc.pid, 'SIGKILL'), init ? graceMs : 0);
+    await exited;
+    clearTimeout(timer);
+  }
+  await rm(stateDir, { recursive: true, force: true }).catch(() => {});
+}
+
+/** The child `unshare --fork` made: the new PID namespace's init. */
+function namespaceInit(unsharePid: number): number | null {
+  try {
+    const pid = Number(readFileSync(`/proc/${unsharePid}/task/${unsharePid}/children`, 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(pid) && pid > 0 ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
+function signalPid(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // gone
   }
 }
 

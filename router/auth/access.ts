@@ -10,6 +10,7 @@ import { ownerOf } from '../store/types.js';
 import { ANONYMOUS, EnvKeys, type Caller, type KeyStore } from './keys.js';
 import { rateLimitHeaders, retryAfterSec, type Bucket, type RateLimiter } from './rate-limit.js';
 import type { SessionTokens } from './session-token.js';
+import { sessionOfHost, type SessionHosts } from '../session-hosts.js';
 
 /** An admitted request: who it is from, and the RateLimit fields its response carries. */
 export type Admission = { caller: Caller; headers: Record<string, string> };
@@ -42,6 +43,8 @@ export class Access {
       clock: Clock;
       /** The runtime's fastest SHA-256 (every keyed request hashes its key once). */
       sha256?: Sha256Hex;
+      /** Sessions on hosts of their own: a session host's pages may talk to that same host. */
+      sessionHosts?: SessionHosts;
     },
   ) {
     this.sha256 = deps.sha256 ?? webSha256Hex;
@@ -58,7 +61,19 @@ export class Access {
   checkOrigin(req: RequestInfo, upgrade: boolean): void {
     const origin = req.header('origin');
     if (origin == null || (!upgrade && SAFE_METHODS.has(req.method))) return;
+    if (this.sameSessionHost(req, origin)) return;
     if (!this.origins.has(origin)) throw new AppError('FORBIDDEN_ORIGIN', `requests from origin ${origin.slice(0, 200)} are not allowed (ALLOWED_ORIGINS)`);
+  }
+
+  /** A session host's own page talking to its own host (steel's UI opening its sockets): same origin, not a cross-site request. */
+  private sameSessionHost(req: RequestInfo, origin: string): boolean {
+    const host = req.header('host');
+    if (!host || sessionOfHost(host, this.deps.sessionHosts) === null) return false;
+    try {
+      return new URL(origin).host === host.toLowerCase();
+    } catch {
+      return false;
+    }
   }
 
   /** An API request: origin, key, and the limits of `kind` (`create` is charged to both its buckets). */

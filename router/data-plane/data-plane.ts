@@ -4,6 +4,7 @@ import { SessionId, type Session } from '../../shared/session.js';
 import type { StreamSpec } from '../../shared/tunnel/protocol.js';
 import type { StreamHead, TunnelStream } from '../../shared/tunnel/stream.js';
 import type { Access } from '../auth/access.js';
+import { sessionCookie, sessionOfHost, tokenFromCookie, type SessionHosts } from '../session-hosts.js';
 import { publicBases, type PublicUrlPolicy, type RequestInfo } from '../public-url.js';
 import type { Placement } from '../tunnel/hub.js';
 import { clientResponseHeaders, upstreamRequestHeaders, type HeaderPairs } from './headers.js';
@@ -14,7 +15,16 @@ export type StreamOpener = (to: Placement, spec: StreamSpec, opts?: { bodyless?:
 
 /** A proxied request, resolved and admitted: the running session, the path at the browser, the public
  * WebSocket base, and the token rewritten DevTools URLs carry (when keys are on). */
-export type ProxyTarget = { session: Session; path: string; wsBase: string; connectToken?: string };
+export type ProxyTarget = {
+  session: Session;
+  path: string;
+  wsBase: string;
+  connectToken?: string;
+  /** A session host opened with `?token=`: the answer keeps the token in that host's cookie. */
+  setCookie?: string;
+  /** A session host's container (its whole path space); absent: by path (`/ui/…` is the UI container). */
+  target?: StreamSpec['target'];
+};
 
 /** Resolves and admits one proxied request (`upgrade`: a WebSocket). */
 export type TargetResolver = (id: string, url: URL, info: RequestInfo, upgrade: boolean) => Promise<ProxyTarget>;
@@ -46,11 +56,13 @@ export class DataPlane {
 
   /** Starts one HTTP exchange: `sendBody` pumps the request body (unless bodyless); resolves with the head. */
   async http(t: ProxyTarget, method: string, headers: HeaderPairs, body: ((stream: TunnelStream) => void) | null): Promise<HttpAnswer> {
-    const spec = streamSpecFor(t.session, 'http', method, t.path, upstreamRequestHeaders(headers, 'http'));
+    const spec = streamSpecFor(t.session, 'http', method, t.path, upstreamRequestHeaders(headers, 'http'), t.target);
     const stream = this.deps.openStream(placementOf(t.session), spec, { bodyless: body === null });
     body?.(stream);
     const head = await this.awaitHead(stream, HEAD_TIMEOUT_MS, 'the browser did not answer');
-    return { stream, status: head.status, headers: clientResponseHeaders(head.headers), rewrite: spec.target === 'api' && head.status === 200 && isDevtoolsJsonPath(spec.path) };
+    const answerHeaders = clientResponseHeaders(head.headers);
+    if (t.setCookie) answerHeaders.push(['set-cookie', t.setCookie]);
+    return { stream, status: head.status, headers: answerHeaders, rewrite: spec.target === 'api' && head.status === 200 && isDevtoolsJsonPath(spec.path) };
   }
 
   /** HTTP as web-standard Request and Response (the Hono app, the Durable Object). */
@@ -70,7 +82,7 @@ export class DataPlane {
    * `early` holds bytes the client sent after its handshake. */
   async webSocket(t: ProxyTarget, headers: HeaderPairs, mode: WebSocketMode, early?: Uint8Array): Promise<{ stream: TunnelStream; head: StreamHead }> {
     const kind = mode === 'splice' ? 'upgrade' : 'ws';
-    const stream = this.deps.openStream(placementOf(t.session), streamSpecFor(t.session, kind, 'GET', t.path, upstreamRequestHeaders(headers, kind)));
+    const stream = this.deps.openStream(placementOf(t.session), streamSpecFor(t.session, kind, 'GET', t.path, upstreamRequestHeaders(headers, kind), t.target));
     if (early?.byteLength) stream.write('data', early);
     return { stream, head: await this.awaitHead(stream, OPEN_TIMEOUT_MS, 'the browser did not accept the WebSocket') };
   }
@@ -88,13 +100,18 @@ export class DataPlane {
  * rate limit); unknown ids, other keys' sessions and sessions not running are refused. `lookup` reads
  * the session (through a short-lived cache on Node).
  */
-export function targetResolver(deps: { lookup: (id: string) => Promise<Session>; access: Access; publicUrl: PublicUrlPolicy }): TargetResolver {
+export function targetResolver(deps: { lookup: (id: string) => Promise<Session>; access: Access; publicUrl: PublicUrlPolicy; sessionHosts?: SessionHosts }): TargetResolver {
   return async (id, url, info, upgrade) => {
     if (!SessionId.safeParse(id).success) throw new AppError('VALIDATION_FAILED', 'invalid session id');
-    const { token, path } = proxyRequestParts(url, id);
+    const parts = proxyRequestParts(url, id);
+    // On the session's own host, its pages' requests carry the token in that host's cookie.
+    const onSessionHost = sessionOfHost(info.header('host'), deps.sessionHosts) === id;
+    const token = parts.token ?? (onSessionHost ? tokenFromCookie(info.header('cookie')) : null);
     const { session, connectToken } = await deps.access.admitProxy(info, id, token, deps.lookup, upgrade);
     assertProxyable(session);
-    return { session, path, wsBase: publicBases(info, deps.publicUrl).ws, connectToken };
+    const bases = publicBases(info, deps.publicUrl);
+    const setCookie = onSessionHost && parts.token && !upgrade ? sessionCookie(parts.token, bases.http.startsWith('https:')) : undefined;
+    return { session, path: parts.path, wsBase: bases.ws, connectToken, ...(setCookie ? { setCookie } : {}), ...(onSessionHost ? { target: deps.sessionHosts!.target } : {}) };
   };
 }
 

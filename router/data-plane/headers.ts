@@ -1,4 +1,5 @@
 import type { StreamSpec } from '../../shared/tunnel/protocol.js';
+import { SESSION_COOKIE } from '../session-hosts.js';
 
 /** Headers that describe one hop (RFC 9110 §7.6.1); every name `Connection:` lists joins them. */
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade'];
@@ -51,7 +52,16 @@ export function upstreamRequestHeaders(headers: HeaderPairs, kind: StreamSpec['k
   for (const [k, v] of pairs) {
     const name = k.toLowerCase();
     if (drop.has(name)) continue;
-    out[name] = name in out ? `${out[name]}, ${v}` : v;
+    out[name] = name in out ? `${out[name]}${name === 'cookie' ? '; ' : ', '}${v}` : v;
+  }
+  // A session host's token cookie is for the router, like the key: the session's containers never see it.
+  if (out.cookie !== undefined) {
+    const kept = out.cookie
+      .split(';')
+      .map((c) => c.trim())
+      .filter((c) => c && c.split('=')[0]!.trim() !== SESSION_COOKIE);
+    if (kept.length) out.cookie = kept.join('; ');
+    else delete out.cookie;
   }
   return out;
 }

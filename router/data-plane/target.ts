@@ -8,8 +8,17 @@ export function assertProxyable(session: Session): void {
   }
 }
 
-/** `/ui/...` goes to the UI container; everything else to the browser API (CDP). */
-export function streamSpecFor(session: Session, kind: StreamSpec['kind'], method: string, pathAndQuery: string, headers: Record<string, string>): StreamSpec {
+/** `/ui/...` goes to the UI container; everything else to the browser API (CDP). A session host names
+ * its container itself (`target`), and then the path is the container's own, `/ui` included. */
+export function streamSpecFor(
+  session: Session,
+  kind: StreamSpec['kind'],
+  method: string,
+  pathAndQuery: string,
+  headers: Record<string, string>,
+  target?: StreamSpec['target'],
+): StreamSpec {
+  if (target) return { sessionId: session.id, kind, method, path: pathAndQuery.startsWith('/') ? pathAndQuery : `/${pathAndQuery}`, headers, target };
   const ui = pathAndQuery === '/ui' || pathAndQuery.startsWith('/ui/') || pathAndQuery.startsWith('/ui?');
   const path = ui ? pathAndQuery.slice(3) || '/' : pathAndQuery;
   return { sessionId: session.id, kind, method, path: path.startsWith('/') ? path : `/${path}`, headers, target: ui ? 'ui' : 'api' };

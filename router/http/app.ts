@@ -1,4 +1,5 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
+import { uiUrlOf, type SessionHosts } from '../session-hosts.js';
 import { swaggerUI } from '@hono/swagger-ui';
 import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
@@ -45,7 +46,7 @@ export type AppDeps = {
   /** Adds headers to whatever response the request gets. Default: Hono's `c.header`; Node sets them
    * on its own response object (Hono's headers would take every response off its fast path). */
   addResponseHeaders?: (c: Context, headers: Record<string, string>) => void;
-  config: { maxBodyBytes: number; allowedOrigins: readonly string[] };
+  config: { maxBodyBytes: number; allowedOrigins: readonly string[]; sessionHosts?: SessionHosts };
   /** True while this replica shuts down: readiness fails so the load balancer sends no new requests. */
   draining?: () => boolean;
 };
@@ -105,7 +106,7 @@ export function createApp(deps: AppDeps) {
   });
 
   const bases = (c: Context) => publicBases(deps.requestInfo(c), deps.publicUrl);
-  const view = async (c: Context, s: Parameters<typeof toView>[0], b = bases(c)) => toView(s, b, await access.connectToken(s));
+  const view = async (c: Context, s: Parameters<typeof toView>[0], b = bases(c)) => toView(s, b, await access.connectToken(s), config.sessionHosts);
 
   const limitBody = bodyLimit({
     maxSize: config.maxBodyBytes,
@@ -120,8 +121,12 @@ export function createApp(deps: AppDeps) {
     const query = c.req.valid('query');
     const body = c.req.valid('json') ?? {};
     const wait = query.wait === 'true' ? { waitMs: (query.waitTimeout ?? DEFAULT_WAIT_SEC) * 1000 } : null;
-    const session = await service.create(body, c.get('caller'), wait, backgroundOf(c));
-    return c.json(await view(c, session), 201);
+    const b = bases(c);
+    // A session host that serves the browser API is where an image's own URLs should point (its cookie authenticates them there).
+    const hosts = config.sessionHosts;
+    const sessionUrlOf = hosts?.target === 'api' ? (id: string) => uiUrlOf(b.http, id, hosts) : undefined;
+    const session = await service.create(body, c.get('caller'), wait, backgroundOf(c), { publicUrl: b.http, sessionUrlOf });
+    return c.json(await view(c, session, b), 201);
   });
 
   app.openapi(listSessionsRoute, async (c) => {

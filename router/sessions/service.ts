@@ -29,6 +29,9 @@ export type SessionServiceDeps = {
 /** Keeps work alive past the response where the runtime needs telling (Workers' waitUntil). */
 export type Background = (work: Promise<unknown>) => void;
 
+/** Where clients reach the router, and a session on its own host when it serves the session's browser API there. */
+export type SessionReach = { publicUrl: string; sessionUrlOf?: (id: string) => string };
+
 const STOP_TIMEOUT_MS = 15_000;
 /** A session running at least this long whose Job the cluster leader does not list has lost it (a Job
  * created just before the leader's list would otherwise be missed by a list that raced it). */
@@ -65,7 +68,8 @@ export class SessionService {
     return s;
   }
 
-  async create(body: CreateSessionBody, caller: Caller, wait: { waitMs: number } | null, background?: Background): Promise<Session> {
+  /** `reach`: where clients reach the router (and the session on its own host), for images that hand out URLs of their own. */
+  async create(body: CreateSessionBody, caller: Caller, wait: { waitMs: number } | null, background?: Background, reach?: SessionReach): Promise<Session> {
     const { store, hub, clock, limits } = this.deps;
     const agent = await hub.place(body.cluster);
     if (!agent) {
@@ -105,7 +109,7 @@ export class SessionService {
     }
     this.deps.logger.info('session created', { session: session.id, cluster: session.cluster, node: session.node, timeout, idleTimeout: session.idleTimeout });
     this.deps.onChange?.(session, null);
-    const started = this.start(session);
+    const started = this.start(session, reach);
     background?.(started);
     if (!wait) return session;
     // Past the wait the client gets the session as it is then (still pending); the start goes on.
@@ -301,10 +305,12 @@ export class SessionService {
   }
 
   /** The start's outcome (running or failed) arrives as the RPC's result; later changes come as reports. */
-  private start(session: Session): Promise<void> {
+  private start(session: Session, reach: SessionReach | undefined): Promise<void> {
     const { hub, limits, logger } = this.deps;
+    const sessionUrl = reach?.sessionUrlOf?.(session.id);
+    const params = { session, ...(reach ? { publicUrl: reach.publicUrl } : {}), ...(sessionUrl ? { sessionUrl } : {}) };
     return hub
-      .call({ cluster: session.cluster, node: session.node }, 'session.start', { session }, limits.startTimeoutMs)
+      .call({ cluster: session.cluster, node: session.node }, 'session.start', params, limits.startTimeoutMs)
       .then(async (report) => {
         this.ownedHere.add(session.id);
         await this.applyReport(report, null);

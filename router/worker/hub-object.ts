@@ -241,7 +241,13 @@ function targetOf(req: Request): ProxyTarget {
     path: req.headers.get(TARGET_HEADERS.path) ?? '/',
     wsBase: req.headers.get(TARGET_HEADERS.wsBase) ?? '',
     connectToken: req.headers.get(TARGET_HEADERS.connectToken) ?? undefined,
+    setCookie: req.headers.get(TARGET_HEADERS.setCookie) ?? undefined,
+    target: targetName(req.headers.get(TARGET_HEADERS.target)),
   };
+}
+
+function targetName(value: string | null): ProxyTarget['target'] {
+  return value === 'ui' || value === 'api' ? value : undefined;
 }
 
 function placementOf(url: URL): Placement {

@@ -5,7 +5,14 @@ import type { AgentInfo, BrowserHealth, Placement, TunnelHub } from '../tunnel/h
 import type { WorkerEnv } from './env.js';
 
 /** Headers that carry a resolved proxy target from the Worker to the cluster's hub object. */
-export const TARGET_HEADERS = { session: 'x-bso-session', path: 'x-bso-path', wsBase: 'x-bso-ws-base', connectToken: 'x-bso-connect-token' } as const;
+export const TARGET_HEADERS = {
+  session: 'x-bso-session',
+  path: 'x-bso-path',
+  wsBase: 'x-bso-ws-base',
+  connectToken: 'x-bso-connect-token',
+  setCookie: 'x-bso-set-cookie',
+  target: 'x-bso-target',
+} as const;
 
 /** The stateless Worker's hub: every question goes to the cluster's Durable Object, or the directory. */
 export class RemoteHub implements TunnelHub {
@@ -44,6 +51,8 @@ export class RemoteHub implements TunnelHub {
     headers.set(TARGET_HEADERS.path, t.path);
     headers.set(TARGET_HEADERS.wsBase, t.wsBase);
     if (t.connectToken) headers.set(TARGET_HEADERS.connectToken, t.connectToken);
+    if (t.setCookie) headers.set(TARGET_HEADERS.setCookie, t.setCookie);
+    if (t.target) headers.set(TARGET_HEADERS.target, t.target);
     const body = req.method === 'GET' || req.method === 'HEAD' ? undefined : req.body;
     return this.hub(t.session.cluster).fetch(new Request('https://hub/proxy', { method: req.method, headers, body, duplex: 'half' } as RequestInit));
   }

@@ -83,7 +83,22 @@ export type ControlMessage = z.infer<typeof ControlMessage>;
 
 /** RPC methods: params and results, validated on both ends. */
 export const Rpc = {
-  'session.start': { params: z.object({ session: Session }), result: SessionReport },
+  'session.start': {
+    params: z.object({
+      session: Session,
+      /** The router's address as the creating client reached it: an image that hands out URLs points them there. */
+      publicUrl: z
+        .url({ protocol: /^https?$/ })
+        .max(2048)
+        .optional(),
+      /** The session's own host, when the router serves its browser API there: the image's URLs point there instead. */
+      sessionUrl: z
+        .url({ protocol: /^https?$/ })
+        .max(2048)
+        .optional(),
+    }),
+    result: SessionReport,
+  },
   'session.stop': {
     params: z.object({ id: z.string(), reason: z.enum(['deleted', 'timed_out', 'orphaned']) }),
     /** `active`: the agent's load after the stop, so the slot shows as free at once. */

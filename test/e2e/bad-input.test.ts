@@ -51,7 +51,20 @@ for (const runtime of ['node', 'edge'] as const)
       const res = await post(`${sys.url}/sessions`, JSON.stringify({ timeout: 30, flags: ['--remote-debugging-address=0.0.0.0'] }));
       expectError(res, 400, 'VALIDATION_FAILED');
       expect(JSON.stringify(res.body.error.details)).toContain('flags');
-      expectError(await post(`${sys.url}/sessions`, JSON.stringify({ options: { args: ['--x'] } })), 400, 'VALIDATION_FAILED');
+    });
+
+    it('free-form options: a bad name, JSON nested too deep, a bad time zone or too much of it → 400 VALIDATION_FAILED naming the option', async () => {
+      const deep = JSON.parse('['.repeat(10) + ']'.repeat(10));
+      for (const [options, path] of [
+        [{ 'bad name!': 1 }, 'options.bad name!'],
+        [{ deep }, 'options.deep'],
+        [{ timezone: 'Mars/Olympus_Mons' }, 'options.timezone'],
+        [{ locale: 'not a locale' }, 'options.locale'],
+      ] as const) {
+        const res = await post(`${sys.url}/sessions`, JSON.stringify({ options }));
+        expectError(res, 400, 'VALIDATION_FAILED');
+        expect(res.body.error.details.issues.map((i: { path: string }) => i.path)).toContain(path);
+      }
     });
 
     it('oversized body → 413 PAYLOAD_TOO_LARGE', async () => {

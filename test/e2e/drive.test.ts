@@ -4,7 +4,7 @@ import puppeteer from 'puppeteer-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SessionView } from '../../shared/api.js';
 import type { LocalChromiumRuntime } from '../../agent/runtime/local.js';
-import { PAGES_ORIGIN, serveTestPages, serveTestPagesPuppeteer } from '../helpers/pages.js';
+import { openTestPage, PAGES_ORIGIN, serveTestPages, serveTestPagesPuppeteer } from '../helpers/pages.js';
 import WebSocket from 'ws';
 import { groupMembers } from '../../agent/runtime/devtools.js';
 import { isAlive, pidsMatching, startRedis, type RedisServer } from '../../harness/processes.js';
@@ -81,6 +81,31 @@ for (const [storeKind, wsMode, runtime] of [
       expect((await json(sys.fetch(`${sys.url}/sessions/${s.id}/status`))).body).toMatchObject({ status: 'terminated' });
       // Idempotent.
       expect((await json(sys.fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }))).body).toMatchObject({ status: 'terminated' });
+    });
+
+    it('options: the known ones reach the page (user agent, locale, time zone); free-form ones are stored and returned as sent, never launch flags', async () => {
+      const options = {
+        userAgent: 'bso-options-test/2.0',
+        locale: 'de-DE',
+        timezone: 'Asia/Tokyo',
+        customOption: 'value',
+        args: ['--user-agent=from-args'],
+        nested: { a: [1, 'two', null, true] },
+      };
+      const s = await create({ timeout: 3600, options });
+      expect(s.options).toEqual(options);
+      expect((await json<SessionView>(sys.fetch(`${sys.url}/sessions/${s.id}`))).body.options).toEqual(options);
+      try {
+        const { browser, page } = await openTestPage(s.cdpUrl);
+        expect(await page.evaluate(() => [navigator.userAgent, navigator.language, Intl.DateTimeFormat().resolvedOptions().timeZone])).toEqual([
+          options.userAgent,
+          'de-DE',
+          'Asia/Tokyo',
+        ]);
+        await browser.close();
+      } finally {
+        await sys.fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
+      }
     });
 
     it('Puppeteer: browserWSEndpoint = cdpUrl, same journey', async () => {

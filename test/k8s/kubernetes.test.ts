@@ -118,7 +118,9 @@ describe('kubernetes runtime on a real control plane', () => {
   }, 120_000);
 
   it('create → Job and pod → running → Playwright through the router → DELETE → Job and pod gone', async () => {
-    const res = await create({ cluster: 'kube' });
+    // The chromium profile's contract: the options reach the image as BSO_OPTIONS, which it turns into launch flags.
+    const options = { userAgent: 'bso-k8s-chromium/1.0', customOption: 'value' };
+    const res = await create({ cluster: 'kube', options });
     expect(res.status).toBe(201);
     const s = res.body;
     expect(s.status).toBe('running');
@@ -129,6 +131,7 @@ describe('kubernetes runtime on a real control plane', () => {
     expect(full.spec).toMatchObject({ backoffLimit: 0, ttlSecondsAfterFinished: 60, template: { spec: { restartPolicy: 'Never' } } });
     expect(full.spec.template.spec.containers.map((c: { image: string }) => c.image)).toEqual([cluster.images.api, cluster.images.ui]);
     expect(JSON.parse(full.metadata.annotations['bso.dev/session']).id).toBe(s.id);
+    expect(full.spec.template.spec.containers[0].env).toContainEqual({ name: 'BSO_OPTIONS', value: JSON.stringify(options) });
 
     const browser = await chromium.connectOverCDP(s.cdpUrl);
     const context = browser.contexts()[0] ?? (await browser.newContext());
@@ -136,6 +139,7 @@ describe('kubernetes runtime on a real control plane', () => {
     const page = await context.newPage();
     await page.goto(`${PAGES_ORIGIN}/`);
     expect(await page.textContent('#greeting')).toBe('Hello from the test');
+    if (cluster.kubelet) expect(await page.evaluate(() => navigator.userAgent)).toBe(options.userAgent);
     await browser.close();
     const ui = await fetch(`${s.proxyUrl}/ui/`);
     expect(ui.status).toBe(200);

@@ -141,11 +141,14 @@ describe('proxy headers', () => {
       [
         ['Authorization', 'Bearer bso_secret'],
         ['X-API-Key', 'bso_secret'],
-        ['Cookie', 'site=1'],
+        ['Cookie', 'site=1; bso_session_token=env-user.1.sig'],
+        ['Cookie', 'other=2'],
       ],
       kind,
     );
-    expect(out).toEqual({ cookie: 'site=1' });
+    // A session host's token cookie is the router's too; the site's own cookies pass.
+    expect(out).toEqual({ cookie: 'site=1; other=2' });
+    expect(upstreamRequestHeaders([['Cookie', 'bso_session_token=x']], kind)).toEqual({});
   });
 
   it("WebSocket streams: messages mode drops the client's handshake; splice keeps it; both drop Origin", () => {

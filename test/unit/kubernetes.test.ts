@@ -9,6 +9,7 @@ import { statusOf, withRetry } from '../../agent/runtime/kubernetes/retry.js';
 import { ManualClock } from '../helpers/clock.js';
 import { pendingSession } from '../helpers/session.js';
 import type { Session } from '../../shared/session.js';
+import { profileNameFor, steelLinks, steelSessionBody } from '../../agent/runtime/kubernetes/profiles.js';
 
 const settings: JobSettings = {
   namespace: 'bso',
@@ -19,7 +20,9 @@ const settings: JobSettings = {
   apiPort: 9222,
   uiPort: 8080,
   jobTtlSeconds: 120,
+  profile: 'chromium',
   resources: { cpuRequest: '250m', cpuLimit: '1', memoryRequest: '512Mi', memoryLimit: '1Gi', ephemeralStorageRequest: '256Mi', ephemeralStorageLimit: '2Gi' },
+  uiResources: { cpuRequest: '50m', cpuLimit: '250m', memoryRequest: '64Mi', memoryLimit: '256Mi', ephemeralStorageRequest: '64Mi', ephemeralStorageLimit: '256Mi' },
   runAsUser: 1000,
 };
 const session: Session = pendingSession({ options: { userAgent: 'UA', viewport: { width: 800, height: 600 } } });
@@ -51,10 +54,16 @@ describe('buildJob', () => {
       requests: { cpu: '250m', memory: '512Mi', 'ephemeral-storage': '256Mi' },
       limits: { cpu: '1', memory: '1Gi', 'ephemeral-storage': '2Gi' },
     });
+    // The UI container has its own small size: the browser's would double each pod.
+    expect(pod.containers[1]!.resources).toEqual({
+      requests: { cpu: '50m', memory: '64Mi', 'ephemeral-storage': '64Mi' },
+      limits: { cpu: '250m', memory: '256Mi', 'ephemeral-storage': '256Mi' },
+    });
+    // The chromium profile's contract: the options as one JSON variable.
     expect(pod.containers[0]!.env).toEqual(
       expect.arrayContaining([
-        { name: 'BSO_USER_AGENT', value: 'UA' },
-        { name: 'BSO_WINDOW_SIZE', value: '800,600' },
+        { name: 'BSO_SESSION_ID', value: session.id },
+        { name: 'BSO_OPTIONS', value: JSON.stringify(session.options) },
       ]),
     );
     expect(jobName(session.id).length).toBeLessThanOrEqual(63);
@@ -72,6 +81,105 @@ describe('buildJob', () => {
       expect(c.env).toContainEqual({ name: 'HOME', value: '/home/browser' });
     }
     expect(volumes.get('shm')!.emptyDir).toEqual({ medium: 'Memory' });
+  });
+});
+
+describe('image profiles', () => {
+  it.each([
+    ['steel-dev/steel-browser-api:latest', undefined, 'steel'],
+    ['ghcr.io/steel-dev/steel-browser:v0.5.2', undefined, 'steel'],
+    ['steel-browser-api@sha256:abc', undefined, 'steel'],
+    ['bso/browser-api:latest', undefined, 'chromium'],
+    ['chromedp/headless-shell:latest', undefined, 'chromium'],
+    ['example/not-steel-browser-fork:1', undefined, 'chromium'],
+    ['steel-dev/steel-browser-api:latest', 'chromium', 'chromium'],
+    ['bso/browser-api:latest', 'steel', 'steel'],
+  ] as const)('image %s with BROWSER_PROFILE=%s is %s', (image, explicit, expected) => {
+    expect(profileNameFor(explicit, image)).toBe(expected);
+  });
+
+  const steelSettings: JobSettings = {
+    ...settings,
+    profile: 'steel',
+    apiImage: 'steel-dev/steel-browser-api:latest',
+    uiImage: 'steel-dev/steel-browser-ui:latest',
+    apiPort: 3000,
+    uiPort: 5173,
+  };
+
+  it('steel: probed on /v1/health, its URLs pointed through the router, the locale a launch flag, the UI told where the API is', () => {
+    const s = pendingSession({ options: { locale: 'de-DE' } });
+    const pod = buildJob(s, steelSettings, { publicUrl: 'https://bso.example.com' }).spec!.template.spec!;
+    const [browser, ui] = pod.containers;
+    expect(browser!.readinessProbe!.httpGet).toMatchObject({ path: '/v1/health', port: 3000 });
+    expect(browser!.env).toEqual(
+      expect.arrayContaining([
+        { name: 'PORT', value: '3000' },
+        { name: 'DOMAIN', value: `bso.example.com/sessions/${s.id}/proxy` },
+        { name: 'CDP_DOMAIN', value: `bso.example.com/sessions/${s.id}/proxy` },
+        { name: 'USE_SSL', value: 'true' },
+        { name: 'CHROME_ARGS', value: '--lang=de-DE --accept-lang=de-DE' },
+      ]),
+    );
+    expect(ui!.env).toContainEqual({ name: 'API_URL', value: 'http://127.0.0.1:3000' });
+    // steel writes its sessions' files to /files: an emptyDir of the browser container's own, the root staying read-only.
+    expect(browser!.volumeMounts).toContainEqual({ name: 'files', mountPath: '/files' });
+    expect(ui!.volumeMounts!.map((m) => m.mountPath)).not.toContain('/files');
+    expect(pod.volumes).toContainEqual({ name: 'files', emptyDir: {} });
+    // The session on its own host, serving steel's API: steel's URLs point there (its cookie lets steel's pages in).
+    const onItsHost = buildJob(s, steelSettings, { publicUrl: 'https://bso.example.com', sessionUrl: `https://${s.id}.sessions.example.com/` }).spec!.template.spec!.containers[0]!
+      .env!;
+    expect(onItsHost).toEqual(
+      expect.arrayContaining([
+        { name: 'DOMAIN', value: `${s.id}.sessions.example.com` },
+        { name: 'USE_SSL', value: 'true' },
+      ]),
+    );
+    // No public address known (an older router): steel's own host:port, links still usable as paths.
+    const plain = buildJob(s, steelSettings).spec!.template.spec!.containers[0]!.env!;
+    expect(plain.map((e) => e.name)).not.toContain('DOMAIN');
+  });
+
+  it("steel: the session's options as steel's body: known ones mapped, steel's own passed, the rest in extra", () => {
+    const s = pendingSession({
+      options: {
+        userAgent: 'UA',
+        viewport: { width: 800, height: 600 },
+        locale: 'fr',
+        timezone: 'Europe/Paris',
+        blockAds: true,
+        proxyUrl: 'http://p:1',
+        customOption: 'value',
+        extra: { mine: 1 },
+      },
+    });
+    expect(steelSessionBody(s)).toEqual({
+      sessionId: s.id,
+      userAgent: 'UA',
+      dimensions: { width: 800, height: 600 },
+      timezone: 'Europe/Paris',
+      blockAds: true,
+      proxyUrl: 'http://p:1',
+      extra: { mine: 1, customOption: 'value' },
+    });
+    // Fields of steel's that touch the container are the client's data, not steel's settings.
+    expect(steelSessionBody(pendingSession({ options: { userDataDir: '/etc', isSelenium: true } }))).toMatchObject({ extra: { userDataDir: '/etc', isSelenium: true } });
+    expect(steelSessionBody(pendingSession({ options: {} }))).not.toHaveProperty('extra');
+  });
+
+  it("steel: its URLs become paths under the session's proxy, whatever host it wrote", () => {
+    const id = '0c1b3c1e-7c43-4c1a-9d6e-2b0c6d1d6f00';
+    expect(
+      steelLinks(
+        {
+          websocketUrl: `wss://bso.example.com/sessions/${id}/proxy/`,
+          debugUrl: `https://bso.example.com/sessions/${id}/proxy/v1/sessions/debug`,
+          sessionViewerUrl: 'http://10.1.2.3:3000/',
+        },
+        id,
+      ),
+    ).toEqual({ websocket: '/', debug: '/v1/sessions/debug', viewer: '/' });
+    expect(steelLinks({ debugUrl: 'not a url', websocketUrl: 42 }, id)).toEqual({ debug: undefined, viewer: undefined, websocket: undefined });
   });
 });
 
@@ -184,15 +292,15 @@ describe('node capacity', () => {
   const node = (allocatable: Record<string, string>) => ({ readNode: async () => ({ status: { allocatable } }) }) as never;
 
   it("adds up every container's requests of a session's pod", () => {
-    // Browser and UI containers, 250m and 512Mi each.
-    expect(perSession).toEqual({ cpu: 0.5, memory: 1024 * 1024 * 1024 });
+    // The browser container (250m, 512Mi) and the UI container (50m, 64Mi).
+    expect(perSession).toEqual({ cpu: 0.3, memory: 576 * 1024 * 1024 });
   });
 
   it.each([
-    ['CPU bound', { cpu: '4', memory: '64Gi', pods: '110' }, 8],
-    ['memory bound', { cpu: '64', memory: '3Gi', pods: '110' }, 3],
+    ['CPU bound', { cpu: '4', memory: '64Gi', pods: '110' }, 13],
+    ['memory bound', { cpu: '64', memory: '3Gi', pods: '110' }, 5],
     ['pod count bound', { cpu: '64', memory: '64Gi', pods: '5' }, 5],
-    ['millicores and decimal units', { cpu: '2500m', memory: '8G', pods: '110' }, 5],
+    ['millicores and decimal units', { cpu: '2500m', memory: '8G', pods: '110' }, 8],
     ['too small for one: still offered one, so the scheduler says why it does not fit', { cpu: '100m', memory: '64Gi', pods: '110' }, 1],
   ])('%s', async (_what, allocatable, expected) => {
     expect(await nodeCapacity(node(allocatable), 'n1', perSession, systemClock)).toBe(expected);

@@ -1,10 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { loadAgentConfig } from '../../agent/config.js';
+import { readFileSync } from 'node:fs';
+import { parse as parseDotenv } from 'dotenv';
+import { AGENT_VARIABLES, loadAgentConfig } from '../../agent/config.js';
 import { BROWSER_FIREWALL_TABLE, browserFirewallScript } from '../../agent/runtime/browser-firewall.js';
 import { backoffDelay, startLoop } from '../../shared/clock.js';
 import { ConfigError } from '../../shared/env.js';
 import { canTransition, type Session } from '../../shared/session.js';
-import { loadRouterConfig } from '../../router/config.js';
+import { loadRouterConfig, ROUTER_VARIABLES } from '../../router/config.js';
 import { isDevtoolsJsonPath, proxyRequestParts, rewriteDevtoolsUrls, streamSpecFor } from '../../router/data-plane/target.js';
 import { sendableCloseCode } from '../../shared/ws-frames.js';
 import { applyChange } from '../../router/store/transition.js';
@@ -75,6 +77,66 @@ describe('config', () => {
     expect(() => loadAgentConfig({ AGENT_TOKEN: 'x'.repeat(20), ROUTER_URL: 'https://r', CHROMIUM_USER: 'root; rm -rf /' }, true)).toThrow(/CHROMIUM_USER/);
   });
 
+  it("the specification's .env under the local runtime: its Kubernetes settings are named, once, as ignored", () => {
+    const env = {
+      AGENT_TOKEN: 'x'.repeat(20),
+      ROUTER_URL: 'http://127.0.0.1:3000',
+      BROWSER_API_IMAGE: 'steel-dev/steel-browser-api:latest',
+      BROWSER_API_PORT: '3000',
+      K8S_NAMESPACE: 'browsers',
+      POD_CPU_LIMIT: '2',
+      UI_CPU_LIMIT: '',
+      LOG_LEVEL: 'info',
+    };
+    expect(loadAgentConfig(env, false).ignoredVariables).toEqual(['BROWSER_API_IMAGE', 'BROWSER_API_PORT', 'K8S_NAMESPACE', 'POD_CPU_LIMIT']);
+    const kube = loadAgentConfig({ ...env, AGENT_RUNTIME: 'kubernetes' }, false);
+    expect(kube.ignoredVariables).toEqual([]);
+    // The profile follows the image's name, and its ports their defaults when unset.
+    expect(kube.kubernetes).toMatchObject({ profile: 'steel', apiPort: 3000, uiPort: 5173 });
+    expect(loadAgentConfig({ ...env, AGENT_RUNTIME: 'kubernetes', BROWSER_API_IMAGE: 'bso/browser-api:1', BROWSER_API_PORT: '' }, false).kubernetes).toMatchObject({
+      profile: 'chromium',
+      apiPort: 9222,
+    });
+    expect(() => loadAgentConfig({ ...env, BROWSER_PROFILE: 'firefox' }, false)).toThrow(/BROWSER_PROFILE/);
+  });
+
+  it(".env.example: the specification's .env as written, every variable of router and agent with a comment, and both load it", () => {
+    const text = readFileSync(new URL('../../.env.example', import.meta.url), 'utf8');
+    const lines = text.split('\n');
+    const listed = new Map<string, number>();
+    lines.forEach((line, i) => {
+      const m = /^#? ?([A-Z][A-Z0-9_]*)=/.exec(line);
+      if (m) listed.set(m[1]!, i);
+    });
+    for (const name of new Set([...ROUTER_VARIABLES(), ...AGENT_VARIABLES()])) {
+      expect(listed.has(name), name).toBe(true);
+      // A comment line right above it, or above the group it is in.
+      expect(
+        lines.slice(0, listed.get(name)!).some((l) => l.startsWith('# ') && !/^# ?[A-Z][A-Z0-9_]*=/.test(l)),
+        name,
+      ).toBe(true);
+    }
+    for (const line of [
+      'BROWSER_API_IMAGE=steel-dev/steel-browser-api:latest',
+      'BROWSER_API_PORT=3000',
+      'BROWSER_UI_IMAGE=steel-dev/steel-browser-ui:latest',
+      'BROWSER_UI_PORT=5173',
+    ]) {
+      expect(lines).toContain(line);
+    }
+    const env = { ...parseDotenv(text), AGENT_TOKEN: 'x'.repeat(20), ROUTER_URL: 'http://127.0.0.1:3000' };
+    expect(loadRouterConfig(env).maxSessions).toBe(10);
+    expect(loadAgentConfig({ ...env, AGENT_RUNTIME: 'kubernetes' }, false).kubernetes).toMatchObject({ profile: 'steel', apiPort: 3000, uiPort: 5173 });
+  });
+
+  it('SESSION_HOST_SUFFIX is a DNS name', () => {
+    const base = { AGENT_TOKEN: 'x'.repeat(20) };
+    expect(loadRouterConfig({ ...base, SESSION_HOST_SUFFIX: 'Sessions.Example.com' }).sessionHosts).toEqual({ suffix: 'sessions.example.com', target: 'ui' });
+    expect(loadRouterConfig({ ...base, SESSION_HOST_SUFFIX: 'localhost', SESSION_HOST_TARGET: 'api' }).sessionHosts).toEqual({ suffix: 'localhost', target: 'api' });
+    expect(loadRouterConfig(base).sessionHosts).toBeUndefined();
+    for (const bad of ['*.example.com', 'http://x', 'a..b', '-x.com']) expect(() => loadRouterConfig({ ...base, SESSION_HOST_SUFFIX: bad }), bad).toThrow(/SESSION_HOST_SUFFIX/);
+  });
+
   it.each([
     ['ws://router.example.com', false],
     ['http://10.0.0.5:3000', false],
@@ -117,6 +179,9 @@ describe('proxy target', () => {
     const s = { ...base, status: 'running' as const };
     expect(streamSpecFor(s, 'http', 'GET', '/ui/index.html?a=1', {})).toMatchObject({ target: 'ui', path: '/index.html?a=1' });
     expect(streamSpecFor(s, 'http', 'GET', '/json/version', {})).toMatchObject({ target: 'api', path: '/json/version' });
+    // A session host names its container: the path is then the container's own, `/ui` included.
+    expect(streamSpecFor(s, 'http', 'GET', '/ui/index.html', {}, 'api')).toMatchObject({ target: 'api', path: '/ui/index.html' });
+    expect(streamSpecFor(s, 'ws', 'GET', '/assets/app.js', {}, 'ui')).toMatchObject({ target: 'ui', path: '/assets/app.js' });
     expect(proxyRequestParts(new URL('http://h/sessions/abc/proxy/json?x=1'), 'abc')).toEqual({ token: null, path: '/json?x=1' });
     expect(proxyRequestParts(new URL('http://h/sessions/abc/proxy'), 'abc')).toEqual({ token: null, path: '/' });
     // The token never reaches the browser, in either place; the rest of the query stays as written.

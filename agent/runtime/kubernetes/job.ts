@@ -1,5 +1,6 @@
-import type { V1Job } from '@kubernetes/client-node';
+import type { V1EnvVar, V1Job } from '@kubernetes/client-node';
 import type { Session } from '../../../shared/session.js';
+import { imageProfile, type ProfileName } from './profiles.js';
 
 export const APP_LABEL = 'bso-browser';
 export const LABEL_SESSION = 'bso.dev/session-id';
@@ -8,6 +9,7 @@ export const LABEL_CLUSTER = 'bso.dev/cluster';
 export const LABEL_NODE = 'bso.dev/node';
 export const ANNOTATION_SESSION = 'bso.dev/session';
 export const BROWSER_CONTAINER = 'browser';
+export const UI_CONTAINER = 'ui';
 
 export type JobSettings = {
   namespace: string;
@@ -20,9 +22,23 @@ export type JobSettings = {
   apiPort: number;
   uiPort: number;
   jobTtlSeconds: number;
-  resources: { cpuRequest: string; cpuLimit: string; memoryRequest: string; memoryLimit: string; ephemeralStorageRequest: string; ephemeralStorageLimit: string };
+  /** How to talk to the images (see profiles.ts). */
+  profile: ProfileName;
+  /** The browser container's. */
+  resources: ContainerResources;
+  /** The UI container's own, small: the browser's would double each pod's size. */
+  uiResources: ContainerResources;
   /** The non-root uid (and gid) the session's containers run as. */
   runAsUser: number;
+};
+
+export type ContainerResources = {
+  cpuRequest: string;
+  cpuLimit: string;
+  memoryRequest: string;
+  memoryLimit: string;
+  ephemeralStorageRequest: string;
+  ephemeralStorageLimit: string;
 };
 
 /** Where the containers may write (the root filesystem is read-only): each an `emptyDir`, gone with the pod. */
@@ -35,19 +51,17 @@ export const jobName = (sessionId: string) => `bso-${sessionId}`.slice(0, 63).re
  * deadline from the session's timeout and a TTL after it finishes, so the cluster cleans up even
  * when every agent is gone. The annotation holds enough of the session to rebuild it.
  */
-export function buildJob(session: Session, s: JobSettings): V1Job {
+export function buildJob(session: Session, s: JobSettings, ctx: { publicUrl?: string; sessionUrl?: string } = {}): V1Job {
   const labels = { app: APP_LABEL, [LABEL_SESSION]: session.id, [LABEL_CLUSTER]: session.cluster, [LABEL_NODE]: s.node };
-  const r = s.resources;
-  const resources = {
-    requests: { cpu: r.cpuRequest, memory: r.memoryRequest, 'ephemeral-storage': r.ephemeralStorageRequest },
-    limits: { cpu: r.cpuLimit, memory: r.memoryLimit, 'ephemeral-storage': r.ephemeralStorageLimit },
-  };
+  const profile = imageProfile(s.profile);
+  const podContext = { apiPort: s.apiPort, uiPort: s.uiPort, publicUrl: ctx.publicUrl, sessionUrl: ctx.sessionUrl };
   // Pod Security `restricted`, and then some: a session's user drives the browser, so the pod is
   // treated as hostile: no API token, no Service addresses in its environment, no root, no
   // capabilities, nothing writable but its own emptyDirs (counted against its ephemeral storage).
   const securityContext = { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } };
-  const volumeMounts = Object.entries(WRITABLE_PATHS).map(([name, mountPath]) => ({ name, mountPath }));
-  const env = (extra: Array<{ name: string; value: string }>) => [{ name: 'HOME', value: WRITABLE_PATHS.home }, ...extra];
+  const writable: Record<string, string> = { ...WRITABLE_PATHS, ...profile.writablePaths };
+  const mounts = (paths: Record<string, string>) => Object.entries(paths).map(([name, mountPath]) => ({ name, mountPath }));
+  const env = (extra: V1EnvVar[]) => [{ name: 'HOME', value: WRITABLE_PATHS.home }, ...extra];
   const { endpoints: _endpoints, ...snapshot } = session;
   return {
     apiVersion: 'batch/v1',
@@ -74,8 +88,9 @@ export function buildJob(session: Session, s: JobSettings): V1Job {
           },
           securityContext: { runAsNonRoot: true, runAsUser: s.runAsUser, runAsGroup: s.runAsUser, fsGroup: s.runAsUser, seccompProfile: { type: 'RuntimeDefault' } },
           volumes: [
-            { name: 'tmp', emptyDir: {} },
-            { name: 'home', emptyDir: {} },
+            ...Object.keys(writable)
+              .filter((name) => name !== 'shm')
+              .map((name) => ({ name, emptyDir: {} })),
             // Chromium's shared memory: in RAM, counted against the pod's memory limit.
             { name: 'shm', emptyDir: { medium: 'Memory' } },
           ],
@@ -84,13 +99,21 @@ export function buildJob(session: Session, s: JobSettings): V1Job {
               name: BROWSER_CONTAINER,
               image: s.apiImage,
               ports: [{ name: 'cdp', containerPort: s.apiPort }],
-              readinessProbe: { httpGet: { path: '/json/version', port: s.apiPort }, periodSeconds: 1, failureThreshold: 3 },
-              resources,
+              readinessProbe: profile.readinessProbe(s.apiPort),
+              resources: resourcesOf(s.resources),
               securityContext,
-              volumeMounts,
-              env: env(sessionEnv(session)),
+              volumeMounts: mounts(writable),
+              env: env(profile.browserEnv(session, podContext)),
             },
-            { name: 'ui', image: s.uiImage, ports: [{ name: 'ui', containerPort: s.uiPort }], resources, securityContext, volumeMounts, env: env([]) },
+            {
+              name: UI_CONTAINER,
+              image: s.uiImage,
+              ports: [{ name: 'ui', containerPort: s.uiPort }],
+              resources: resourcesOf(s.uiResources),
+              securityContext,
+              volumeMounts: mounts(WRITABLE_PATHS),
+              env: env(profile.uiEnv(podContext)),
+            },
           ],
         },
       },
@@ -98,11 +121,7 @@ export function buildJob(session: Session, s: JobSettings): V1Job {
   };
 }
 
-function sessionEnv(session: Session): Array<{ name: string; value: string }> {
-  const env = [{ name: 'BSO_SESSION_ID', value: session.id }];
-  const o = session.options;
-  if (o.userAgent) env.push({ name: 'BSO_USER_AGENT', value: o.userAgent });
-  if (o.viewport) env.push({ name: 'BSO_WINDOW_SIZE', value: `${o.viewport.width},${o.viewport.height}` });
-  if (o.locale) env.push({ name: 'BSO_LOCALE', value: o.locale });
-  return env;
-}
+const resourcesOf = (r: ContainerResources) => ({
+  requests: { cpu: r.cpuRequest, memory: r.memoryRequest, 'ephemeral-storage': r.ephemeralStorageRequest },
+  limits: { cpu: r.cpuLimit, memory: r.memoryLimit, 'ephemeral-storage': r.ephemeralStorageLimit },
+});

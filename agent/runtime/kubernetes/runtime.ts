@@ -2,9 +2,9 @@ import { BatchV1Api, CoreV1Api, type KubeConfig, type V1Pod } from '@kubernetes/
 import type { Clock } from '../../../shared/clock.js';
 import type { Logger } from '../../../shared/logger.js';
 import { Session, type SessionEndpoints } from '../../../shared/session.js';
-import { devtoolsVersion } from '../devtools.js';
 import { nodeCapacity, sessionRequests } from './capacity.js';
-import type { BrowserExit, BrowserHandle, BrowserRuntime } from '../types.js';
+import type { BrowserExit, BrowserHandle, BrowserRuntime, StartContext } from '../types.js';
+import { imageProfile, type ImageProfile } from './profiles.js';
 import { ANNOTATION_SESSION, APP_LABEL, buildJob, jobName, LABEL_CLUSTER, LABEL_NODE, LABEL_SESSION, type JobSettings } from './job.js';
 import { PodWatcher } from './pod-watch.js';
 import { podState, type PodState } from './pod-state.js';
@@ -33,9 +33,13 @@ export class KubernetesRuntime implements BrowserRuntime {
   private readonly waiters = new Map<string, Waiter>();
   /** Sessions handed out as running, until they stop or their pod fails (stop() removes them first). */
   private readonly exits = new Map<string, (exit: BrowserExit) => void>();
+  /** Where each reached session's browser answers: its image is told before its Job goes. */
+  private readonly reached = new Map<string, { host: string; port: number }>();
+  private readonly profile: ImageProfile;
 
   constructor(private readonly deps: KubernetesRuntimeDeps) {
     this.batch = deps.kc.makeApiClient(BatchV1Api);
+    this.profile = imageProfile(deps.settings.profile);
     this.watcher = new PodWatcher({
       kc: deps.kc,
       namespace: deps.settings.namespace,
@@ -55,7 +59,7 @@ export class KubernetesRuntime implements BrowserRuntime {
     await this.watcher.stop();
   }
 
-  async start(session: Session, signal: AbortSignal): Promise<BrowserHandle> {
+  async start(session: Session, signal: AbortSignal, context: StartContext = {}): Promise<BrowserHandle> {
     const { settings, logger, clock } = this.deps;
     const name = jobName(session.id);
     const started = performance.now();
@@ -63,7 +67,7 @@ export class KubernetesRuntime implements BrowserRuntime {
       'create job',
       async () => {
         try {
-          await this.batch.createNamespacedJob({ namespace: settings.namespace, body: buildJob(session, settings) });
+          await this.batch.createNamespacedJob({ namespace: settings.namespace, body: buildJob(session, settings, context) });
         } catch (err) {
           if (statusOf(err) !== 409) throw err; // 409: it exists already, which is what we wanted
         }
@@ -71,12 +75,12 @@ export class KubernetesRuntime implements BrowserRuntime {
       { clock, signal },
     );
     logger.info('kubernetes: job created', { session: session.id, job: name, ms: Math.round(performance.now() - started) });
-    return this.attach(session.id, signal);
+    return this.attach(session, signal, false);
   }
 
   /** A Job that outlived the previous agent: wait for its pod as for a new one, without creating it. */
   adopt(session: Session, signal: AbortSignal): Promise<BrowserHandle> {
-    return this.attach(session.id, signal);
+    return this.attach(session, signal, true);
   }
 
   /** Sessions whose pods this agent's watch sees, whether a session of this agent owns them or not. */
@@ -87,16 +91,32 @@ export class KubernetesRuntime implements BrowserRuntime {
       .filter(Boolean);
   }
 
-  /** Waits for the session's pod to be Ready and its browser to answer; on failure the Job goes. */
-  private async attach(id: string, signal: AbortSignal): Promise<BrowserHandle> {
-    const { settings } = this.deps;
+  /** Waits for the session's pod to be Ready and its browser to answer (as its image profile judges); on failure the Job goes. */
+  private async attach(session: Session, signal: AbortSignal, adopting: boolean): Promise<BrowserHandle> {
+    const { settings, clock } = this.deps;
+    const id = session.id;
+    const startedAt = clock.now();
     try {
       const running = await this.awaitRunning(id, signal);
-      const version = await devtoolsVersion(running.ip, settings.apiPort, 5000, signal);
-      const browserWsPath = version?.webSocketDebuggerUrl ? new URL(version.webSocketDebuggerUrl).pathname : null;
-      if (!browserWsPath) throw new Error(`the browser at ${running.ip}:${settings.apiPort} gave no usable /json/version`);
-      const endpoints: SessionEndpoints = { host: running.ip, apiPort: settings.apiPort, uiPort: settings.uiPort, browserWsPath };
+      this.reached.set(id, { host: running.ip, port: settings.apiPort });
+      // The pod's exit is watched from here on: a browser that dies while its image is being reached fails the start.
       const exited = new Promise<BrowserExit>((resolve) => this.exits.set(id, resolve));
+      const left = Math.max(1000, this.deps.startTimeoutMs - (clock.now() - startedAt));
+      const reaching = new AbortController();
+      const stopReaching = () => reaching.abort(signal.reason);
+      signal.addEventListener('abort', stopReaching, { once: true });
+      const died = exited.then((e) => {
+        reaching.abort(new Error(e.reason));
+        throw new Error(e.reason);
+      });
+      died.catch(() => {});
+      let reached;
+      try {
+        reached = await Promise.race([this.profile.reach(session, running.ip, settings.apiPort, { adopting, timeoutMs: left, signal: reaching.signal, clock }), died]);
+      } finally {
+        signal.removeEventListener('abort', stopReaching);
+      }
+      const endpoints: SessionEndpoints = { host: running.ip, apiPort: settings.apiPort, uiPort: settings.uiPort, profile: this.profile.name, ...reached };
       return { endpoints, exited, node: running.node };
     } catch (err) {
       await this.stop(id).catch(() => {});
@@ -106,6 +126,9 @@ export class KubernetesRuntime implements BrowserRuntime {
 
   async stop(id: string): Promise<void> {
     this.exits.delete(id);
+    const reached = this.reached.get(id);
+    this.reached.delete(id);
+    if (reached) await this.profile.release(id, reached.host, reached.port);
     const started = performance.now();
     await withRetry(
       'delete job',
@@ -207,6 +230,7 @@ export class KubernetesRuntime implements BrowserRuntime {
     const state: PodState = event === 'DELETED' ? { kind: 'failed', reason: 'pod was deleted' } : podState(pod, this.deps.clock.now(), this.deps.scheduleTimeoutMs);
     this.waiters.get(id)?.onState(state);
     if (state.kind === 'failed') {
+      this.reached.delete(id);
       const exit = this.exits.get(id);
       if (exit) {
         this.exits.delete(id);

@@ -1,0 +1,47 @@
+import WebSocket from 'ws';
+
+/**
+ * One short CDP exchange over a browser's WebSocket (`ws://host:port/path`): connect, send the
+ * commands in order, answer their results, close. For images that serve CDP only on a WebSocket
+ * (steel): readiness, and the DevTools HTTP answers made from CDP. Bounded by `timeoutMs` and `signal`.
+ */
+export function cdpExchange(url: string, commands: Array<{ method: string; params?: object }>, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<unknown[]> {
+  return new Promise((resolve, reject) => {
+    if (opts.signal?.aborted) return reject(opts.signal.reason ?? new Error('aborted'));
+    const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: opts.timeoutMs, maxPayload: 64 * 1024 * 1024 });
+    const results: unknown[] = [];
+    let settled = false;
+    const finish = (err: Error | null) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      ws.terminate();
+      if (err) reject(err);
+      else resolve(results);
+    };
+    const onAbort = () => finish(opts.signal?.reason instanceof Error ? opts.signal.reason : new Error('aborted'));
+    const timer = setTimeout(() => finish(new Error(`no CDP answer from ${url} within ${opts.timeoutMs} ms`)), opts.timeoutMs);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    const send = (i: number) => {
+      if (i === commands.length) return finish(null);
+      ws.send(JSON.stringify({ id: i + 1, method: commands[i]!.method, params: commands[i]!.params ?? {} }));
+    };
+    ws.on('open', () => send(0));
+    ws.on('message', (data: Buffer) => {
+      let msg: { id?: number; result?: unknown; error?: { message?: string } };
+      try {
+        msg = JSON.parse(data.toString());
+      } catch {
+        return finish(new Error('the browser sent a CDP message that is not JSON'));
+      }
+      if (msg.id !== results.length + 1) return; // an event
+      if (msg.error) return finish(new Error(`${commands[results.length]!.method}: ${msg.error.message ?? 'failed'}`));
+      results.push(msg.result);
+      send(results.length);
+    });
+    ws.on('unexpected-response', (_req, res) => finish(new Error(`the browser refused the CDP WebSocket (${res.statusCode})`)));
+    ws.on('error', (err) => finish(err));
+    ws.on('close', () => finish(new Error('the browser closed the CDP WebSocket')));
+  });
+}
