@@ -8,7 +8,7 @@
  */
 import { loadAgentConfig } from '../agent/config.js';
 import { startAgent } from '../agent/main.js';
-import { NAMESPACE, startTestCluster, STEEL_IMAGES, steelPeer, steelRecipes } from '../harness/cluster.js';
+import { kubeAgentEnv, NAMESPACE, startTestCluster, STEEL_IMAGES, steelPeer, steelRecipes } from '../harness/cluster.js';
 import { browserUserOfThisProcess, killChromium, launchChromium } from '../agent/runtime/chromium.js';
 import { CHROMIUM } from '../harness/processes.js';
 import { startSystem, TEST_TOKEN } from '../harness/system.js';
@@ -38,28 +38,7 @@ const sys = await startSystem({ agents: 0, routerEnv: { MAX_SESSIONS: '50' } });
 try {
   await sys.addAgent({ CLUSTER_ID: 'local', NODE_NAME: 'local-node' });
   const kubeAgent = (clusterId: string, node: string, extra: Record<string, string> = {}) =>
-    startAgent(
-      loadAgentConfig(
-        {
-          ROUTER_URL: sys.url,
-          AGENT_TOKEN: TEST_TOKEN,
-          CLUSTER_ID: clusterId,
-          NODE_NAME: node,
-          AGENT_RUNTIME: 'kubernetes',
-          KUBECONFIG: cluster.agentKubeconfig,
-          K8S_NAMESPACE: NAMESPACE,
-          BROWSER_API_IMAGE: cluster.images.api,
-          BROWSER_UI_IMAGE: cluster.images.ui,
-          POD_CPU_REQUEST: '100m',
-          POD_MEMORY_REQUEST: '64Mi',
-          START_TIMEOUT_MS: '120000',
-          METRICS_PORT: '0',
-          LOG_LEVEL: 'silent',
-          ...extra,
-        },
-        false,
-      ),
-    );
+    startAgent(loadAgentConfig(kubeAgentEnv(cluster, sys.url, TEST_TOKEN, clusterId, { NODE_NAME: node, START_TIMEOUT_MS: '120000', LOG_LEVEL: 'silent', ...extra }), false));
   sys.agents.push(await kubeAgent('kube', cluster.node));
   await new Promise((r) => setTimeout(r, 500));
   await createToRunning(sys.url, 'kube'); // warm-up pass is not reported separately; it is the same run twice

@@ -56,6 +56,33 @@ export function steelRecipes(peer: SteelPeer): Record<string, ContainerRecipe> {
   };
 }
 
+/**
+ * The environment of a Kubernetes agent on `cluster`'s first node, dialing `routerUrl` with the test
+ * token: small pod requests, quick scheduling verdicts, metrics on a free loopback port. Suites add
+ * their own (`extra` wins).
+ */
+export function kubeAgentEnv(cluster: TestCluster, routerUrl: string, token: string, clusterId: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    ROUTER_URL: routerUrl,
+    AGENT_TOKEN: token,
+    CLUSTER_ID: clusterId,
+    NODE_NAME: cluster.node,
+    AGENT_RUNTIME: 'kubernetes',
+    KUBECONFIG: cluster.agentKubeconfig,
+    K8S_NAMESPACE: NAMESPACE,
+    BROWSER_API_IMAGE: cluster.images.api,
+    BROWSER_UI_IMAGE: cluster.images.ui,
+    JOB_TTL_SECONDS: '60',
+    POD_CPU_REQUEST: '100m',
+    POD_MEMORY_REQUEST: '64Mi',
+    K8S_SCHEDULE_TIMEOUT_MS: '3000',
+    METRICS_PORT: '0',
+    METRICS_HOST: '127.0.0.1',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    ...extra,
+  };
+}
+
 /** The images the suite asks for; on an outside cluster they come from the environment. */
 export type SuiteImages = { api: string; ui: string; crash: string; crashReason: RegExp; neverReady: string; missing: string };
 

@@ -110,7 +110,8 @@ export function targetResolver(deps: { lookup: (id: string) => Promise<Session>;
     const { session, connectToken } = await deps.access.admitProxy(info, id, token, deps.lookup, upgrade);
     assertProxyable(session);
     const bases = publicBases(info, deps.publicUrl);
-    const setCookie = onSessionHost && parts.token && !upgrade ? sessionCookie(parts.token, bases.http.startsWith('https:')) : undefined;
+    // Only a token that was verified (keys on: the admission checked it) is kept; without keys there is none to keep.
+    const setCookie = onSessionHost && parts.token && connectToken !== undefined && !upgrade ? sessionCookie(parts.token, bases.http.startsWith('https:')) : undefined;
     return { session, path: parts.path, wsBase: bases.ws, connectToken, ...(setCookie ? { setCookie } : {}), ...(onSessionHost ? { target: deps.sessionHosts!.target } : {}) };
   };
 }

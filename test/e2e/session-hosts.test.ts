@@ -24,6 +24,26 @@ function hostRequest(routerUrl: string, host: string, path: string, headers: Rec
   });
 }
 
+describe('a session host without keys', () => {
+  let sys: TestSystem;
+  beforeAll(async () => {
+    sys = await startSystem({ auth: 'none', routerEnv: { SESSION_HOST_SUFFIX: 'localhost', SESSION_HOST_TARGET: 'api' } });
+  });
+  afterAll(async () => {
+    await sys?.close();
+    expect(await pidsMatching('bso-chromium-')).toEqual([]);
+  });
+
+  it('needs no token, and keeps none in a cookie whatever `?token=` says', async () => {
+    const s = (await json<SessionView>(sys.fetch(`${sys.url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }))).body;
+    expect(new URL(s.uiUrl!).search).toBe('');
+    const host = `${s.id}.localhost:${new URL(sys.url).port}`;
+    const res = await hostRequest(sys.url, host, '/json/version?token=a%3Bb%20c');
+    expect(res.status).toBe(200);
+    expect(res.headers['set-cookie']).toBeUndefined();
+  });
+});
+
 for (const runtime of ['node', 'edge'] as const)
   describe(`each session on a host of its own (${runtime} router)`, () => {
     let sys: TestSystem;

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAgentConfig } from '../../agent/config.js';
 import { startAgent, type RunningAgent } from '../../agent/main.js';
 import type { SessionView } from '../../shared/api.js';
-import { applyManifest, GiveUp, NAMESPACE, startTestCluster, SYSTEM_NAMESPACE, until, type TestCluster } from '../../harness/cluster.js';
+import { applyManifest, GiveUp, kubeAgentEnv, NAMESPACE, startTestCluster, SYSTEM_NAMESPACE, until, type TestCluster } from '../../harness/cluster.js';
 import { buildJob } from '../../agent/runtime/kubernetes/job.js';
 import type { KubernetesRuntime } from '../../agent/runtime/kubernetes/runtime.js';
 import { openTestPage, PAGES_ORIGIN, serveTestPages } from '../helpers/pages.js';
@@ -24,34 +24,19 @@ describe('kubernetes runtime on a real control plane', () => {
   /** Aborted in afterAll: stops a cluster still starting when beforeAll timed out. */
   const starting = new AbortController();
 
-  const agentEnv = (clusterId: string, extra: Record<string, string> = {}) => ({
-    ROUTER_URL: sys.url,
-    AGENT_TOKEN: TEST_TOKEN,
-    CLUSTER_ID: clusterId,
-    NODE_NAME: cluster.node,
-    AGENT_RUNTIME: 'kubernetes',
-    KUBECONFIG: cluster.agentKubeconfig,
-    K8S_NAMESPACE: NAMESPACE,
-    BROWSER_API_IMAGE: cluster.images.api,
-    BROWSER_UI_IMAGE: cluster.images.ui,
-    BROWSER_API_PORT: '9222',
-    BROWSER_UI_PORT: '8080',
-    JOB_TTL_SECONDS: '60',
-    POD_CPU_REQUEST: '100m',
-    POD_MEMORY_REQUEST: '64Mi',
-    // Twenty Chromiums starting at once push a 2-core machine's load past 50; a pod may then take a
-    // minute to be Ready. Failures (pull errors, crashes, unschedulable) are reported at once anyway.
-    START_TIMEOUT_MS: '120000',
-    K8S_SCHEDULE_TIMEOUT_MS: '3000',
-    // Leadership and cleanup on a test's time scale; a kubelet renews its node's Lease every 10 s.
-    K8S_LEADER_LEASE_SEC: String(LEADER_LEASE_SEC),
-    K8S_CLEANUP_INTERVAL_MS: '500',
-    K8S_NODE_LOST_SEC: '20',
-    METRICS_PORT: '0',
-    METRICS_HOST: '127.0.0.1',
-    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
-    ...extra,
-  });
+  const agentEnv = (clusterId: string, extra: Record<string, string> = {}) =>
+    kubeAgentEnv(cluster, sys.url, TEST_TOKEN, clusterId, {
+      BROWSER_API_PORT: '9222',
+      BROWSER_UI_PORT: '8080',
+      // Twenty Chromiums starting at once push a 2-core machine's load past 50; a pod may then take a
+      // minute to be Ready. Failures (pull errors, crashes, unschedulable) are reported at once anyway.
+      START_TIMEOUT_MS: '120000',
+      // Leadership and cleanup on a test's time scale; a kubelet renews its node's Lease every 10 s.
+      K8S_LEADER_LEASE_SEC: String(LEADER_LEASE_SEC),
+      K8S_CLEANUP_INTERVAL_MS: '500',
+      K8S_NODE_LOST_SEC: '20',
+      ...extra,
+    });
   const addAgent = async (clusterId: string, extra: Record<string, string> = {}) => {
     const a = await startAgent(loadAgentConfig(agentEnv(clusterId, extra), false));
     agents.set(clusterId, a);

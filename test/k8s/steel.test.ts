@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAgentConfig } from '../../agent/config.js';
 import { startAgent, type RunningAgent } from '../../agent/main.js';
 import type { SessionView } from '../../shared/api.js';
-import { NAMESPACE, startTestCluster, STEEL_IMAGES, steelPeer, steelRecipes, until, type TestCluster } from '../../harness/cluster.js';
+import { kubeAgentEnv, NAMESPACE, startTestCluster, STEEL_IMAGES, steelPeer, steelRecipes, until, type TestCluster } from '../../harness/cluster.js';
 import { CHROMIUM, pidsMatching } from '../../harness/processes.js';
 import { killChromium, launchChromium, lookupBrowserUser } from '../../agent/runtime/chromium.js';
 import { json, startSystem, TEST_TOKEN, type TestSystem } from '../../harness/system.js';
@@ -33,26 +33,9 @@ describe.skipIf('absent' in found)('steel image profile on a real control plane,
   const agents: RunningAgent[] = [];
   const starting = new AbortController();
 
-  const agentEnv = (clusterId: string, extra: Record<string, string> = {}) => ({
-    ROUTER_URL: sys.url,
-    AGENT_TOKEN: TEST_TOKEN,
-    CLUSTER_ID: clusterId,
-    NODE_NAME: cluster.node,
-    AGENT_RUNTIME: 'kubernetes',
-    KUBECONFIG: cluster.agentKubeconfig,
-    K8S_NAMESPACE: NAMESPACE,
-    ...SPEC_ENV,
-    JOB_TTL_SECONDS: '60',
-    POD_CPU_REQUEST: '100m',
-    POD_MEMORY_REQUEST: '64Mi',
+  const agentEnv = (clusterId: string, extra: Record<string, string> = {}) =>
     // steel starts its API, then relaunches its browser for the session: seconds each on a loaded machine.
-    START_TIMEOUT_MS: '90000',
-    K8S_SCHEDULE_TIMEOUT_MS: '3000',
-    METRICS_PORT: '0',
-    METRICS_HOST: '127.0.0.1',
-    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
-    ...extra,
-  });
+    kubeAgentEnv(cluster, sys.url, TEST_TOKEN, clusterId, { ...SPEC_ENV, START_TIMEOUT_MS: '90000', ...extra });
   const addAgent = async (clusterId: string, extra: Record<string, string> = {}) => {
     agents.push(await startAgent(loadAgentConfig(agentEnv(clusterId, extra), false)));
     await until(`agent ${clusterId}`, async () => (await json(sys.fetch(`${sys.url}/health`))).body.agents.some((x: { cluster: string }) => x.cluster === clusterId), 10_000);
