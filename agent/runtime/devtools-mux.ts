@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { isAbsolute, relative, resolve } from 'node:path';
 import { AppError } from '../../shared/errors.js';
 import type { CdpPipe } from './cdp-pipe.js';
-import { describeTarget, describeVersion, HIDDEN_TARGET_TYPES, type BrowserVersion, type DevtoolsAnswer, type TargetInfo } from './devtools.js';
+import { describeTarget, describeTargets, describeVersion, type BrowserVersion, type DevtoolsAnswer, type TargetInfo } from './devtools.js';
 
 /** Where a connection's messages go: the client's WebSocket, as the proxy carries it. */
 export type CdpClient = {
@@ -130,7 +130,7 @@ export class DevtoolsMux {
 
   private async list(): Promise<unknown[]> {
     const { targetInfos } = await this.pipe.call<{ targetInfos: TargetInfo[] }>('Target.getTargets', {}, CALL_TIMEOUT_MS);
-    return targetInfos.filter((t) => !HIDDEN_TARGET_TYPES.has(t.type)).map((t) => describeTarget(t, true));
+    return describeTargets(targetInfos, true);
   }
 }
 

@@ -66,9 +66,9 @@ export type BrowserVersion = { protocolVersion: string; product: string; revisio
 export type TargetInfo = { targetId: string; type: string; title: string; url: string };
 
 /** Targets Chromium's own `/json/list` leaves out. */
-export const HIDDEN_TARGET_TYPES = new Set(['browser', 'browser_ui', 'tab']);
+const HIDDEN_TARGET_TYPES = new Set(['browser', 'browser_ui', 'tab']);
 /** The host part of the URLs the agent hands out; the router points them back through itself. */
-export const DEVTOOLS_SELF = 'localhost';
+const DEVTOOLS_SELF = 'localhost';
 
 /** `/json/version` as Chromium answers it, from `Browser.getVersion`. */
 export function describeVersion(v: BrowserVersion, browserPath: string): Record<string, string> {
@@ -81,6 +81,10 @@ export function describeVersion(v: BrowserVersion, browserPath: string): Record<
     webSocketDebuggerUrl: `ws://${DEVTOOLS_SELF}${browserPath}`,
   };
 }
+
+/** `/json/list` as Chromium answers it, from `Target.getTargets`. */
+export const describeTargets = (targetInfos: TargetInfo[], withSocket: boolean) =>
+  targetInfos.filter((t) => !HIDDEN_TARGET_TYPES.has(t.type)).map((t) => describeTarget(t, withSocket));
 
 /** One `/json/list` entry; `withSocket: false` for a target no page-level socket reaches (Chromium leaves the URL out for a target it cannot hand over). */
 export function describeTarget(t: TargetInfo, withSocket: boolean) {
@@ -121,7 +125,7 @@ export async function devtoolsFromCdp(path: string, cdpUrl: string, protocol: ()
   }
   if (p === '/json' || p === '/json/list') {
     const [r] = await cdpExchange(cdpUrl, [{ method: 'Target.getTargets' }], { timeoutMs });
-    return { status: 200, body: (r as { targetInfos: TargetInfo[] }).targetInfos.filter((t) => !HIDDEN_TARGET_TYPES.has(t.type)).map((t) => describeTarget(t, false)) };
+    return { status: 200, body: describeTargets((r as { targetInfos: TargetInfo[] }).targetInfos, false) };
   }
   if (p === '/json/protocol') return { status: 200, body: await protocol() };
   return null;

@@ -54,7 +54,7 @@ export const jobName = (sessionId: string) => `bso-${sessionId}`.slice(0, 63).re
 export function buildJob(session: Session, s: JobSettings, ctx: { publicUrl?: string; sessionUrl?: string } = {}): V1Job {
   const labels = { app: APP_LABEL, [LABEL_SESSION]: session.id, [LABEL_CLUSTER]: session.cluster, [LABEL_NODE]: s.node };
   const profile = imageProfile(s.profile);
-  const podContext = { apiPort: s.apiPort, uiPort: s.uiPort, publicUrl: ctx.publicUrl, sessionUrl: ctx.sessionUrl };
+  const podContext = { apiPort: s.apiPort, publicUrl: ctx.publicUrl, sessionUrl: ctx.sessionUrl };
   // Pod Security `restricted`, and then some: a session's user drives the browser, so the pod is
   // treated as hostile: no API token, no Service addresses in its environment, no root, no
   // capabilities, nothing writable but its own emptyDirs (counted against its ephemeral storage).

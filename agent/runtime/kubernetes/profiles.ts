@@ -8,7 +8,7 @@ export const PROFILE_NAMES = ['chromium', 'steel'] as const;
 export type ProfileName = (typeof PROFILE_NAMES)[number];
 
 /** What a profile knows when the pod is built: the ports, and the router's address as the client saw it. */
-export type PodContext = { apiPort: number; uiPort: number; publicUrl?: string; sessionUrl?: string };
+export type PodContext = { apiPort: number; publicUrl?: string; sessionUrl?: string };
 
 /** What the router needs to reach a started browser, beyond its address. */
 export type Reached = Required<Pick<SessionEndpoints, 'browserWsPath'>> & Pick<SessionEndpoints, 'links'>;
