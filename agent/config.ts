@@ -7,6 +7,9 @@ import { CLUSTER_ID } from '../shared/tunnel/protocol.js';
 import { DEFAULT_BROWSER_USER } from './runtime/chromium.js';
 
 /** Every variable the agent reads (listed in .env.example). */
+/** Prometheus' registered default for exporters of this kind; `npm start` moves off it when it is taken. */
+export const DEFAULT_METRICS_PORT = 9464;
+
 export const AGENT_VARIABLES = (): string[] => Object.keys(AgentEnv.shape);
 
 const AgentEnv = z.object({
@@ -59,7 +62,7 @@ const AgentEnv = z.object({
   MAX_WS_MESSAGE_BYTES: intVar(64 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
   MAX_DEVTOOLS_CONNECTIONS: intVar(32, 1, 1000),
   LOCAL_MAX_BROWSERS: intVar(16, 1, 1000),
-  METRICS_PORT: intVar(9464, 0, 65535),
+  METRICS_PORT: intVar(DEFAULT_METRICS_PORT, 0, 65535),
   METRICS_HOST: z.string().default('0.0.0.0'),
   HEALTH_INTERVAL_MS: intVar(5000, 100),
   SYNC_INTERVAL_MS: intVar(30_000, 100),
@@ -96,6 +99,8 @@ export type AgentConfig = {
   maxDevtoolsConnections: number;
   localMaxBrowsers: number;
   metricsPort: number;
+  /** Serve metrics on any free port when `metricsPort` is taken: only where the port is a default nobody chose (`npm start`). */
+  metricsPortFallback: boolean;
   metricsHost: string;
   healthIntervalMs: number;
   syncIntervalMs: number;
@@ -167,6 +172,7 @@ export function loadAgentConfig(env: Env, isRoot: boolean): AgentConfig {
     maxDevtoolsConnections: e.MAX_DEVTOOLS_CONNECTIONS,
     localMaxBrowsers: e.LOCAL_MAX_BROWSERS,
     metricsPort: e.METRICS_PORT,
+    metricsPortFallback: false,
     metricsHost: e.METRICS_HOST,
     healthIntervalMs: e.HEALTH_INTERVAL_MS,
     syncIntervalMs: e.SYNC_INTERVAL_MS,

@@ -106,7 +106,8 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
         },
       })
     : null;
-  const metricsServer = await serveMetrics(metrics, config.metricsHost, config.metricsPort, () => tunnel.current !== null);
+  const metricsServer = await serveMetrics(metrics, config.metricsHost, config.metricsPort, () => tunnel.current !== null, config.metricsPortFallback);
+  if (metricsServer.tookAnotherPort) logger.warn(`metrics port ${config.metricsPort} is taken (another agent on this machine?): serving metrics on port ${metricsServer.port}`);
   const shownHost = config.metricsHost === '0.0.0.0' ? '127.0.0.1' : config.metricsHost;
   logger.info('agent started', { cluster: config.clusterId, runtime: runtime.name, router: config.routerUrl, metricsPort: metricsServer.port });
 

@@ -46,7 +46,14 @@ export function createAgentMetrics(): AgentMetrics {
  * The agent's own HTTP port: `/metrics`, `/livez` (the process answers: liveness never depends on the
  * router, so a router outage restarts no agent and drops no browser) and `/readyz` (the tunnel is up).
  */
-export async function serveMetrics(metrics: AgentMetrics, host: string, port: number, ready: () => boolean): Promise<{ server: Server; port: number; close(): Promise<void> }> {
+export async function serveMetrics(
+  metrics: AgentMetrics,
+  host: string,
+  port: number,
+  ready: () => boolean,
+  /** Take any free port when `port` is taken (`npm start`, where the port was a default, not a choice). */
+  anyPortIfTaken = false,
+): Promise<{ server: Server; port: number; tookAnotherPort: boolean; close(): Promise<void> }> {
   const server = createServer((req, res) => {
     if (req.url === '/metrics') {
       metrics.registry.metrics().then(
@@ -60,12 +67,25 @@ export async function serveMetrics(metrics: AgentMetrics, host: string, port: nu
       res.writeHead(up ? 200 : 503, { 'content-type': 'text/plain' }).end(up ? 'ok' : 'tunnel not connected');
     } else res.writeHead(404).end();
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, resolve);
-  });
+  const listen = (p: number) =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(p, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  let tookAnotherPort = false;
+  try {
+    await listen(port);
+  } catch (err) {
+    if (!anyPortIfTaken || port === 0 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    await listen(0);
+    tookAnotherPort = true;
+  }
   return {
     server,
+    tookAnotherPort,
     port: (server.address() as AddressInfo).port,
     close: () =>
       new Promise<void>((r) => {

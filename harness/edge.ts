@@ -1,8 +1,17 @@
-import { build } from 'esbuild';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { build, type Plugin } from 'esbuild';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Miniflare } from 'miniflare';
+
+/** Files the Worker imports as text: the same files wrangler.toml's `[[rules]]` of type "Text" name. */
+const TEXT_MODULES = /[\\/]swagger-ui-dist[\\/](swagger-ui-bundle\.js|swagger-ui\.css)$/;
+const textModules: Plugin = {
+  name: 'text-modules',
+  setup(b) {
+    b.onLoad({ filter: TEXT_MODULES }, async (args) => ({ contents: await readFile(args.path, 'utf8'), loader: 'text' }));
+  },
+};
 
 /** Bundles router/worker.ts the way wrangler would (one ES module) for workerd. */
 export async function bundleWorker(): Promise<{ file: string; cleanup(): Promise<void> }> {
@@ -19,6 +28,7 @@ export async function bundleWorker(): Promise<{ file: string; cleanup(): Promise
     mainFields: ['browser', 'module', 'main'],
     outfile: file,
     logLevel: 'silent',
+    plugins: [textModules],
   }).catch(async (err: unknown) => {
     await cleanup();
     throw err;

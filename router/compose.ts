@@ -84,6 +84,7 @@ export function composeRouter(
     access,
     metrics: deps.metrics,
     proxy: deps.proxy,
+    assets: deps.assets,
     publicUrl: deps.publicUrl,
     requestInfo: deps.requestInfo,
     addResponseHeaders: deps.addResponseHeaders,

@@ -11,6 +11,7 @@ import { readNodeEnv } from '../shared/node-env.js';
 import { runIfMain } from '../shared/node-main.js';
 import { AGENT_CONNECT_PATH, welcome } from '../shared/tunnel/handshake.js';
 import { composeRouter, createStore } from './compose.js';
+import { nodeAssets } from './node/assets.js';
 import { loadRouterConfig, type RouterConfig } from './config.js';
 import { DataPlane, proxySessionId, targetResolver, type TargetResolver } from './data-plane/data-plane.js';
 import { nodeDataPlane, nodeRequestInfo } from './data-plane/node.js';
@@ -85,6 +86,7 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
     clock,
     logger,
     metrics,
+    assets: nodeAssets(),
     publicUrl,
     requestInfo,
     crypto: { sha256: (text) => hash('sha256', text, 'hex'), hmacSha256: (secret, message) => createHmac('sha256', secret).update(message).digest() },

@@ -13,6 +13,7 @@ import { isWebSocketUpgrade, type MetricsPort } from './http/app.js';
 import type { SessionStore } from './store/types.js';
 import { edgePublicUrl, edgeRedis, edgeRequestInfo, loadEdgeConfig, type EdgeConfig, type WorkerEnv } from './worker/env.js';
 import type { ExecutionContext } from './worker/platform.js';
+import { workerAssets } from './worker/assets.js';
 import { RemoteHub } from './worker/remote-hub.js';
 
 export { DirectoryObject } from './worker/directory-object.js';
@@ -36,6 +37,7 @@ function setup(env: WorkerEnv) {
       clock: systemClock,
       logger,
       metrics: edgeMetrics(store, hub),
+      assets: workerAssets(),
       publicUrl,
       requestInfo: (c) => edgeRequestInfo(c.req.raw),
       // Status changes land in the cluster hubs, not here, so a cached session could never be invalidated.

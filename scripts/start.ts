@@ -13,9 +13,9 @@ async function main(): Promise<void> {
   const env = readNodeEnv();
   const token = env.AGENT_TOKEN ?? randomBytes(24).toString('hex');
   const router = await startRouter(loadRouterConfig({ ...env, AGENT_TOKEN: token }));
-  const agent = await startAgent(
-    loadAgentConfig({ ...env, AGENT_TOKEN: token, ROUTER_URL: env.ROUTER_URL ?? router.url, NODE_NAME: env.NODE_NAME ?? 'local' }, process.getuid?.() === 0),
-  );
+  const agentConfig = loadAgentConfig({ ...env, AGENT_TOKEN: token, ROUTER_URL: env.ROUTER_URL ?? router.url, NODE_NAME: env.NODE_NAME ?? 'local' }, process.getuid?.() === 0);
+  // Two `npm start`s on one machine: the second takes another metrics port rather than failing.
+  const agent = await startAgent({ ...agentConfig, metricsPortFallback: env.METRICS_PORT === undefined });
   let stopping = false;
   const stop = async () => {
     if (stopping) return;

@@ -3,7 +3,7 @@
 #   unshare --pid --fork --kill-child --mount-proc --mount --propagation private -- \
 #     sh steel-container.sh ROOT UID GID START_SH STEEL_DIR PORT STATE_DIR
 # Inside fresh PID and mount namespaces it gives steel a root of its own: the host's directories bound
-# in, plus an empty /files as steel's image has (steel keeps sessions' files there under
+# in, its own /tmp, plus an empty /files as steel's image has (steel keeps sessions' files there under
 # NODE_ENV=production and creates it at start), pivoted into, then starts steel with the peer's
 # start.sh as UID:GID.
 # This shell is the namespace's init and lives exactly as long as steel: when steel ends, or this
@@ -28,6 +28,12 @@ for entry in /*; do
 done
 mkdir -p "$root/files"
 mount -t tmpfs -o "mode=0700,uid=$uid,gid=$gid" bso-files "$root/files"
+# A /tmp of its own, as the pod's emptyDir gives it (Chromium keeps its singleton socket folder there,
+# and a killed browser would leave it in the host's /tmp), with steel's HOME (which lives under the
+# host's /tmp) bound back in at the same path.
+mount -t tmpfs -o mode=1777 bso-tmp "$root/tmp"
+mkdir -p "$root$HOME"
+mount --bind "$HOME" "$root$HOME"
 # pivot_root, not chroot: the kernel refuses a chrooted process a user namespace, which Chromium's sandbox needs.
 mkdir "$root/.host"
 cd "$root"

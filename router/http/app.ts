@@ -1,6 +1,5 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { uiUrlOf, type SessionHosts } from '../session-hosts.js';
-import { swaggerUI } from '@hono/swagger-ui';
 import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
@@ -15,6 +14,7 @@ import { publicBases, type PublicUrlPolicy, type RequestInfo } from '../public-u
 import type { SessionService } from '../sessions/service.js';
 import type { SessionStore } from '../store/types.js';
 import type { TunnelHub } from '../tunnel/hub.js';
+import { ASSET_PATHS, registerAssetRoutes, type BundledAssets } from './docs.js';
 import { errorResponse } from './errors.js';
 import { createSessionRoute, deleteSessionRoute, getSessionRoute, healthRoute, listSessionsRoute, livezRoute, readyzRoute, sessionStatusRoute } from './routes.js';
 import { toView } from './views.js';
@@ -39,6 +39,8 @@ export type AppDeps = {
   logger: Logger;
   metrics: MetricsPort;
   proxy: ProxyPort;
+  /** Swagger UI's files and the DevTools protocol description, from the packages the router ships with. */
+  assets: BundledAssets;
   access: Access;
   publicUrl: PublicUrlPolicy;
   /** The runtime's view of a request (its client address in particular). */
@@ -51,8 +53,8 @@ export type AppDeps = {
   draining?: () => boolean;
 };
 
-/** Routes anyone may call: liveness and the API's own description. */
-const PUBLIC_PATHS = new Set(['/livez', '/readyz', '/docs', '/openapi.json']);
+/** Routes anyone may call: liveness, the API's own description and the files its pages need. */
+const PUBLIC_PATHS = new Set<string>(['/livez', '/readyz', '/openapi.json', ...ASSET_PATHS]);
 
 const DEFAULT_WAIT_SEC = 60;
 const STORE_PING_TIMEOUT_MS = 2000;
@@ -220,7 +222,7 @@ export function createApp(deps: AppDeps) {
     security: [{ sessionToken: [] }, { bearerAuth: [] }, { apiKeyHeader: [] }],
     responses: { 101: { description: 'WebSocket upgraded' }, 200: { description: "The browser's response" } },
   });
-  app.get('/docs', swaggerUI({ url: '/openapi.json' }));
+  registerAssetRoutes(app, deps.assets);
   return app;
 }
 

@@ -7,6 +7,7 @@ import { PING, PONG, type TunnelPeer } from '../../shared/tunnel/peer.js';
 import { TunnelClose } from '../../shared/tunnel/protocol.js';
 import { sendableCloseCode } from '../../shared/ws-frames.js';
 import { composeRouter, type RouterCore } from '../compose.js';
+import { workerAssets } from './assets.js';
 import { DataPlane, type ProxyTarget } from '../data-plane/data-plane.js';
 import { bridgeMessages } from '../data-plane/ws-bridge.js';
 import { errorJson } from '../http/errors.js';
@@ -66,6 +67,8 @@ export class TunnelHubObject {
       logger: this.logger,
       metrics: { contentType: 'text/plain', render: async () => '', observeRequest: () => {} },
       proxyCacheTtlMs: 0,
+      // Never served here (the Worker answers /docs), but the core's app has the routes.
+      assets: workerAssets(),
       proxy: (req) => this.proxy(req),
     });
     this.state.setWebSocketAutoResponse(autoResponse(PING, PONG));

@@ -18,6 +18,7 @@ import type { SessionView } from '../../shared/api.js';
 import { pidsMatching, startRedis, type RedisServer } from '../../harness/processes.js';
 import { json, startSystem, TEST_KEYS, TEST_SESSION_SECRET, TEST_TOKEN, waitFor, type TestSystem } from '../../harness/system.js';
 import { PAGES_ORIGIN, serveTestPages, serveTestPagesPuppeteer, testPageResponse } from '../helpers/pages.js';
+import { criDefaultConnect } from '../helpers/public-pages.js';
 
 const isRoot = process.getuid?.() === 0;
 /** A small message cap, so going over it is cheap to test. */
@@ -306,6 +307,8 @@ describe('isolation: a browser cannot touch its host, its agent or another sessi
     const evaluated = await cri.Runtime.evaluate({ expression: 'document.title + ":" + window.answer' });
     expect(evaluated.result.value).toBe('bso test page:42');
     await cri.close();
+    // Its plainest form, `CDP({ target: cdpUrl })`, asks the router's root for /json/protocol.
+    expect(await criDefaultConnect(s.cdpUrl)).toMatch(/^(Headless)?Chrome\//);
     // Each client still works after another left; a session id of another client is not reachable.
     await pp.disconnect();
     expect(await pwPage.title()).toBe('bso test page');

@@ -1,4 +1,6 @@
+import { createServer } from 'node:net';
 import { chromium } from 'playwright-core';
+import { DEFAULT_METRICS_PORT } from '../../agent/config.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SessionView } from '../../shared/api.js';
 import { CHROMIUM, pidsMatching, requireBinary, startRedis, type RedisServer } from '../../harness/processes.js';
@@ -112,10 +114,16 @@ describe('secure by default', () => {
     }
   });
 
-  it('`npm start` with nothing configured listens on loopback and serves curl and Playwright without a key', async () => {
-    const start = spawnEntry('scripts/start.ts', { PORT: '0', METRICS_PORT: '0', CHROMIUM_PATH: CHROMIUM, LOG_LEVEL: 'info' });
+  it('`npm start` with nothing configured listens on loopback and serves curl and Playwright without a key; a taken metrics port is no failure', async () => {
+    // The default metrics port, held (by this test, or by whatever already holds it): as a second `npm start` finds it.
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.once('error', () => resolve()).listen(DEFAULT_METRICS_PORT, '127.0.0.1', resolve));
+    const start = spawnEntry('scripts/start.ts', { PORT: '0', CHROMIUM_PATH: CHROMIUM, LOG_LEVEL: 'info' });
     try {
       await start.waitForLine(/tunnel connected/, 30_000);
+      const moved = start.lines.map((l) => new RegExp(`metrics port ${DEFAULT_METRICS_PORT} is taken .*serving metrics on port (\\d+)`).exec(l)?.[1]).find(Boolean);
+      expect(moved, start.lines.join('\n')).toMatch(/^\d+$/);
+      expect((await fetch(`http://127.0.0.1:${moved}/livez`)).status).toBe(200);
       const listening = JSON.parse(start.lines.find((l) => /router listening/.test(l))!) as { url: string; auth: string };
       expect(listening).toMatchObject({ auth: 'none', url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/) });
       expect(start.lines.some((l) => /no API key configured: listening on 127\.0\.0\.1 only/.test(l))).toBe(true);
@@ -129,6 +137,7 @@ describe('secure by default', () => {
       expect((await json(fetch(`${listening.url}/sessions/${created.body.id}`, { method: 'DELETE' }))).body.status).toBe('terminated');
     } finally {
       await start.stop();
+      holder.close();
     }
     expect(await pidsMatching('bso-chromium-')).toEqual([]);
   });

@@ -8,6 +8,7 @@ import { startAgent, type RunningAgent } from '../../agent/main.js';
 import type { SessionView } from '../../shared/api.js';
 import { startEdgeRouter } from '../../harness/edge.js';
 import { PAGES_ORIGIN, serveTestPages, serveTestPagesPuppeteer } from '../helpers/pages.js';
+import { criDefaultConnect, renderedDocs } from '../helpers/public-pages.js';
 import { CHROMIUM, isAlive, pidsMatching, requireBinary, startRedis, type RedisServer } from '../../harness/processes.js';
 import { spawnEntry } from '../../harness/spawn.js';
 import { bearer, json, KEYED_ROUTER_ENV, keyedFetch, TEST_KEYS, TEST_METRICS_TOKEN, TEST_TOKEN, waitFor } from '../../harness/system.js';
@@ -105,6 +106,16 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
     expect(await page.evaluate(() => document.title)).toBe('bso test page');
     await browser.disconnect();
     expect((await json(api(`${edge.url}/sessions/${s.id}`, { method: 'DELETE' }))).body.status).toBe('terminated');
+  });
+
+  it("chrome-remote-interface's plain connect finds /json/protocol at the Worker's root, and /docs renders from the bundle alone", async () => {
+    const s = await create();
+    expect(await criDefaultConnect(s.cdpUrl)).toMatch(/^(Headless)?Chrome\//);
+    expect((await json(api(`${edge.url}/sessions/${s.id}`, { method: 'DELETE' }))).body.status).toBe('terminated');
+    const docs = await renderedDocs(edge.url);
+    expect(docs.offRouter).toEqual([]);
+    expect(docs.failed).toEqual([]);
+    expect(docs.paths).toEqual(expect.arrayContaining(['/sessions', '/sessions/{id}', '/sessions/{id}/status', '/health']));
   });
 
   it('an agent whose tunnel drops reconnects to its hub, and its running session keeps working', async () => {

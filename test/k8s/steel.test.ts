@@ -7,8 +7,8 @@ import { loadAgentConfig } from '../../agent/config.js';
 import { startAgent, type RunningAgent } from '../../agent/main.js';
 import type { SessionView } from '../../shared/api.js';
 import { kubeAgentEnv, NAMESPACE, startTestCluster, STEEL_IMAGES, steelPeer, steelRecipes, until, type TestCluster } from '../../harness/cluster.js';
-import { CHROMIUM, pidsMatching } from '../../harness/processes.js';
-import { killChromium, launchChromium, lookupBrowserUser } from '../../agent/runtime/chromium.js';
+import { pidsMatching } from '../../harness/processes.js';
+import { withViewer } from '../helpers/viewer.js';
 import { json, startSystem, TEST_TOKEN, type TestSystem } from '../../harness/system.js';
 import { openTestPage } from '../helpers/pages.js';
 
@@ -26,6 +26,8 @@ const SPEC_ENV = {
  * folder: the container's init, start.sh, steel, and steel's Chromium, whose profile is there). */
 const STEEL_API = 'api/build/index.js';
 const STEEL_CONTAINER = 'bso-steel-';
+const chromiumFolders = () => readdirSync(tmpdir()).filter((f) => f.startsWith('org.chromium.Chromium.'));
+const chromiumFoldersBefore = new Set(chromiumFolders());
 
 describe.skipIf('absent' in found)('steel image profile on a real control plane, with the real steel API', () => {
   let cluster: TestCluster;
@@ -72,6 +74,8 @@ describe.skipIf('absent' in found)('steel image profile on a real control plane,
     await cluster?.stop();
     expect(await pidsMatching(STEEL_CONTAINER)).toEqual([]);
     expect(readdirSync(tmpdir()).filter((f) => f.startsWith(STEEL_CONTAINER))).toEqual([]);
+    // Chromium's singleton folders stay in each container's own /tmp (as the pod's emptyDir keeps them).
+    expect(chromiumFolders().filter((f) => !chromiumFoldersBefore.has(f))).toEqual([]);
   }, 120_000);
 
   it("the specification's .env and example body: 201, running once steel is ready, options seen by Playwright and Puppeteer, steel's URLs through the router, DELETE releases it and leaves nothing", async () => {
@@ -152,37 +156,34 @@ describe.skipIf('absent' in found)('steel image profile on a real control plane,
     const s = (await create({ timeout: 600 })).body;
     expect(s.status, s.failureReason).toBe('running');
     expect(new URL(s.uiUrl!).host).toBe(`${s.id}.localhost:${new URL(sys.url).port}`);
-    // A viewer's browser: an account of its own (not the firewalled browser account), with its sandbox.
-    const viewer = await launchChromium({ executablePath: CHROMIUM, noSandbox: false, devtools: 'port', user: await lookupBrowserUser('nobody'), timeoutMs: 30_000 });
     try {
-      const browser = await chromium.connectOverCDP(`http://127.0.0.1:${viewer.port}`);
-      const page = await browser.contexts()[0]!.newPage();
-      const failed: string[] = [];
-      const isAsset = (type: string) => ['document', 'script', 'stylesheet', 'image', 'font'].includes(type);
-      page.on('requestfailed', (r) => isAsset(r.resourceType()) && failed.push(`${r.url()}: ${r.failure()?.errorText}`));
-      page.on('response', (r) => isAsset(r.request().resourceType()) && r.status() >= 400 && failed.push(`${r.status()} ${r.url()}`));
-      const errors: string[] = [];
-      page.on('pageerror', (e) => errors.push(e.message));
-      page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
-      // steel sends a browser at its root to its UI, at /ui.
-      await page.goto(s.uiUrl!);
-      await page.waitForURL(/\/ui\/?$/, { timeout: 15_000 });
-      await page
-        .waitForFunction(() => (document.getElementById('root')?.childElementCount ?? 0) > 0 && document.body.innerText.trim().length > 0, null, { timeout: 30_000 })
-        .catch(async (err: Error) => {
-          throw new Error(`${err.message}; page ${page.url()}: ${(await page.content()).slice(0, 500)}; errors: ${errors.join(' | ')}; failed: ${failed.join(' | ')}`);
-        });
-      await page.waitForLoadState('networkidle', { timeout: 15_000 }).catch(() => {});
-      const png = await page.screenshot();
-      expect(png.byteLength).toBeGreaterThan(5000);
-      expect(failed).toEqual([]);
-      expect(await page.evaluate(() => [...document.scripts].some((sc) => sc.src.includes('/ui/assets/')))).toBe(true);
-      // The token rode in once; everything after came with the host's cookie.
-      const cookies = await browser.contexts()[0]!.cookies(s.uiUrl!);
-      expect(cookies.map((c) => [c.name, c.httpOnly, c.sameSite])).toEqual([['bso_session_token', true, 'Lax']]);
-      await browser.close();
+      await withViewer(async (browser) => {
+        const page = await browser.contexts()[0]!.newPage();
+        const failed: string[] = [];
+        const isAsset = (type: string) => ['document', 'script', 'stylesheet', 'image', 'font'].includes(type);
+        page.on('requestfailed', (r) => isAsset(r.resourceType()) && failed.push(`${r.url()}: ${r.failure()?.errorText}`));
+        page.on('response', (r) => isAsset(r.request().resourceType()) && r.status() >= 400 && failed.push(`${r.status()} ${r.url()}`));
+        const errors: string[] = [];
+        page.on('pageerror', (e) => errors.push(e.message));
+        page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+        // steel sends a browser at its root to its UI, at /ui.
+        await page.goto(s.uiUrl!);
+        await page.waitForURL(/\/ui\/?$/, { timeout: 15_000 });
+        await page
+          .waitForFunction(() => (document.getElementById('root')?.childElementCount ?? 0) > 0 && document.body.innerText.trim().length > 0, null, { timeout: 30_000 })
+          .catch(async (err: Error) => {
+            throw new Error(`${err.message}; page ${page.url()}: ${(await page.content()).slice(0, 500)}; errors: ${errors.join(' | ')}; failed: ${failed.join(' | ')}`);
+          });
+        await page.waitForLoadState('networkidle', { timeout: 15_000 }).catch(() => {});
+        const png = await page.screenshot();
+        expect(png.byteLength).toBeGreaterThan(5000);
+        expect(failed).toEqual([]);
+        expect(await page.evaluate(() => [...document.scripts].some((sc) => sc.src.includes('/ui/assets/')))).toBe(true);
+        // The token rode in once; everything after came with the host's cookie.
+        const cookies = await browser.contexts()[0]!.cookies(s.uiUrl!);
+        expect(cookies.map((c) => [c.name, c.httpOnly, c.sameSite])).toEqual([['bso_session_token', true, 'Lax']]);
+      });
     } finally {
-      await killChromium(viewer, 2000);
       await sys.fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' });
     }
     await nothingLeft(s.id);
