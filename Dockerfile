@@ -11,6 +11,7 @@ COPY shared ./shared
 COPY router ./router
 COPY agent ./agent
 COPY scripts ./scripts
+COPY client ./client
 RUN npm run build && npm prune --omit=dev
 
 # Chromium is included so the same image can run the `local` runtime; the `kubernetes` runtime does

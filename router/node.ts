@@ -18,6 +18,7 @@ import { nodeDataPlane, nodeRequestInfo } from './data-plane/node.js';
 import { isWebSocketUpgrade, type App } from './http/app.js';
 import { createAgentEndpoint } from './node/agent-endpoint.js';
 import { createRouterMetrics } from './node/metrics.js';
+import { timedStore } from './store/timed.js';
 import { rejectUpgrade } from './node/upgrade.js';
 import { clientAddressOf, webRequestInfo, type PublicUrlPolicy, type RequestInfo } from './public-url.js';
 import { IoredisCommands } from './store/ioredis-commands.js';
@@ -36,8 +37,12 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
   const clock = overrides.clock ?? systemClock;
   const logger = overrides.logger ?? createLogger({ level: config.logLevel, base: { component: 'router' } });
   const redis = config.redis ? new IoredisCommands(config.redis) : null;
-  const store = createStore(config, redis, clock);
-  const metrics = createRouterMetrics();
+  const metrics = createRouterMetrics({
+    clock,
+    fleet: () => store.fleetCounts(),
+    onFleetError: (err) => logger.warn("a metrics scrape answered without the fleet's session metrics", { err }),
+  });
+  const store = timedStore(createStore(config, redis, clock), metrics.observeStore);
   const replicaId = config.replicaId ?? `router-${randomUUID().slice(0, 8)}`;
   // Replicas sharing a Redis find each other there; agents hold a tunnel to each (see agent/tunnel-client.ts).
   const replicas = redis

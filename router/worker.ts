@@ -10,6 +10,7 @@ import { targetResolver } from './data-plane/data-plane.js';
 import { pathForm, sessionOfHost } from './session-hosts.js';
 import { errorJson } from './http/errors.js';
 import { isWebSocketUpgrade, type MetricsPort } from './http/app.js';
+import { renderFleetMetrics } from './http/fleet-metrics.js';
 import type { SessionStore } from './store/types.js';
 import { edgePublicUrl, edgeRedis, edgeRequestInfo, loadEdgeConfig, type EdgeConfig, type WorkerEnv } from './worker/env.js';
 import type { ExecutionContext } from './worker/platform.js';
@@ -57,16 +58,19 @@ function edgeMetrics(store: SessionStore, hub: RemoteHub): MetricsPort {
     contentType: 'text/plain; version=0.0.4; charset=utf-8',
     observeRequest: () => {},
     render: async () => {
-      const [active, agents] = await Promise.all([store.activeCount(), hub.agents()]);
-      return [
-        '# HELP bso_sessions_active Sessions holding a slot (pending or running), from the store.',
-        '# TYPE bso_sessions_active gauge',
-        `bso_sessions_active ${active}`,
-        '# HELP bso_agents_connected Agent tunnels held by the cluster hubs.',
-        '# TYPE bso_agents_connected gauge',
-        `bso_agents_connected ${agents.length}`,
-        '',
-      ].join('\n');
+      const [active, agents, fleet] = await Promise.all([store.activeCount(), hub.agents(), store.fleetCounts()]);
+      return (
+        renderFleetMetrics(fleet) +
+        [
+          '# HELP bso_sessions_active Sessions holding a slot (pending or running), from the store.',
+          '# TYPE bso_sessions_active gauge',
+          `bso_sessions_active ${active}`,
+          '# HELP bso_agents_connected Agent tunnels held by the cluster hubs.',
+          '# TYPE bso_agents_connected gauge',
+          `bso_agents_connected ${agents.length}`,
+          '',
+        ].join('\n')
+      );
     },
   };
 }

@@ -1,11 +1,16 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { withDeadline, type Clock } from '../../shared/clock.js';
 import type { Session } from '../../shared/session.js';
 import type { MetricsPort } from '../http/app.js';
+import { FLEET_READ_TIMEOUT_MS, renderFleetMetrics } from '../http/fleet-metrics.js';
+import type { StoreObserver } from '../store/timed.js';
+import type { FleetCounts } from '../store/types.js';
 
 /** Router metrics for the Node runtime, each registry owned by its process (no global default). */
-export function createRouterMetrics(): MetricsPort & {
+export function createRouterMetrics(deps: { clock: Clock; fleet: () => Promise<FleetCounts>; onFleetError: (err: unknown) => void }): MetricsPort & {
   sessionChanged(s: Session, previous: Session['status'] | null): void;
   agentsConnected(n: number): void;
+  observeStore: StoreObserver;
 } {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'router_' });
@@ -23,11 +28,34 @@ export function createRouterMetrics(): MetricsPort & {
     registers: [registry],
   });
   const agents = new Gauge({ name: 'router_agents_connected', help: 'Agent tunnels held by this router', registers: [registry] });
+  const store = new Histogram({
+    name: 'router_store_operation_duration_seconds',
+    help: 'Session store calls by operation and outcome (ok, error)',
+    labelNames: ['operation', 'outcome'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2],
+    registers: [registry],
+  });
+  const fleetErrors = new Counter({
+    name: 'router_fleet_read_errors_total',
+    help: "Scrapes that answered without the fleet's session metrics: the store failed or was slow",
+    registers: [registry],
+  });
   return {
     contentType: registry.contentType,
-    render: () => registry.metrics(),
+    render: async () => {
+      // The fleet's numbers come from the store; a scrape while it is down still answers the rest.
+      const fleet = await withDeadline(deps.clock, deps.fleet(), FLEET_READ_TIMEOUT_MS, {
+        error: () => new Error(`the store did not give the fleet's counts within ${FLEET_READ_TIMEOUT_MS} ms`),
+      }).then(renderFleetMetrics, (err: unknown) => {
+        fleetErrors.inc();
+        deps.onFleetError(err);
+        return '';
+      });
+      return (await registry.metrics()) + fleet;
+    },
     observeRequest: (method, route, status, seconds) => requests.observe({ method, route, status: String(status) }, seconds),
     sessionChanged: (s) => transitions.inc({ status: s.status }),
     agentsConnected: (n) => agents.set(n),
+    observeStore: (operation, seconds, ok) => store.observe({ operation, outcome: ok ? 'ok' : 'error' }, seconds),
   };
 }

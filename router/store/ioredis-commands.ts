@@ -42,8 +42,8 @@ export class IoredisCommands implements RedisCommands {
     const redis = 'url' in where ? new Redis(where.url, { ...common, ...tls }) : new Redis({ ...common, ...where, ...tls });
     // Without a listener ioredis prints unhandled 'error' events; failures surface through commands.
     redis.on('error', () => {});
-    redis.defineCommand('bsoCreate', { numberOfKeys: 5, lua: CREATE_SESSION });
-    redis.defineCommand('bsoUpdate', { numberOfKeys: 3, lua: UPDATE_SESSION });
+    redis.defineCommand('bsoCreate', { numberOfKeys: 6, lua: CREATE_SESSION });
+    redis.defineCommand('bsoUpdate', { numberOfKeys: 4, lua: UPDATE_SESSION });
     // The number of buckets varies per call: the key count is the first argument.
     redis.defineCommand('bsoRate', { lua: RATE_LIMIT });
     redis.defineCommand('bsoReplicas', { numberOfKeys: 1, lua: REPLICA_LEASE });

@@ -1,12 +1,24 @@
 import { isTerminal, type Session } from '../../shared/session.js';
 import { applyChange, indexMember } from './transition.js';
-import { ownerOf, type CreateLimits, type CreateResult, type ListPage, type ListQuery, type SessionChange, type SessionStore } from './types.js';
+import {
+  countFleet,
+  fleetCounterOf,
+  ownerOf,
+  type CreateLimits,
+  type FleetCounts,
+  type CreateResult,
+  type ListPage,
+  type ListQuery,
+  type SessionChange,
+  type SessionStore,
+} from './types.js';
 
 type Entry = { session: Session; expiresAt: number | null };
 
 /** Single-process store for development and `npm start`; same contract as Redis, no sharing. */
 export class MemorySessionStore implements SessionStore {
   private readonly entries = new Map<string, Entry>();
+  private readonly counters: Record<string, number> = {};
 
   constructor(private readonly deps: { retentionSec: number; now: () => number }) {}
 
@@ -20,6 +32,7 @@ export class MemorySessionStore implements SessionStore {
       if (mine >= limits.maxPerOwner) return { ok: false, reason: 'quota', active: mine };
     }
     this.entries.set(session.id, { session: structuredClone(session), expiresAt: null });
+    this.count(`created:${session.cluster}`);
     return { ok: true };
   }
 
@@ -34,6 +47,8 @@ export class MemorySessionStore implements SessionStore {
     const previous = e.session.status;
     const next = applyChange(e.session, change, now);
     if (next === e.session) return { session: structuredClone(e.session), changed: false, previous };
+    const counter = fleetCounterOf(e.session, next);
+    if (counter) this.count(counter);
     e.session = next;
     if (isTerminal(next.status)) e.expiresAt = this.deps.now() + this.deps.retentionSec * 1000;
     return { session: structuredClone(next), changed: true, previous };
@@ -60,7 +75,15 @@ export class MemorySessionStore implements SessionStore {
     return this.countActive();
   }
 
+  async fleetCounts(): Promise<FleetCounts> {
+    return countFleet(this.counters, await this.listActive());
+  }
+
   async ping(): Promise<void> {}
+
+  private count(counter: string): void {
+    this.counters[counter] = (this.counters[counter] ?? 0) + 1;
+  }
   async close(): Promise<void> {}
 
   private countActive(owner?: string): number {

@@ -8,8 +8,9 @@
  * Reserve a slot (global and per owner) and write a new session.
  * KEYS[1] active set (ids holding a slot)   KEYS[2] session hash   KEYS[3] index zset (lexicographic)
  * KEYS[4] the owner's active set            KEYS[5] the owner's index zset
+ * KEYS[6] fleet counters hash (`created:<cluster>`, `failed:<cluster>`: every router's /metrics reads it)
  * ARGV[1] session id   ARGV[2] session JSON   ARGV[3] max sessions   ARGV[4] index member
- * ARGV[5] max sessions of one owner (0: no quota)
+ * ARGV[5] max sessions of one owner (0: no quota)   ARGV[6] the session's cluster
  * Returns {1, active} created, {0, active} capacity exhausted, {-1, 0} id exists, {-2, owner's active} quota exceeded.
  */
 export const CREATE_SESSION = `
@@ -26,13 +27,15 @@ redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('HSET', KEYS[2], 'rev', 1, 'data', ARGV[2])
 redis.call('ZADD', KEYS[3], 0, ARGV[4])
 redis.call('ZADD', KEYS[5], 0, ARGV[4])
+redis.call('HINCRBY', KEYS[6], 'created:' .. ARGV[6], 1)
 return {1, active + 1}
 `;
 
 /**
  * Compare-and-set a session's data by revision; a terminal status releases the slots and sets the TTL.
- * KEYS[1] session hash   KEYS[2] active set   KEYS[3] the owner's active set
+ * KEYS[1] session hash   KEYS[2] active set   KEYS[3] the owner's active set   KEYS[4] fleet counters hash
  * ARGV[1] expected rev   ARGV[2] new JSON   ARGV[3] session id   ARGV[4] '1' if terminal   ARGV[5] retention seconds
+ * ARGV[6] a fleet counter to add one to with this write ('' none: `failed:<cluster>` when it fails)
  * Returns 1 written, 0 revision moved on (caller re-reads and retries), -1 session gone.
  */
 export const UPDATE_SESSION = `
@@ -45,6 +48,7 @@ if ARGV[4] == '1' then
   redis.call('SREM', KEYS[3], ARGV[3])
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
 end
+if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[6], 1) end
 return 1
 `;
 

@@ -1,7 +1,18 @@
 import { isTerminal, Session } from '../../shared/session.js';
 import type { RedisCommands } from './redis-commands.js';
 import { applyChange, indexMember } from './transition.js';
-import { ownerOf, type CreateLimits, type CreateResult, type ListPage, type ListQuery, type SessionChange, type SessionStore } from './types.js';
+import {
+  countFleet,
+  fleetCounterOf,
+  ownerOf,
+  type CreateLimits,
+  type FleetCounts,
+  type CreateResult,
+  type ListPage,
+  type ListQuery,
+  type SessionChange,
+  type SessionStore,
+} from './types.js';
 
 const MAX_CAS_ATTEMPTS = 8;
 
@@ -11,13 +22,21 @@ const MAX_CAS_ATTEMPTS = 8;
  * for capacity run as Lua scripts (redis-scripts.ts).
  */
 export class RedisSessionStore implements SessionStore {
-  private readonly k: { active: string; index: string; session: (id: string) => string; ownerActive: (o: string) => string; ownerIndex: (o: string) => string };
+  private readonly k: {
+    active: string;
+    index: string;
+    fleet: string;
+    session: (id: string) => string;
+    ownerActive: (o: string) => string;
+    ownerIndex: (o: string) => string;
+  };
 
   constructor(private readonly opts: { commands: RedisCommands; keyPrefix: string; retentionSec: number }) {
     const p = opts.keyPrefix;
     this.k = {
       active: `${p}active`,
       index: `${p}index`,
+      fleet: `${p}fleet`,
       session: (id) => `${p}s:${id}`,
       ownerActive: (o) => `${p}owner:${o}:active`,
       ownerIndex: (o) => `${p}owner:${o}:index`,
@@ -32,8 +51,8 @@ export class RedisSessionStore implements SessionStore {
     const owner = ownerOf(session);
     const [code, active] = (await this.r.script(
       'create',
-      [this.k.active, this.k.session(session.id), this.k.index, this.k.ownerActive(owner), this.k.ownerIndex(owner)],
-      [session.id, JSON.stringify(session), limits.maxSessions, indexMember(session), limits.maxPerOwner],
+      [this.k.active, this.k.session(session.id), this.k.index, this.k.ownerActive(owner), this.k.ownerIndex(owner), this.k.fleet],
+      [session.id, JSON.stringify(session), limits.maxSessions, indexMember(session), limits.maxPerOwner, session.cluster],
     )) as [number, number];
     if (code === 1) return { ok: true };
     if (code === -1) return { ok: false, reason: 'exists' };
@@ -56,8 +75,8 @@ export class RedisSessionStore implements SessionStore {
       const res = Number(
         await this.r.script(
           'update',
-          [this.k.session(id), this.k.active, this.k.ownerActive(ownerOf(current))],
-          [rev, JSON.stringify(next), id, isTerminal(next.status) ? '1' : '0', this.opts.retentionSec],
+          [this.k.session(id), this.k.active, this.k.ownerActive(ownerOf(current)), this.k.fleet],
+          [rev, JSON.stringify(next), id, isTerminal(next.status) ? '1' : '0', this.opts.retentionSec, fleetCounterOf(current, next) ?? ''],
         ),
       );
       if (res === 1) return { session: next, changed: true, previous: current.status };
@@ -113,6 +132,11 @@ export class RedisSessionStore implements SessionStore {
 
   activeCount(): Promise<number> {
     return this.r.scard(this.k.active);
+  }
+
+  async fleetCounts(): Promise<FleetCounts> {
+    const [counters, active] = await Promise.all([this.r.hgetall(this.k.fleet), this.listActive()]);
+    return countFleet(counters, active);
   }
 
   ping(): Promise<void> {

@@ -13,6 +13,12 @@ export type SessionChange = Partial<Pick<Session, 'status' | 'node' | 'endpoints
 /** The session after the change, whether anything changed, and the status it had before. */
 export type TransitionResult = { session: Session; changed: boolean; previous: Session['status'] };
 
+/**
+ * The whole fleet's sessions by cluster, for every router's /metrics: `created` and `failed` count
+ * since the store began (Prometheus counters), `pending` and `running` are now.
+ */
+export type FleetCounts = Array<{ cluster: string; created: number; failed: number; pending: number; running: number }>;
+
 /** `owner`: only that key's sessions (what a `user` key sees); unset lists all (admins). */
 export type ListQuery = { status?: SessionStatus; cursor?: string; limit: number; owner?: string };
 export type ListPage = { items: Session[]; nextCursor: string | null };
@@ -36,6 +42,26 @@ export interface SessionStore {
   /** Sessions holding a slot (not terminal). */
   listActive(): Promise<Session[]>;
   activeCount(): Promise<number>;
+  fleetCounts(): Promise<FleetCounts>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
+
+/** Counts per cluster from counters (`created:<cluster>`, `failed:<cluster>`) and the active sessions. */
+export function countFleet(counters: Record<string, string | number>, active: Session[]): FleetCounts {
+  const by = new Map<string, FleetCounts[number]>();
+  const of = (cluster: string) => {
+    let c = by.get(cluster);
+    if (!c) by.set(cluster, (c = { cluster, created: 0, failed: 0, pending: 0, running: 0 }));
+    return c;
+  };
+  for (const [field, value] of Object.entries(counters)) {
+    const [kind, cluster] = [field.slice(0, field.indexOf(':')), field.slice(field.indexOf(':') + 1)];
+    if ((kind === 'created' || kind === 'failed') && cluster) of(cluster)[kind] = Number(value);
+  }
+  for (const s of active) if (s.status === 'pending' || s.status === 'running') of(s.cluster)[s.status]++;
+  return [...by.values()].sort((a, b) => (a.cluster < b.cluster ? -1 : 1));
+}
+
+/** The counter a transition adds one to, if any: a session's first (and only) failure. */
+export const fleetCounterOf = (previous: Session, next: Session): string | null => (next.status === 'failed' && previous.status !== 'failed' ? `failed:${next.cluster}` : null);

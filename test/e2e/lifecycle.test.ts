@@ -69,6 +69,11 @@ describe('deadlines, metrics and docs', () => {
     const text = await metrics.text();
     expect(text).toMatch(/router_http_request_duration_seconds_count\{method="POST",route="\/sessions",status="201"\} 2/);
     expect(text).toMatch(/router_agents_connected 1/);
+    // The whole fleet's session metrics, from the store, by cluster: the same numbers the one agent counted.
+    const fleet = (name: string) => Number(new RegExp(`^${name}\\{cluster="local"\\} (\\S+)$`, 'm').exec(text)?.[1]);
+    expect([fleet('browser_sessions_total'), fleet('browser_sessions_failed'), fleet('browser_sessions_running'), fleet('browser_sessions_pending')]).toEqual([2, 0, 0, 0]);
+    expect(text).toMatch(/^# TYPE browser_sessions_total counter$/m);
+    expect(text).toMatch(/^router_store_operation_duration_seconds_count\{operation="create",outcome="ok"\} 2$/m);
     const doc = await json(sys.fetch(`${sys.url}/openapi.json`));
     expect(Object.keys(doc.body.paths)).toEqual(expect.arrayContaining(['/sessions', '/sessions/{id}/status', '/sessions/{id}', '/health']));
     expect(doc.body.paths['/sessions'].post.requestBody.content['application/json'].schema.properties).toHaveProperty('idleTimeout');
@@ -278,5 +283,12 @@ describe('store outage', () => {
     const get = await json(sys.fetch(`${sys.url}/sessions/00000000-0000-4000-8000-000000000000`));
     expect(get.status).toBe(503);
     expect(get.body.error.code).toBe('STORE_UNAVAILABLE');
+    // A scrape still answers, without the fleet's numbers (their series go absent), and counts the miss.
+    const metrics = await fetch(`${sys.url}/metrics`, { headers: bearer(TEST_METRICS_TOKEN) });
+    const text = await metrics.text();
+    expect(metrics.status).toBe(200);
+    expect(text).toMatch(/^router_fleet_read_errors_total 1$/m);
+    expect(text).not.toMatch(/^browser_sessions_total\{/m);
+    expect(text).toMatch(/^router_store_operation_duration_seconds_count\{operation="get",outcome="error"\} [1-9]/m);
   });
 });

@@ -153,6 +153,10 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
     expect(mismatch).toBe(4004);
     const metrics = await (await fetch(`${edge.url}/metrics`, { headers: bearer(TEST_METRICS_TOKEN) })).text();
     expect(metrics).toMatch(/bso_agents_connected 1/);
+    // The fleet's session metrics from the shared store: every session this suite created so far, none pending.
+    const created = Number(/^browser_sessions_total\{cluster="local"\} (\d+)$/m.exec(metrics)?.[1]);
+    expect(created).toBeGreaterThanOrEqual(5);
+    expect(metrics).toMatch(/^browser_sessions_pending\{cluster="local"\} 0$/m);
   });
 });
 

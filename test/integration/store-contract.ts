@@ -73,6 +73,26 @@ export function storeContract(name: string, make: () => Promise<{ store: Session
       expect(await store.transition('missing-000000', { status: 'running' }, 1)).toBeNull();
     });
 
+    it('counts the fleet by cluster: created and failed since the start, pending and running now', async () => {
+      const { store } = await make();
+      expect(await store.fleetCounts()).toEqual([]);
+      const a = newSession({ cluster: 'east' });
+      const b = newSession({ cluster: 'east' });
+      const c = newSession({ cluster: 'west' });
+      for (const s of [a, b, c]) await store.create(s, { maxSessions: 10, maxPerOwner: 0 });
+      await store.transition(a.id, { status: 'running' }, 2000);
+      await store.transition(c.id, { status: 'failed', failureReason: 'x' }, 2000);
+      // A failure counts once, however often it is reported; an end that is not a failure counts nowhere.
+      await store.transition(c.id, { status: 'failed', failureReason: 'again' }, 2100);
+      await store.transition(b.id, { status: 'terminated' }, 2200);
+      expect(await store.fleetCounts()).toEqual([
+        { cluster: 'east', created: 2, failed: 0, pending: 0, running: 1 },
+        { cluster: 'west', created: 1, failed: 1, pending: 0, running: 0 },
+      ]);
+      await store.create(newSession({ cluster: 'west' }), { maxSessions: 10, maxPerOwner: 0 });
+      expect((await store.fleetCounts()).find((f) => f.cluster === 'west')).toEqual({ cluster: 'west', created: 2, failed: 1, pending: 1, running: 0 });
+    });
+
     it('keeps concurrent transitions consistent (exactly one terminal status wins)', async () => {
       const { store } = await make();
       const s = newSession();
