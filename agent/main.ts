@@ -61,7 +61,10 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
     logger,
     handlers: {
       // Each answer carries the agent's load after it, so the router places on fresh numbers.
-      'session.start': async ({ session, publicUrl, sessionUrl }) => ({ ...(await sessions.start(session, { publicUrl, sessionUrl })), active: sessions.active }),
+      'session.start': async ({ session, publicUrl, sessionUrl, traceparent }) => ({
+        ...(await sessions.start(session, { publicUrl, sessionUrl, traceparent })),
+        active: sessions.active,
+      }),
       'session.stop': async ({ id, reason }) => ({ stopped: await sessions.stop(id, reason), active: sessions.active }),
     },
     onStreamOpen: (stream, spec) => proxy.onStreamOpen(stream, spec),

@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../shared/node-metrics.js';
 import type { SessionStatus } from '../shared/session.js';
 
 export type AgentMetrics = {
@@ -14,11 +15,11 @@ export type AgentMetrics = {
 
 export function createAgentMetrics(): AgentMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'agent_' });
+  collectProcessMetrics(registry, 'agent_');
   const total = new Counter({ name: 'browser_sessions_total', help: 'Sessions this agent was asked to start', registers: [registry] });
   const running = new Gauge({ name: 'browser_sessions_running', help: 'Sessions with a ready browser', registers: [registry] });
   const pending = new Gauge({ name: 'browser_sessions_pending', help: 'Sessions whose browser is starting', registers: [registry] });
-  const failed = new Counter({ name: 'browser_sessions_failed', help: 'Sessions that ended failed', registers: [registry] });
+  const failed = new Counter({ name: 'browser_sessions_failed_total', help: 'Sessions that ended failed', registers: [registry] });
   const ready = new Histogram({
     name: 'browser_session_create_to_ready_seconds',
     help: 'From the start request to a browser answering CDP',

@@ -4,6 +4,7 @@ import { isTerminal, type Session, type SessionEndpoints, type SessionReport, ty
 import type { AgentMetrics } from './metrics.js';
 import type { DevtoolsMux } from './runtime/devtools-mux.js';
 import type { BrowserExit, BrowserHandle, BrowserRuntime, StartContext } from './runtime/types.js';
+import { traceIdOf } from '../shared/trace.js';
 
 export type RunningBrowser = { id: string; endpoints?: SessionEndpoints; devtools?: DevtoolsMux };
 
@@ -65,7 +66,9 @@ export class SessionManager {
     const existing = this.sessions.get(session.id);
     if (existing) return existing.started; // a retried start is answered by the first one
     const m = this.track(session, false);
-    m.started = this.launch(m, (signal) => this.deps.runtime.start(session, signal, context), false);
+    const logger = context.traceparent ? this.deps.logger.child({ traceId: traceIdOf(context.traceparent) }) : this.deps.logger;
+    logger.info('starting session', { session: session.id, runtime: this.deps.runtime.name });
+    m.started = this.launch(m, (signal) => this.deps.runtime.start(session, signal, context), false, logger);
     return m.started;
   }
 
@@ -200,7 +203,7 @@ export class SessionManager {
   }
 
   /** Brings a tracked session to running (or failed) through `open`; `report`: tell the router by report. */
-  private launch(m: Managed, open: (signal: AbortSignal) => Promise<BrowserHandle>, report: boolean): Promise<SessionReport> {
+  private launch(m: Managed, open: (signal: AbortSignal) => Promise<BrowserHandle>, report: boolean, logger = this.deps.logger): Promise<SessionReport> {
     const { clock, metrics } = this.deps;
     const id = m.session.id;
     const begun = clock.now();
@@ -217,12 +220,13 @@ export class SessionManager {
         m.startedAt = clock.now();
         this.setStatus(m, 'running', { report });
         metrics.observeReady((clock.now() - begun) / 1000);
+        logger.info('session running', { session: id, ms: clock.now() - begun });
         void handle.exited.then((exit) => this.ended(id, exit));
         return this.reportOf(m);
       },
       (err: unknown) => {
         if (m.status === 'pending') {
-          this.deps.logger.warn('browser did not start', { session: id, err });
+          logger.warn('browser did not start', { session: id, err });
           this.setStatus(m, 'failed', { reason: `browser failed to start: ${(err as Error).message}`, report });
           // Nothing runs: the record goes once the router heard the outcome (with this answer).
           this.forget(id);

@@ -39,10 +39,14 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
   const redis = config.redis ? new IoredisCommands(config.redis) : null;
   const metrics = createRouterMetrics({
     clock,
+    maxSessions: config.maxSessions,
     fleet: () => store.fleetCounts(),
     onFleetError: (err) => logger.warn("a metrics scrape answered without the fleet's session metrics", { err }),
   });
-  const store = timedStore(createStore(config, redis, clock), metrics.observeStore);
+  const store = timedStore(createStore(config, redis, clock), (operation, seconds, ok) => {
+    metrics.observeStore(operation, seconds, ok);
+    logger.debug('store', { operation, ms: Math.round(seconds * 100_000) / 100, ok });
+  });
   const replicaId = config.replicaId ?? `router-${randomUUID().slice(0, 8)}`;
   // Replicas sharing a Redis find each other there; agents hold a tunnel to each (see agent/tunnel-client.ts).
   const replicas = redis

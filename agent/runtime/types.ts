@@ -18,7 +18,7 @@ export type BrowserHandle = {
 
 /** What the router said about a start beyond the session: where clients reach the router, and the
  * session on its own host (the URLs an image hands out point there). */
-export type StartContext = { publicUrl?: string; sessionUrl?: string };
+export type StartContext = { publicUrl?: string; sessionUrl?: string; traceparent?: string };
 
 /** Where browsers run: local Chromium processes, or Kubernetes Jobs. */
 export interface BrowserRuntime {

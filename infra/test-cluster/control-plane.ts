@@ -38,10 +38,12 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Builds (or reuses from the cache) the binaries; returns their directory. */
-/** The cached binaries' directory; builds them first unless `checkOnly` (then a missing build fails loudly). */
-export function ensureBinaries(opts: { checkOnly?: boolean } = {}): string {
-  const script = new URL('./build.sh', import.meta.url).pathname;
+/**
+ * The cached binaries' directory (the control plane's, or with `script: 'tools.sh'` helm's and
+ * promtool's); builds them first unless `checkOnly` (then a missing build fails loudly).
+ */
+export function ensureBinaries(opts: { checkOnly?: boolean; script?: 'build.sh' | 'tools.sh' } = {}): string {
+  const script = new URL(`./${opts.script ?? 'build.sh'}`, import.meta.url).pathname;
   const env = { ...process.env, ...(opts.checkOnly ? { BSO_K8S_CHECK_ONLY: '1' } : {}) };
   const out = execFileSync('bash', [script], { stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24, env })
     .toString()

@@ -7,6 +7,7 @@ import { withDeadline, type Clock } from '../../shared/clock.js';
 import { AppError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { isTerminal } from '../../shared/session.js';
+import { parseTraceparent } from '../../shared/trace.js';
 import type { Access } from '../auth/access.js';
 import type { Caller } from '../auth/keys.js';
 import { proxySessionId } from '../data-plane/data-plane.js';
@@ -127,7 +128,8 @@ export function createApp(deps: AppDeps) {
     // A session host that serves the browser API is where an image's own URLs should point (its cookie authenticates them there).
     const hosts = config.sessionHosts;
     const sessionUrlOf = hosts?.target === 'api' ? (id: string) => uiUrlOf(b.http, id, hosts) : undefined;
-    const session = await service.create(body, c.get('caller'), wait, backgroundOf(c), { publicUrl: b.http, sessionUrlOf });
+    const traceparent = parseTraceparent(c.req.header('traceparent'));
+    const session = await service.create(body, c.get('caller'), wait, backgroundOf(c), { reach: { publicUrl: b.http, sessionUrlOf }, traceparent });
     return c.json(await view(c, session, b), 201);
   });
 

@@ -5,7 +5,12 @@ export const FLEET_READ_TIMEOUT_MS = 2000;
 
 const FAMILIES = [
   { name: 'browser_sessions_total', type: 'counter', help: 'Sessions created, whole fleet, by cluster (from the store)', value: (c: FleetCounts[number]) => c.created },
-  { name: 'browser_sessions_failed', type: 'counter', help: 'Sessions that ended failed, whole fleet, by cluster (from the store)', value: (c: FleetCounts[number]) => c.failed },
+  {
+    name: 'browser_sessions_failed_total',
+    type: 'counter',
+    help: 'Sessions that ended failed, whole fleet, by cluster (from the store)',
+    value: (c: FleetCounts[number]) => c.failed,
+  },
   {
     name: 'browser_sessions_running',
     type: 'gauge',

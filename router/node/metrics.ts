@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../../shared/node-metrics.js';
 import { withDeadline, type Clock } from '../../shared/clock.js';
 import type { Session } from '../../shared/session.js';
 import type { MetricsPort } from '../http/app.js';
@@ -7,13 +8,13 @@ import type { StoreObserver } from '../store/timed.js';
 import type { FleetCounts } from '../store/types.js';
 
 /** Router metrics for the Node runtime, each registry owned by its process (no global default). */
-export function createRouterMetrics(deps: { clock: Clock; fleet: () => Promise<FleetCounts>; onFleetError: (err: unknown) => void }): MetricsPort & {
+export function createRouterMetrics(deps: { clock: Clock; maxSessions: number; fleet: () => Promise<FleetCounts>; onFleetError: (err: unknown) => void }): MetricsPort & {
   sessionChanged(s: Session, previous: Session['status'] | null): void;
   agentsConnected(n: number): void;
   observeStore: StoreObserver;
 } {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'router_' });
+  collectProcessMetrics(registry, 'router_');
   const requests = new Histogram({
     name: 'router_http_request_duration_seconds',
     help: 'HTTP requests by method, route and status',
@@ -35,6 +36,8 @@ export function createRouterMetrics(deps: { clock: Clock; fleet: () => Promise<F
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2],
     registers: [registry],
   });
+  // What the fleet's active sessions are measured against (MAX_SESSIONS): capacity alerts divide by it.
+  new Gauge({ name: 'router_session_slots', help: 'Session slots of the whole fleet (MAX_SESSIONS)', registers: [registry] }).set(deps.maxSessions);
   const fleetErrors = new Counter({
     name: 'router_fleet_read_errors_total',
     help: "Scrapes that answered without the fleet's session metrics: the store failed or was slow",

@@ -3,6 +3,7 @@ import { startLoop, withDeadline, type Clock } from '../../shared/clock.js';
 import { AppError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { isTerminal, type Session, type SessionReport } from '../../shared/session.js';
+import { traceIdOf } from '../../shared/trace.js';
 import type { RpcHandlers } from '../../shared/tunnel/peer.js';
 import type { RpcParams, RpcResult } from '../../shared/tunnel/protocol.js';
 import type { AgentInfo, TunnelHub } from '../tunnel/hub.js';
@@ -31,6 +32,8 @@ export type Background = (work: Promise<unknown>) => void;
 
 /** Where clients reach the router, and a session on its own host when it serves the session's browser API there. */
 export type SessionReach = { publicUrl: string; sessionUrlOf?: (id: string) => string };
+/** What a create carries besides its body: `reach` for images that hand out URLs; the client's `traceparent`. */
+export type CreateContext = { reach?: SessionReach; traceparent?: string };
 
 const STOP_TIMEOUT_MS = 15_000;
 /** A session running at least this long whose Job the cluster leader does not list has lost it (a Job
@@ -68,9 +71,10 @@ export class SessionService {
     return s;
   }
 
-  /** `reach`: where clients reach the router (and the session on its own host), for images that hand out URLs of their own. */
-  async create(body: CreateSessionBody, caller: Caller, wait: { waitMs: number } | null, background?: Background, reach?: SessionReach): Promise<Session> {
+  /** `context.reach`: where clients reach the router (and the session on its own host), for images that hand out URLs of their own. */
+  async create(body: CreateSessionBody, caller: Caller, wait: { waitMs: number } | null, background?: Background, context: CreateContext = {}): Promise<Session> {
     const { store, hub, clock, limits } = this.deps;
+    const logger = context.traceparent ? this.deps.logger.child({ traceId: traceIdOf(context.traceparent) }) : this.deps.logger;
     const agent = await hub.place(body.cluster);
     if (!agent) {
       // An agent may be on its way (a restart, or tunnels to every replica still forming).
@@ -107,9 +111,9 @@ export class SessionService {
       }
       throw new AppError('INTERNAL', 'session id collision');
     }
-    this.deps.logger.info('session created', { session: session.id, cluster: session.cluster, node: session.node, timeout, idleTimeout: session.idleTimeout });
+    logger.info('session created', { session: session.id, cluster: session.cluster, node: session.node, timeout, idleTimeout: session.idleTimeout });
     this.deps.onChange?.(session, null);
-    const started = this.start(session, reach);
+    const started = this.start(session, context, logger);
     background?.(started);
     if (!wait) return session;
     // Past the wait the client gets the session as it is then (still pending); the start goes on.
@@ -305,15 +309,15 @@ export class SessionService {
   }
 
   /** The start's outcome (running or failed) arrives as the RPC's result; later changes come as reports. */
-  private start(session: Session, reach: SessionReach | undefined): Promise<void> {
-    const { hub, limits, logger } = this.deps;
+  private start(session: Session, { reach, traceparent }: CreateContext, logger: Logger): Promise<void> {
+    const { hub, limits } = this.deps;
     const sessionUrl = reach?.sessionUrlOf?.(session.id);
-    const params = { session, ...(reach ? { publicUrl: reach.publicUrl } : {}), ...(sessionUrl ? { sessionUrl } : {}) };
+    const params = { session, ...(reach ? { publicUrl: reach.publicUrl } : {}), ...(sessionUrl ? { sessionUrl } : {}), ...(traceparent ? { traceparent } : {}) };
     return hub
       .call({ cluster: session.cluster, node: session.node }, 'session.start', params, limits.startTimeoutMs)
       .then(async (report) => {
         this.ownedHere.add(session.id);
-        await this.applyReport(report, null);
+        await this.applyReport(report, null, logger);
       })
       .catch(async (err: unknown) => {
         logger.warn('session start failed', { session: session.id, err });
@@ -339,7 +343,7 @@ export class SessionService {
    * A status change from an agent: `agent` when it reported on its own (checked: its cluster and node,
    * and a running session's node never changes), null for the answer to this router's own start call.
    */
-  private async applyReport(report: SessionReport, agent: AgentInfo | null): Promise<boolean> {
+  private async applyReport(report: SessionReport, agent: AgentInfo | null, logger = this.deps.logger): Promise<boolean> {
     if (agent) {
       const s = await this.get(report.id);
       if (!s) {
@@ -352,7 +356,7 @@ export class SessionService {
       }
     }
     const change: SessionChange = { status: report.status, node: report.node, endpoints: report.endpoints, failureReason: report.failureReason };
-    const res = await this.transition(report.id, change);
+    const res = await this.transition(report.id, change, logger);
     if (!res) {
       this.deps.logger.warn('report about an unknown session', { session: report.id, agent: agent?.agentId });
       return false;
@@ -360,7 +364,7 @@ export class SessionService {
     return true;
   }
 
-  private async transition(id: string, change: SessionChange): Promise<Session | null> {
+  private async transition(id: string, change: SessionChange, logger = this.deps.logger): Promise<Session | null> {
     const res = await this.storeCall(() => this.deps.store.transition(id, change, this.deps.clock.now()));
     if (!res) return null;
     if (res.changed) {
@@ -369,7 +373,7 @@ export class SessionService {
       const fields: Record<string, unknown> = { session: id, status: s.status, from: res.previous };
       if (s.failureReason) fields.reason = s.failureReason;
       if (s.status === 'running' && s.startedAt) fields.createToReadyMs = s.startedAt - s.createdAt;
-      this.deps.logger.info('session status changed', fields);
+      logger.info('session status changed', fields);
       this.deps.onChange?.(s, res.previous);
     }
     return res.session;

@@ -64,9 +64,26 @@ export class TunnelPeer {
     this.wire = {
       sendFrame: (kind: FrameKind, sid: number, payload: Uint8Array) => this.sendRaw(encodeFrame(kind, sid, payload)),
       sendControl: (msg) => this.sendRaw(JSON.stringify(msg)),
-      forget: (sid: number) => this.streams.delete(sid),
+      forget: (sid: number) => {
+        if (this.streams.delete(sid)) this.logStreamClosed(sid);
+      },
     };
     this.scheduleHeartbeat();
+  }
+
+  /** Proxy streams' open times, for their close's debug line. */
+  private readonly streamOpenedAt = new Map<number, number>();
+
+  private logStreamOpened(sid: number, spec: StreamSpec, side: 'opened' | 'accepted'): void {
+    this.streamOpenedAt.set(sid, this.opts.clock.now());
+    // The path without its query: a query may carry a token.
+    this.opts.logger.debug(`proxy stream ${side}`, { sid, session: spec.sessionId, kind: spec.kind, method: spec.method, path: spec.path.split('?')[0], target: spec.target });
+  }
+
+  private logStreamClosed(sid: number): void {
+    const opened = this.streamOpenedAt.get(sid);
+    this.streamOpenedAt.delete(sid);
+    this.opts.logger.debug('proxy stream closed', { sid, ms: opened === undefined ? undefined : this.opts.clock.now() - opened });
   }
 
   get isClosed(): boolean {
@@ -85,12 +102,29 @@ export class TunnelPeer {
   call<M extends RpcMethod>(method: M, params: RpcParams<M>, timeoutMs: number): Promise<RpcResult<M>> {
     if (this.closedWith) return Promise.reject(new AppError(this.closedWith.code, this.closedWith.message));
     const id = this.nextCallId++;
+    const { clock, logger } = this.opts;
+    const started = clock.now();
+    const logged = (ok: boolean, err?: unknown) =>
+      logger.debug('tunnel rpc', { method, id, ms: clock.now() - started, ok, ...(err instanceof AppError ? { code: err.code } : err ? { err } : {}) });
     return new Promise<RpcResult<M>>((resolve, reject) => {
-      const timer = this.opts.clock.setTimeout(() => {
+      const timer = clock.setTimeout(() => {
         this.pending.delete(id);
-        reject(new AppError('TIMEOUT', `${method} got no answer within ${timeoutMs} ms`));
+        const err = new AppError('TIMEOUT', `${method} got no answer within ${timeoutMs} ms`);
+        logged(false, err);
+        reject(err);
       }, timeoutMs);
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer, method });
+      this.pending.set(id, {
+        resolve: (v) => {
+          logged(true);
+          resolve(v as RpcResult<M>);
+        },
+        reject: (err) => {
+          logged(false, err);
+          reject(err);
+        },
+        timer,
+        method,
+      });
       this.sendRaw(JSON.stringify({ t: 'call', id, method, params, timeoutMs }));
     });
   }
@@ -102,6 +136,7 @@ export class TunnelPeer {
     const sid = this.nextStreamId++;
     const stream = new TunnelStream(sid, this.wire, this.window);
     this.streams.set(sid, stream);
+    this.logStreamOpened(sid, spec, 'opened');
     if (opts.bodyless) stream.markEnded();
     this.sendRaw(JSON.stringify(opts.bodyless ? { t: 'open', sid, spec, end: true } : { t: 'open', sid, spec }));
     return stream;
@@ -139,6 +174,7 @@ export class TunnelPeer {
     }
     for (const stream of [...this.streams.values()]) stream.abort(code, message);
     this.streams.clear();
+    this.streamOpenedAt.clear();
     for (const l of this.closeListeners) l(message);
     this.closeListeners = [];
   }
@@ -215,6 +251,7 @@ export class TunnelPeer {
         }
         const stream = new TunnelStream(msg.sid, this.wire, this.window);
         this.streams.set(msg.sid, stream);
+        this.logStreamOpened(msg.sid, msg.spec, 'accepted');
         this.opts.onStreamOpen(stream, msg.spec);
         if (msg.end) stream.receiveEnd();
         return;

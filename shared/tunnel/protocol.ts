@@ -96,6 +96,11 @@ export const Rpc = {
         .url({ protocol: /^https?$/ })
         .max(2048)
         .optional(),
+      /** The creating client's W3C trace context: on the agent's log lines and the Job's annotation. */
+      traceparent: z
+        .string()
+        .regex(/^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/)
+        .optional(),
     }),
     result: SessionReport,
   },

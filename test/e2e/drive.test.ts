@@ -125,7 +125,7 @@ for (const [storeKind, wsMode, runtime] of [
     });
 
     it('Puppeteer: browser.close() ends the session as terminated (closed by the client), not failed', async () => {
-      const failedBefore = await agentMetric('browser_sessions_failed');
+      const failedBefore = await agentMetric('browser_sessions_failed_total');
       const s = await create();
       const pid = localRuntime().pidOf(s.id)!;
       const browser = await puppeteer.connect({ browserWSEndpoint: s.cdpUrl, protocolTimeout: 20_000 });
@@ -136,7 +136,7 @@ for (const [storeKind, wsMode, runtime] of [
       await waitFor(async () => (await json(sys.fetch(`${sys.url}/sessions/${s.id}/status`))).body.status !== 'running', 10_000, 'session ended');
       const after = await json<SessionView>(sys.fetch(`${sys.url}/sessions/${s.id}`));
       expect(after.body).toMatchObject({ status: 'terminated', failureReason: 'closed by the client' });
-      expect(await agentMetric('browser_sessions_failed')).toBe(failedBefore);
+      expect(await agentMetric('browser_sessions_failed_total')).toBe(failedBefore);
       await waitFor(async () => !isAlive(pid) && (await groupMembers(pid)).length === 0, 5000, 'browser gone');
     });
 

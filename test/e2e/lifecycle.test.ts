@@ -59,7 +59,7 @@ describe('deadlines, metrics and docs', () => {
     expect(value('browser_sessions_total')).toBe(2);
     expect(value('browser_sessions_running')).toBe(0);
     expect(value('browser_sessions_pending')).toBe(0);
-    expect(value('browser_sessions_failed')).toBe(0);
+    expect(value('browser_sessions_failed_total')).toBe(0);
     expect(value('browser_session_create_to_ready_seconds_count')).toBe(2);
   });
 
@@ -71,7 +71,7 @@ describe('deadlines, metrics and docs', () => {
     expect(text).toMatch(/router_agents_connected 1/);
     // The whole fleet's session metrics, from the store, by cluster: the same numbers the one agent counted.
     const fleet = (name: string) => Number(new RegExp(`^${name}\\{cluster="local"\\} (\\S+)$`, 'm').exec(text)?.[1]);
-    expect([fleet('browser_sessions_total'), fleet('browser_sessions_failed'), fleet('browser_sessions_running'), fleet('browser_sessions_pending')]).toEqual([2, 0, 0, 0]);
+    expect([fleet('browser_sessions_total'), fleet('browser_sessions_failed_total'), fleet('browser_sessions_running'), fleet('browser_sessions_pending')]).toEqual([2, 0, 0, 0]);
     expect(text).toMatch(/^# TYPE browser_sessions_total counter$/m);
     expect(text).toMatch(/^router_store_operation_duration_seconds_count\{operation="create",outcome="ok"\} 2$/m);
     const doc = await json(sys.fetch(`${sys.url}/openapi.json`));

@@ -4,10 +4,13 @@ import { nodeCapacity, sessionRequests } from '../../agent/runtime/kubernetes/ca
 import { buildJob, jobName, type JobSettings } from '../../agent/runtime/kubernetes/job.js';
 import { microTime } from '../../agent/runtime/kubernetes/leader.js';
 import { systemClock } from '../../shared/clock.js';
+import { createLogger } from '../../shared/logger.js';
 import { podState } from '../../agent/runtime/kubernetes/pod-state.js';
 import { statusOf, withRetry } from '../../agent/runtime/kubernetes/retry.js';
 import { ManualClock } from '../helpers/clock.js';
 import { pendingSession } from '../helpers/session.js';
+
+const quiet = createLogger({ level: 'silent' });
 import type { Session } from '../../shared/session.js';
 import { profileNameFor, steelLinks, steelSessionBody } from '../../agent/runtime/kubernetes/profiles.js';
 
@@ -36,6 +39,10 @@ describe('buildJob', () => {
       labels: { app: 'bso-browser', 'bso.dev/session-id': session.id, 'bso.dev/cluster': 'c1', 'bso.dev/node': 'agent-1' },
     });
     expect(JSON.parse(job.metadata!.annotations!['bso.dev/session']!)).toEqual(session);
+    // A client's trace context joins the Job; without one there is no annotation for it.
+    expect(job.metadata!.annotations).not.toHaveProperty('bso.dev/traceparent');
+    const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    expect(buildJob(session, settings, { traceparent }).metadata!.annotations!['bso.dev/traceparent']).toBe(traceparent);
     expect(job.spec).toMatchObject({ backoffLimit: 0, activeDeadlineSeconds: 630, ttlSecondsAfterFinished: 120 });
     const pod = job.spec!.template.spec!;
     expect(pod.restartPolicy).toBe('Never');
@@ -250,12 +257,22 @@ describe('withRetry', () => {
     const clock = new ManualClock();
     const failures = [{ code: 429 }, { code: 503 }, new Error('socket hang up')];
     let calls = 0;
+    const lines: string[] = [];
+    const logger = createLogger({ level: 'debug', write: (l: string) => lines.push(l) });
     const res = await drive(
       clock,
-      withRetry('op', async () => (calls++ < failures.length ? Promise.reject(failures[calls - 1]) : 'ok'), { clock }),
+      withRetry('op', async () => (calls++ < failures.length ? Promise.reject(failures[calls - 1]) : 'ok'), { clock, logger }),
     );
     expect(res).toBe('ok');
     expect(calls).toBe(4);
+    // Each attempt at debug, with the status that made it retry (none for a transport failure).
+    const attempts = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'kubernetes call');
+    expect(attempts.map((a) => [a.call, a.attempt, a.outcome, a.status])).toEqual([
+      ['op', 1, 'retrying', 429],
+      ['op', 2, 'retrying', 503],
+      ['op', 3, 'retrying', null],
+      ['op', 4, 'ok', undefined],
+    ]);
   });
 
   it('does not retry what retrying cannot fix, and gives up after the attempts', async () => {
@@ -264,7 +281,7 @@ describe('withRetry', () => {
     await expect(
       drive(
         clock,
-        withRetry('op', async () => (calls++, Promise.reject({ code: 403 })), { clock }),
+        withRetry('op', async () => (calls++, Promise.reject({ code: 403 })), { clock, logger: quiet }),
       ),
     ).rejects.toMatchObject({ code: 403 });
     expect(calls).toBe(1);
@@ -272,7 +289,7 @@ describe('withRetry', () => {
     await expect(
       drive(
         clock,
-        withRetry('op', async () => (calls++, Promise.reject({ code: 500 })), { clock, attempts: 3 }),
+        withRetry('op', async () => (calls++, Promise.reject({ code: 500 })), { clock, logger: quiet, attempts: 3 }),
       ),
     ).rejects.toMatchObject({ code: 500 });
     expect(calls).toBe(3);
@@ -282,7 +299,7 @@ describe('withRetry', () => {
     const clock = new ManualClock();
     let calls = 0;
     const hang = () => (calls++, new Promise<never>(() => {}));
-    await expect(drive(clock, withRetry('list pods', hang, { clock, attempts: 2, timeoutMs: 5000 }))).rejects.toThrow('list pods timed out after 5000 ms');
+    await expect(drive(clock, withRetry('list pods', hang, { clock, logger: quiet, attempts: 2, timeoutMs: 5000 }))).rejects.toThrow('list pods timed out after 5000 ms');
     expect(calls).toBe(2);
   });
 });
@@ -303,7 +320,7 @@ describe('node capacity', () => {
     ['millicores and decimal units', { cpu: '2500m', memory: '8G', pods: '110' }, 8],
     ['too small for one: still offered one, so the scheduler says why it does not fit', { cpu: '100m', memory: '64Gi', pods: '110' }, 1],
   ])('%s', async (_what, allocatable, expected) => {
-    expect(await nodeCapacity(node(allocatable), 'n1', perSession, systemClock)).toBe(expected);
+    expect(await nodeCapacity(node(allocatable), 'n1', perSession, { clock: systemClock, logger: quiet })).toBe(expected);
   });
 });
 

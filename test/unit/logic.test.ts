@@ -1,3 +1,4 @@
+import { parseTraceparent } from '../../shared/trace.js';
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { parse as parseDotenv } from 'dotenv';
@@ -283,5 +284,21 @@ describe('browser firewall rules', () => {
   });
   it.each([0, -1, 1.5, Number.NaN])('refuses uid %s (root, or not a uid)', (uid) => {
     expect(() => browserFirewallScript(uid)).toThrow(/positive integer/);
+  });
+});
+
+describe('traceparent (W3C Trace Context)', () => {
+  it.each([
+    ['00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'],
+    ['  00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00 ', '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00'],
+    ['00-00000000000000000000000000000000-00f067aa0ba902b7-01', undefined],
+    ['00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01', undefined],
+    ['ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', undefined],
+    ['00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01', undefined],
+    ['00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7', undefined],
+    ['', undefined],
+    [null, undefined],
+  ])('%j → %j', (header, parsed) => {
+    expect(parseTraceparent(header)).toBe(parsed);
   });
 });

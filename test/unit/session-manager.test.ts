@@ -97,7 +97,7 @@ describe('SessionManager', () => {
     expect(await started).toMatchObject({ status: 'failed', failureReason: 'browser failed to start: chromium exited before it was ready (code 1)' });
     expect(reports).toEqual([]);
     expect(manager.ids()).toEqual([]);
-    expect(await metric('browser_sessions_failed')).toBe(1);
+    expect(await metric('browser_sessions_failed_total')).toBe(1);
   });
 
   it('a browser closed by its client ends terminated, streams close with 1000, and it is not a failure', async () => {
@@ -113,7 +113,7 @@ describe('SessionManager', () => {
     expect(reports).toMatchObject([{ id: s.id, status: 'terminated', failureReason: 'closed by the client' }]);
     expect(closed).toEqual([[1000, '']]);
     expect(runtime.stopped).toEqual([s.id]);
-    expect(await metric('browser_sessions_failed')).toBe(0);
+    expect(await metric('browser_sessions_failed_total')).toBe(0);
     expect(manager.ids()).toEqual([]);
   });
 
@@ -129,7 +129,7 @@ describe('SessionManager', () => {
     await settle();
     expect(reports).toMatchObject([{ status: 'failed', failureReason: 'the browser was killed (SIGKILL)' }]);
     expect(closed).toEqual([1011]);
-    expect(await metric('browser_sessions_failed')).toBe(1);
+    expect(await metric('browser_sessions_failed_total')).toBe(1);
   });
 
   it('ends a session at its hard deadline and after its idle timeout, with reports and close frames', async () => {

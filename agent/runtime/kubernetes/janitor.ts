@@ -46,7 +46,7 @@ export class ClusterJanitor {
     const list = await withRetry(
       'list cluster jobs',
       () => this.deps.batch.listNamespacedJob({ namespace: this.deps.namespace, labelSelector: `app=${APP_LABEL},${LABEL_CLUSTER}=${this.deps.cluster}` }),
-      { clock },
+      { clock, logger: this.deps.logger },
     );
     const jobs = list.items
       .filter((j) => !j.metadata?.deletionTimestamp && j.metadata?.labels?.[LABEL_SESSION])
@@ -65,7 +65,7 @@ export class ClusterJanitor {
             if (statusOf(err) !== 404) throw err;
           }
         },
-        { clock },
+        { clock, logger: this.deps.logger },
       );
     }
     if (doomed.length) this.deps.logger.info('cluster leader: jobs deleted', { sessions: doomed });
@@ -73,7 +73,10 @@ export class ClusterJanitor {
 
   private async observeNodes(): Promise<void> {
     const now = this.deps.clock.now();
-    const leases = await withRetry('list node leases', () => this.deps.coordination.listNamespacedLease({ namespace: NODE_LEASE_NAMESPACE }), { clock: this.deps.clock });
+    const leases = await withRetry('list node leases', () => this.deps.coordination.listNamespacedLease({ namespace: NODE_LEASE_NAMESPACE }), {
+      clock: this.deps.clock,
+      logger: this.deps.logger,
+    });
     const present = new Set<string>();
     for (const lease of leases.items) {
       const node = lease.metadata?.name;

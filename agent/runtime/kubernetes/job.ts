@@ -1,5 +1,6 @@
 import type { V1EnvVar, V1Job } from '@kubernetes/client-node';
 import type { Session } from '../../../shared/session.js';
+import type { StartContext } from '../types.js';
 import { imageProfile, type ProfileName } from './profiles.js';
 
 export const APP_LABEL = 'bso-browser';
@@ -8,6 +9,8 @@ export const LABEL_CLUSTER = 'bso.dev/cluster';
 /** The node whose agent owns the session: its pod runs there, and only that agent watches and adopts it. */
 export const LABEL_NODE = 'bso.dev/node';
 export const ANNOTATION_SESSION = 'bso.dev/session';
+/** The creating client's W3C `traceparent`, when it sent one: the Job joins the create's trace. */
+export const ANNOTATION_TRACEPARENT = 'bso.dev/traceparent';
 export const BROWSER_CONTAINER = 'browser';
 export const UI_CONTAINER = 'ui';
 
@@ -51,7 +54,7 @@ export const jobName = (sessionId: string) => `bso-${sessionId}`.slice(0, 63).re
  * deadline from the session's timeout and a TTL after it finishes, so the cluster cleans up even
  * when every agent is gone. The annotation holds enough of the session to rebuild it.
  */
-export function buildJob(session: Session, s: JobSettings, ctx: { publicUrl?: string; sessionUrl?: string } = {}): V1Job {
+export function buildJob(session: Session, s: JobSettings, ctx: StartContext = {}): V1Job {
   const labels = { app: APP_LABEL, [LABEL_SESSION]: session.id, [LABEL_CLUSTER]: session.cluster, [LABEL_NODE]: s.node };
   const profile = imageProfile(s.profile);
   const podContext = { apiPort: s.apiPort, publicUrl: ctx.publicUrl, sessionUrl: ctx.sessionUrl };
@@ -66,7 +69,12 @@ export function buildJob(session: Session, s: JobSettings, ctx: { publicUrl?: st
   return {
     apiVersion: 'batch/v1',
     kind: 'Job',
-    metadata: { name: jobName(session.id), namespace: s.namespace, labels, annotations: { [ANNOTATION_SESSION]: JSON.stringify(snapshot) } },
+    metadata: {
+      name: jobName(session.id),
+      namespace: s.namespace,
+      labels,
+      annotations: { [ANNOTATION_SESSION]: JSON.stringify(snapshot), ...(ctx.traceparent ? { [ANNOTATION_TRACEPARENT]: ctx.traceparent } : {}) },
+    },
     spec: {
       backoffLimit: 0,
       // The agent ends the session at its timeout; the Job's own deadline is the backstop.

@@ -30,7 +30,8 @@ export class PodWatcher {
     },
   ) {
     const core = deps.kc.makeApiClient(CoreV1Api);
-    const list = () => withRetry('list pods', () => core.listNamespacedPod({ namespace: deps.namespace, labelSelector: deps.labelSelector }), { clock: deps.clock });
+    const list = () =>
+      withRetry('list pods', () => core.listNamespacedPod({ namespace: deps.namespace, labelSelector: deps.labelSelector }), { clock: deps.clock, logger: deps.logger });
     this.informer = new ListWatch<V1Pod>(`/api/v1/namespaces/${deps.namespace}/pods`, new Watch(deps.kc), list, false, deps.labelSelector);
     this.informer.on('add', (pod) => deps.onPod('ADDED', pod));
     this.informer.on('update', (pod) => deps.onPod('MODIFIED', pod));

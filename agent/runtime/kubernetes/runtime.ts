@@ -4,6 +4,7 @@ import type { Logger } from '../../../shared/logger.js';
 import { Session, type SessionEndpoints } from '../../../shared/session.js';
 import { nodeCapacity, sessionRequests } from './capacity.js';
 import type { BrowserExit, BrowserHandle, BrowserRuntime, StartContext } from '../types.js';
+import { traceIdOf } from '../../../shared/trace.js';
 import { imageProfile, type ImageProfile } from './profiles.js';
 import { ANNOTATION_SESSION, APP_LABEL, buildJob, jobName, LABEL_CLUSTER, LABEL_NODE, LABEL_SESSION, type JobSettings } from './job.js';
 import { PodWatcher } from './pod-watch.js';
@@ -72,9 +73,14 @@ export class KubernetesRuntime implements BrowserRuntime {
           if (statusOf(err) !== 409) throw err; // 409: it exists already, which is what we wanted
         }
       },
-      { clock, signal },
+      { clock, logger, signal },
     );
-    logger.info('kubernetes: job created', { session: session.id, job: name, ms: Math.round(performance.now() - started) });
+    logger.info('kubernetes: job created', {
+      session: session.id,
+      job: name,
+      ms: Math.round(performance.now() - started),
+      ...(context.traceparent ? { traceId: traceIdOf(context.traceparent) } : {}),
+    });
     return this.attach(session, signal, false);
   }
 
@@ -139,7 +145,7 @@ export class KubernetesRuntime implements BrowserRuntime {
           if (statusOf(err) !== 404) throw err; // 404: already gone
         }
       },
-      { clock: this.deps.clock },
+      { clock: this.deps.clock, logger: this.deps.logger },
     );
     this.deps.logger.info('kubernetes: job deleted', { session: id, ms: Math.round(performance.now() - started) });
   }
@@ -160,7 +166,7 @@ export class KubernetesRuntime implements BrowserRuntime {
       node: settings.node,
     };
     const pod: V1Pod = { spec: buildJob(probe, settings).spec!.template.spec };
-    return nodeCapacity(this.deps.kc.makeApiClient(CoreV1Api), settings.node, sessionRequests(pod), clock);
+    return nodeCapacity(this.deps.kc.makeApiClient(CoreV1Api), settings.node, sessionRequests(pod), { clock, logger: this.deps.logger });
   }
 
   /** Jobs outlive the agent on purpose; nothing to stop here. */
@@ -170,6 +176,7 @@ export class KubernetesRuntime implements BrowserRuntime {
   async recover(): Promise<Session[]> {
     const list = await withRetry('list jobs', () => this.batch.listNamespacedJob({ namespace: this.deps.settings.namespace, labelSelector: selectorFor(this.deps.settings) }), {
       clock: this.deps.clock,
+      logger: this.deps.logger,
     });
     const out: Session[] = [];
     for (const job of list.items) {
