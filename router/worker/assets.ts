@@ -6,7 +6,7 @@ import { memoizeAssets, mergeProtocols, type BundledAssets } from '../http/docs.
 
 /**
  * The same files bundled into the Worker (a Worker has no file system): text modules by the rules in
- * wrangler.toml (and harness/edge.ts's bundler, which follows them).
+ * wrangler.toml (the suite runs wrangler's own bundle, harness/edge.ts).
  */
 export function workerAssets(): BundledAssets {
   return memoizeAssets({

@@ -1,4 +1,4 @@
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { SessionView } from '../../shared/api.js';
 import { CHROMIUM, pidsMatching, requireBinary } from '../../harness/processes.js';
 import { spawnEntry, type Spawned } from '../../harness/spawn.js';
+import { bundleWorker } from '../../harness/edge.js';
 import { bearer, json } from '../../harness/system.js';
 
 /** Folders a run may leave in the temporary directory if it does not clean up. */
@@ -41,5 +42,27 @@ describe('`npm run dev:edge`', () => {
     expect(left).toEqual([]);
     for (const name of made) expect(await pidsMatching(join(tmpdir(), name)), `a process of ${name}`).toEqual([]);
     expect(await pidsMatching('bso-chromium-')).toEqual([]);
+  });
+});
+
+describe('wrangler (the pinned 4.86.0) validates wrangler.toml and bundles the Worker', () => {
+  it('`wrangler deploy --dry-run` bundles router/worker.ts, with Swagger UI as text modules beside it, and leaves nothing behind', async () => {
+    const bundle = await bundleWorker();
+    try {
+      const files = await readdir(bundle.dir);
+      const text = files.filter((f) => /-swagger-ui(-bundle\.js|\.css)$/.test(f));
+      expect(text).toHaveLength(2);
+      const main = await readFile(bundle.main, 'utf8');
+      for (const f of text) expect(main).toContain(`./${f}`);
+      // The Durable Object classes wrangler.toml binds are exported, as the runtime needs them.
+      const exported = /export \{([^}]*)\}/.exec(main)?.[1] ?? '';
+      expect(exported).toMatch(/\bTunnelHubObject\b/);
+      expect(exported).toMatch(/\bDirectoryObject\b/);
+      // Under the 10 MiB a Worker may be (before compression).
+      expect((await stat(bundle.main)).size).toBeLessThan(10 * 1024 * 1024);
+    } finally {
+      await bundle.cleanup();
+    }
+    expect((await readdir(new URL('../../', import.meta.url).pathname)).filter((f) => f === '.wrangler')).toEqual([]);
   });
 });
