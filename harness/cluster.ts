@@ -122,9 +122,18 @@ const PATHS: Record<string, (ns?: string) => string> = {
  * makes the real apiserver reject unknown or misspelled fields. `dryRun` validates without keeping.
  */
 export async function applyManifest(admin: KubeClient, file: string, opts: { dryRun?: boolean } = {}): Promise<string[]> {
-  const kinds: string[] = [];
   // Plain objects, as written: client-node's loadAllYaml maps them onto its classes (`from` becomes `_from`).
-  for (const doc of parseAllDocuments(readFileSync(file, 'utf8')).map((d) => d.toJS()) as Array<{ kind: string; metadata: { namespace?: string } }>) {
+  return applyDocuments(
+    admin,
+    parseAllDocuments(readFileSync(file, 'utf8')).flatMap((d) => (d.contents ? [d.toJS()] : [])),
+    opts,
+  );
+}
+
+/** `applyManifest` for objects already parsed (a chart's rendering); returns their kinds in order. */
+export async function applyDocuments(admin: KubeClient, docs: unknown[], opts: { dryRun?: boolean } = {}): Promise<string[]> {
+  const kinds: string[] = [];
+  for (const doc of docs as Array<{ kind: string; metadata: { namespace?: string } }>) {
     const path = PATHS[doc.kind];
     if (!path) throw new Error(`applyManifest: no path for kind ${doc.kind}`);
     kinds.push(doc.kind);

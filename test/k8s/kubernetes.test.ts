@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAgentConfig } from '../../agent/config.js';
 import { startAgent, type RunningAgent } from '../../agent/main.js';
 import type { SessionView } from '../../shared/api.js';
-import { applyManifest, GiveUp, kubeAgentEnv, NAMESPACE, startTestCluster, SYSTEM_NAMESPACE, until, type TestCluster } from '../../harness/cluster.js';
+import { applyDocuments, applyManifest, GiveUp, kubeAgentEnv, NAMESPACE, startTestCluster, SYSTEM_NAMESPACE, until, type TestCluster } from '../../harness/cluster.js';
 import { buildJob } from '../../agent/runtime/kubernetes/job.js';
 import type { KubernetesRuntime } from '../../agent/runtime/kubernetes/runtime.js';
 import { openTestPage, PAGES_ORIGIN, serveTestPages } from '../helpers/pages.js';
@@ -11,6 +11,7 @@ import { pendingSession } from '../helpers/session.js';
 import { requestOnce, startBalancer } from '../../harness/balancer.js';
 import { pidsMatching, startRedis } from '../../harness/processes.js';
 import { spawnEntry, type Spawned } from '../../harness/spawn.js';
+import { helmChart } from '../../harness/tools.js';
 import { json, spawnRouter, startSystem, TEST_KEYS, TEST_TOKEN, type TestSystem } from '../../harness/system.js';
 
 /** A cluster leader's Lease, seconds; and how long a running session may go without its agent. */
@@ -141,6 +142,22 @@ describe('kubernetes runtime on a real control plane', () => {
     const dir = new URL('../../infra/k8s/', import.meta.url).pathname;
     expect(await applyManifest(cluster.admin, `${dir}agent.yaml`, { dryRun: true })).toEqual(['ConfigMap', 'Secret', 'DaemonSet']);
     expect(await applyManifest(cluster.admin, `${dir}router.yaml`, { dryRun: true })).toEqual(['Secret', 'Secret', 'Deployment', 'Service']);
+  });
+
+  it("the Helm chart's rendering is accepted by the real apiserver under strict validation, with its defaults and with values set", async () => {
+    const helm = await helmChart();
+    try {
+      const workloads = ['ConfigMap', 'Secret', 'Secret', 'Secret', 'DaemonSet', 'Deployment', 'Service'];
+      // Namespaces, RBAC and NetworkPolicies exist already (infra/k8s, which the chart's defaults equal): a 409 there.
+      const defaults = await applyDocuments(cluster.admin, await helm.template(), { dryRun: true });
+      expect(defaults.filter((k) => workloads.includes(k)).sort()).toEqual([...workloads].sort());
+      const varied = await helm.template(['--set', 'router.replicas=3,router.redisCa.enabled=false,router.existingSecret=mine,agent.clusterId=east,networkPolicies.enabled=false']);
+      const kinds = await applyDocuments(cluster.admin, varied, { dryRun: true });
+      expect(kinds).toContain('Deployment');
+      expect(kinds).not.toContain('NetworkPolicy');
+    } finally {
+      await helm.cleanup();
+    }
   });
 
   it("the agent may manage Jobs and watch pods in the sessions' namespace, and nothing else: no Secret in either namespace", async () => {
