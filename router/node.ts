@@ -68,6 +68,7 @@ export async function startRouter(config: RouterConfig, overrides: { logger?: Lo
     handlersFor: (agent) => core.service.agentHandlers(agent),
     reportableBy: (agent, ids) => core.service.reportableBy(agent, ids),
     onAgentsChanged: (agents) => metrics.agentsConnected(agents.length),
+    observe: { onRpc: metrics.observeRpc, onStreamClosed: metrics.observeStream },
   });
   const dataPlane = new DataPlane({ openStream: (to, spec, o) => hub.openStream(to, spec, o), clock });
   let boundPort = 0;

@@ -12,6 +12,8 @@ export function createRouterMetrics(deps: { clock: Clock; maxSessions: number; f
   sessionChanged(s: Session, previous: Session['status'] | null): void;
   agentsConnected(n: number): void;
   observeStore: StoreObserver;
+  observeRpc(method: string, seconds: number, ok: boolean): void;
+  observeStream(seconds: number): void;
 } {
   const registry = new Registry();
   collectProcessMetrics(registry, 'router_');
@@ -38,6 +40,19 @@ export function createRouterMetrics(deps: { clock: Clock; maxSessions: number; f
   });
   // What the fleet's active sessions are measured against (MAX_SESSIONS): capacity alerts divide by it.
   new Gauge({ name: 'router_session_slots', help: 'Session slots of the whole fleet (MAX_SESSIONS)', registers: [registry] }).set(deps.maxSessions);
+  const rpcs = new Histogram({
+    name: 'router_tunnel_rpc_duration_seconds',
+    help: 'Calls this router made to agents over their tunnels, by method and outcome (ok, error)',
+    labelNames: ['method', 'outcome'],
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
+    registers: [registry],
+  });
+  const streams = new Histogram({
+    name: 'router_tunnel_stream_duration_seconds',
+    help: 'Proxied HTTP exchanges and WebSockets carried over agent tunnels, from open to close',
+    buckets: [0.005, 0.05, 0.5, 5, 60, 600, 3600],
+    registers: [registry],
+  });
   const fleetErrors = new Counter({
     name: 'router_fleet_read_errors_total',
     help: "Scrapes that answered without the fleet's session metrics: the store failed or was slow",
@@ -60,5 +75,7 @@ export function createRouterMetrics(deps: { clock: Clock; maxSessions: number; f
     sessionChanged: (s) => transitions.inc({ status: s.status }),
     agentsConnected: (n) => agents.set(n),
     observeStore: (operation, seconds, ok) => store.observe({ operation, outcome: ok ? 'ok' : 'error' }, seconds),
+    observeRpc: (method, seconds, ok) => rpcs.observe({ method, outcome: ok ? 'ok' : 'error' }, seconds),
+    observeStream: (seconds) => streams.observe(seconds),
   };
 }

@@ -1,7 +1,7 @@
 import type { Clock } from '../../shared/clock.js';
 import { AppError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import { TunnelPeer, type RpcHandlers, type TunnelTransport } from '../../shared/tunnel/peer.js';
+import { TunnelPeer, type RpcHandlers, type TunnelPeerOptions, type TunnelTransport } from '../../shared/tunnel/peer.js';
 import { TunnelClose, type RpcMethod, type RpcParams, type RpcResult, type StreamSpec } from '../../shared/tunnel/protocol.js';
 import type { TunnelStream } from '../../shared/tunnel/stream.js';
 import type { AgentInfo, BrowserHealth, Placement, TunnelHub } from './hub.js';
@@ -24,6 +24,8 @@ export type InProcessHubDeps = {
   /** An agent's own count of the sessions it holds, from each health report (the Workers directory places by it). */
   onLoad?: (agent: AgentInfo, active: number) => void;
   heartbeatMs?: number;
+  /** Every tunnel's RPCs and proxy streams, for the router's metrics. */
+  observe?: Pick<TunnelPeerOptions, 'onRpc' | 'onStreamClosed'>;
 };
 
 /** Live tunnels held in this process: what the Node router uses. */
@@ -71,6 +73,7 @@ export class InProcessHub implements TunnelHub {
       logger: this.deps.logger.child({ agent: info.agentId }),
       handlers,
       heartbeatMs: this.deps.heartbeatMs,
+      ...this.deps.observe,
     });
     const conn: Connection = { info, peer };
     this.conns.set(info.agentId, conn);

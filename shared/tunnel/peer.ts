@@ -29,6 +29,10 @@ export type TunnelPeerOptions = {
   deadAfterMs?: number;
   /** Open streams at once, either way (default MAX_TUNNEL_STREAMS). */
   maxStreams?: number;
+  /** Each RPC this side called, once it settled (for metrics). */
+  onRpc?: (method: RpcMethod, seconds: number, ok: boolean) => void;
+  /** Each proxy stream, once it closed (for metrics). */
+  onStreamClosed?: (seconds: number) => void;
 };
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: TimerHandle; method: RpcMethod };
@@ -83,7 +87,9 @@ export class TunnelPeer {
   private logStreamClosed(sid: number): void {
     const opened = this.streamOpenedAt.get(sid);
     this.streamOpenedAt.delete(sid);
-    this.opts.logger.debug('proxy stream closed', { sid, ms: opened === undefined ? undefined : this.opts.clock.now() - opened });
+    const ms = opened === undefined ? undefined : this.opts.clock.now() - opened;
+    if (ms !== undefined) this.opts.onStreamClosed?.(ms / 1000);
+    this.opts.logger.debug('proxy stream closed', { sid, ms });
   }
 
   get isClosed(): boolean {
@@ -104,8 +110,11 @@ export class TunnelPeer {
     const id = this.nextCallId++;
     const { clock, logger } = this.opts;
     const started = clock.now();
-    const logged = (ok: boolean, err?: unknown) =>
-      logger.debug('tunnel rpc', { method, id, ms: clock.now() - started, ok, ...(err instanceof AppError ? { code: err.code } : err ? { err } : {}) });
+    const logged = (ok: boolean, err?: unknown) => {
+      const ms = clock.now() - started;
+      this.opts.onRpc?.(method, ms / 1000, ok);
+      logger.debug('tunnel rpc', { method, id, ms, ok, ...(err instanceof AppError ? { code: err.code } : err ? { err } : {}) });
+    };
     return new Promise<RpcResult<M>>((resolve, reject) => {
       const timer = clock.setTimeout(() => {
         this.pending.delete(id);

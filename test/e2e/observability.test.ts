@@ -72,6 +72,9 @@ describe('observability: metrics checked by promtool, alert rules, the dashboard
       expect([who, checked.code, checked.stdout + checked.stderr]).toEqual([who, 0, '']);
     }
     expect(debug.pages.router).toMatch(/^browser_sessions_total\{cluster="local"\} \d+$/m);
+    // The tunnel's side: the start call and the proxied request, timed.
+    expect(debug.pages.router).toMatch(/^router_tunnel_rpc_duration_seconds_count\{method="session.start",outcome="ok"\} 1$/m);
+    expect(debug.pages.router).toMatch(/^router_tunnel_stream_duration_seconds_count [1-9]\d*$/m);
   });
 
   it('the alerting rules pass promtool check rules and their own unit tests', async () => {
