@@ -14,14 +14,17 @@ COPY scripts ./scripts
 COPY client ./client
 RUN npm run build && npm prune --omit=dev
 
+FROM node:20-bookworm-slim AS base
+ENV NODE_ENV=production
+WORKDIR /app
+
 # Chromium is included so the same image can run the `local` runtime; the `kubernetes` runtime does
-# not need it (its browsers run in pods of their own).
-FROM node:20-bookworm-slim AS agent
+# not need it (its browsers run in pods of their own). Installed before the app, so a code change
+# does not reinstall it.
+FROM base AS agent
 RUN apt-get update \
  && apt-get install -y --no-install-recommends chromium \
  && rm -rf /var/lib/apt/lists/*
-ENV NODE_ENV=production
-WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./
@@ -29,9 +32,7 @@ USER 10001:10001
 EXPOSE 9464
 CMD ["node", "dist/agent/main.js"]
 
-FROM node:20-bookworm-slim AS router
-ENV NODE_ENV=production
-WORKDIR /app
+FROM base AS router
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./
