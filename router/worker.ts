@@ -58,9 +58,10 @@ function edgeMetrics(store: SessionStore, hub: RemoteHub): MetricsPort {
     contentType: 'text/plain; version=0.0.4; charset=utf-8',
     observeRequest: () => {},
     render: async () => {
-      const [active, agents, fleet] = await Promise.all([store.activeCount(), hub.agents(), store.fleetCounts()]);
+      // The fleet's numbers are a read of their own: a failure there still answers the rest.
+      const [active, agents, fleet] = await Promise.all([store.activeCount(), hub.agents(), store.fleetCounts().catch(() => null)]);
       return (
-        renderFleetMetrics(fleet) +
+        (fleet ? renderFleetMetrics(fleet) : '') +
         [
           '# HELP bso_sessions_active Sessions holding a slot (pending or running), from the store.',
           '# TYPE bso_sessions_active gauge',
