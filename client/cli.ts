@@ -21,12 +21,17 @@ const seconds = (name: string) => (value: string) => {
   return Number(value);
 };
 
+const routerUrl = (value: string) => {
+  if (!URL.canParse(value) || !/^https?:$/.test(new URL(value).protocol)) throw new InvalidArgumentError('an http(s) URL, like http://127.0.0.1:3000');
+  return value;
+};
+
 /** Runs one command line; resolves to the exit code. */
 export async function runCli(argv: string[], env: Env, io: CliIo): Promise<number> {
   let code = 0;
   const program = new Command('bso')
     .description('Browser sessions from the command line: create, list, inspect and end them.')
-    .addOption(new Option('--url <url>', "the router's address (BSO_URL)").default(env.BSO_URL ?? 'http://127.0.0.1:3000', 'BSO_URL or http://127.0.0.1:3000'))
+    .addOption(new Option('--url <url>', "the router's address (BSO_URL)").default(env.BSO_URL ?? 'http://127.0.0.1:3000', 'BSO_URL or http://127.0.0.1:3000').argParser(routerUrl))
     .addOption(new Option('--key <key>', 'an API key (BSO_API_KEY)'))
     .exitOverride()
     .configureOutput({ writeOut: io.out, writeErr: io.err })

@@ -80,7 +80,13 @@ export class BsoClient {
     if (opts.wait) query.set('wait', 'true');
     if (opts.waitTimeoutSec !== undefined) query.set('waitTimeout', String(opts.waitTimeoutSec));
     const extraMs = opts.wait ? (opts.waitTimeoutSec ?? 60) * 1000 : 0;
-    return this.call('POST', `/sessions${query.size ? `?${query}` : ''}`, SessionView, { body: CreateSessionBody.parse(body), signal: opts.signal, extraMs });
+    // Checked here first, with the router's own schema: a bad body is the caller's error, before any request.
+    const checked = CreateSessionBody.safeParse(body);
+    if (!checked.success) {
+      const issue = checked.error.issues[0];
+      return Promise.reject(new BsoError(400, 'VALIDATION_FAILED', `invalid body: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`, { issues: checked.error.issues }));
+    }
+    return this.call('POST', `/sessions${query.size ? `?${query}` : ''}`, SessionView, { body: checked.data, signal: opts.signal, extraMs });
   }
 
   getSession(id: string, opts: CallOptions = {}): Promise<SessionView> {

@@ -85,7 +85,15 @@ describe('the bso CLI, spawned as a user runs it', () => {
   });
 
   it('bad arguments are a usage error with exit code 2', async () => {
-    for (const args of [['frobnicate'], ['create', '--timeout', 'soon'], ['ls', '--status', 'sleeping'], ['status'], ['keys', 'create']]) {
+    for (const args of [
+      ['frobnicate'],
+      ['create', '--timeout', 'soon'],
+      ['ls', '--status', 'sleeping'],
+      ['status'],
+      ['keys', 'create'],
+      ['--url', 'not a url', 'ls'],
+      ['--url', 'ftp://127.0.0.1', 'ls'],
+    ]) {
       const run = await bso(args);
       expect(run.code, `${args.join(' ')}: ${run.stderr}`).toBe(2);
       expect(run.stderr).toMatch(/error/i);

@@ -44,6 +44,12 @@ describe('the typed client against a running router', () => {
     const gone = await bso.getSession('0'.repeat(32)).catch((e: unknown) => e);
     expect(gone).toBeInstanceOf(BsoError);
     expect([(gone as BsoError).status, (gone as BsoError).code]).toEqual([404, 'SESSION_NOT_FOUND']);
+    const invalid = await bso.createSession({ timeout: 1 }).catch((e: unknown) => e);
+    expect([(invalid as BsoError).status, (invalid as BsoError).code, (invalid as BsoError).message]).toEqual([
+      400,
+      'VALIDATION_FAILED',
+      expect.stringMatching(/^invalid body: timeout: /),
+    ]);
     const refused = await new BsoClient({ url: sys.url, env: {} }).getSession(a.id).catch((e: unknown) => e);
     expect([(refused as BsoError).status, (refused as BsoError).code]).toEqual([401, 'UNAUTHORIZED']);
   });
