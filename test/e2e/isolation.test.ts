@@ -215,19 +215,26 @@ describe('isolation: a browser cannot touch its host, its agent or another sessi
     for (const url of ['file:///etc/shadow', 'file:///root/']) {
       // Chromium answers with its error page (or the navigation fails, then shows it): either way, no content.
       const page = await browser.contexts()[0]!.newPage();
-      const failure = await page.goto(url).then(
+      // Past the commit, the page's own load is waited for below, with room for a loaded machine
+      // (one suite run in ten saw a directory listing take over 30 s to finish loading).
+      const failure = await page.goto(url, { waitUntil: 'commit', timeout: 20_000 }).then(
         () => '',
         (err: Error) => err.message,
       );
       let shown = '';
+      let state = '';
       await waitFor(
         async () => {
-          shown = await page.evaluate(() => (document.readyState === 'complete' ? document.documentElement.innerText : '')).catch(() => '');
+          [state, shown] = await page
+            .evaluate(() => [document.readyState, document.readyState === 'complete' ? document.documentElement.innerText : ''])
+            .catch(() => ['unreadable', '']);
           return shown.length > 0;
         },
-        10_000,
+        45_000,
         `the page for ${url}`,
-      );
+      ).catch((err: Error) => {
+        throw new Error(`${err.message} (navigation: ${failure || 'committed'}; page ${page.url()}, readyState ${state})`);
+      });
       await page.close();
       const text = `${failure}\n${shown}`;
       expect(text).not.toMatch(/root:[^\n]*:\d+:/); // a shadow line
@@ -243,7 +250,7 @@ describe('isolation: a browser cannot touch its host, its agent or another sessi
     await browser.close();
     await remove(s.id);
     expect(existsSync(profile)).toBe(false);
-  });
+  }, 150_000);
 
   it('downloads land in the session profile whatever path a client asks for', async () => {
     const s = await create();
