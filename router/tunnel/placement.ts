@@ -7,9 +7,10 @@ const FULL_RETRY_AFTER_SEC = 5;
 /**
  * Where a new session goes: the agent (of the requested cluster) with the most free room, skipping
  * full ones. An agent's load is what it said in its last health report plus what was placed on it
- * since; an agent that states no capacity (Kubernetes: the scheduler judges room) is never full, and
- * agents with equal room take turns. Pure bookkeeping, no I/O: the Node hub and the Workers directory
- * both keep one.
+ * since; an agent that states no capacity (Kubernetes: the scheduler judges room) is never full.
+ * Among agents with equal room the least loaded wins — with unbounded agents a bare rotation would
+ * depend on the order the agents are listed in, which changes as they report — and equals take turns.
+ * Pure bookkeeping, no I/O: the Node hub and the Workers directory both keep one.
  */
 export class Placer {
   private readonly loads = new Map<string, { active: number; placed: number }>();
@@ -26,8 +27,12 @@ export class Placer {
 
   freeRoom(agent: AgentInfo): number {
     if (agent.capacity === undefined) return Number.POSITIVE_INFINITY;
+    return agent.capacity - this.loadOf(agent);
+  }
+
+  private loadOf(agent: AgentInfo): number {
     const load = this.loads.get(agent.agentId);
-    return agent.capacity - (load?.active ?? 0) - (load?.placed ?? 0);
+    return (load?.active ?? 0) + (load?.placed ?? 0);
   }
 
   /** Null when no agent (of the cluster) is connected; CAPACITY_EXHAUSTED when every one is full. */
@@ -42,7 +47,9 @@ export class Placer {
         retryAfterSec: FULL_RETRY_AFTER_SEC,
       });
     }
-    const tied = rooms.filter((r) => r.room === best);
+    const roomiest = rooms.filter((r) => r.room === best).map((r) => ({ agent: r.agent, load: this.loadOf(r.agent) }));
+    const lightest = Math.min(...roomiest.map((r) => r.load));
+    const tied = roomiest.filter((r) => r.load === lightest);
     const pick = tied[this.turn++ % tied.length]!.agent;
     const load = this.loads.get(pick.agentId) ?? { active: 0, placed: 0 };
     this.loads.set(pick.agentId, { ...load, placed: load.placed + 1 });

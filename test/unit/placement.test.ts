@@ -61,6 +61,24 @@ describe('Placer', () => {
     expect(placer.freeRoom(a)).toBe(Number.POSITIVE_INFINITY);
   });
 
+  it('unbounded agents: the least loaded wins whatever order the agents are listed in, so a burst spreads evenly', () => {
+    const placer = new Placer();
+    const [a, b, c] = [agent('a'), agent('b'), agent('c')];
+    placer.reported(a.agentId, 2);
+    const orders = [
+      [a, b, c],
+      [c, a, b],
+      [b, c, a],
+      [c, b, a],
+    ];
+    const nodes = Array.from({ length: 13 }, (_, i) => placer.place(orders[i % orders.length]!)!.node);
+    expect(nodes.slice(0, 2).sort()).toEqual(['b', 'c']);
+    // a: 2 reported + 3 placed; b and c: 5 placed each.
+    expect(nodes.filter((n) => n === 'a')).toHaveLength(3);
+    expect(nodes.filter((n) => n === 'b')).toHaveLength(5);
+    expect(nodes.filter((n) => n === 'c')).toHaveLength(5);
+  });
+
   it('forgets an agent that left: a new connection of it starts from its own report', () => {
     const placer = new Placer();
     const n = agent('n', 2);
