@@ -66,6 +66,7 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
         active: sessions.active,
       }),
       'session.stop': async ({ id, reason }) => ({ stopped: await sessions.stop(id, reason), active: sessions.active }),
+      'session.release': async ({ id }) => sessions.release(id),
     },
     onStreamOpen: (stream, spec) => proxy.onStreamOpen(stream, spec),
     onConnected: (peer) => {

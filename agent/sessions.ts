@@ -8,7 +8,7 @@ import { traceIdOf } from '../shared/trace.js';
 
 export type RunningBrowser = { id: string; endpoints?: SessionEndpoints; devtools?: DevtoolsMux };
 
-export type StopReason = 'deleted' | 'timed_out' | 'orphaned' | 'idle' | 'shutdown';
+export type StopReason = 'deleted' | 'timed_out' | 'orphaned' | 'idle' | 'shutdown' | 'released';
 
 type Managed = {
   session: Session;
@@ -25,6 +25,9 @@ type Managed = {
   failureReason?: string;
   node?: string;
   startedAt?: number;
+  /** End the session once no client WebSocket is open: asked for (`release`), or a `keepAlive: false`
+   * session whose first client connected. */
+  endWhenUnused: boolean;
 };
 
 export type SessionManagerDeps = {
@@ -45,6 +48,7 @@ const CLOSE_REASON: Record<StopReason, [SessionStatus, string]> = {
   shutdown: ['terminated', 'agent shutting down'],
   timed_out: ['timed_out', 'session timeout reached'],
   idle: ['timed_out', 'session idle timeout reached'],
+  released: ['terminated', 'session released'],
 };
 
 /** How long shutdown waits for starts in flight to settle after aborting them. */
@@ -119,12 +123,41 @@ export class SessionManager {
     if (m) m.lastActivity = this.deps.clock.now();
   }
 
-  /** Lets the proxy close a session's streams with a reason when the session ends. */
+  /**
+   * Lets the proxy close a session's streams with a reason when the session ends. An open stream keeps
+   * the session from idling however quiet it is; the idle timeout counts from the last one's end.
+   */
   trackStream(id: string, close: (code: number, reason: string) => void, webSocket: boolean): () => void {
     const m = this.sessions.get(id);
     if (!m) return () => {};
     m.closeStreams.set(close, webSocket);
-    return () => m.closeStreams.delete(close);
+    if (webSocket && m.session.keepAlive === false) m.endWhenUnused = true;
+    return () => {
+      if (!m.closeStreams.delete(close)) return;
+      m.lastActivity = this.deps.clock.now();
+      if (webSocket) this.endIfUnused(m);
+    };
+  }
+
+  /**
+   * The client is done with the session: it ends now if no client WebSocket is open, else when the last
+   * one closes. False when the session does not run (or start) here.
+   */
+  async release(id: string): Promise<{ found: boolean; ended: boolean }> {
+    const m = this.sessions.get(id);
+    if (!m || isTerminal(m.status)) return { found: false, ended: false };
+    m.endWhenUnused = true;
+    if (!this.unused(m)) return { found: true, ended: false };
+    await this.stop(id, 'released');
+    return { found: true, ended: true };
+  }
+
+  private unused(m: Managed): boolean {
+    return m.endWhenUnused && m.status === 'running' && this.openWebSockets(m.session.id) === 0;
+  }
+
+  private endIfUnused(m: Managed): void {
+    if (this.unused(m)) void this.stop(m.session.id, 'released');
   }
 
   /** The session's open WebSockets through this agent. */
@@ -159,7 +192,10 @@ export class SessionManager {
   sweepIdle(): void {
     const now = this.deps.clock.now();
     for (const m of this.sessions.values()) {
-      if (m.status === 'running' && now - m.lastActivity > m.session.idleTimeout * 1000) void this.stop(m.session.id, 'idle');
+      if (m.status !== 'running') continue;
+      // A connected client keeps the session, however quiet.
+      if (m.closeStreams.size > 0) m.lastActivity = now;
+      else if (now - m.lastActivity > m.session.idleTimeout * 1000) void this.stop(m.session.id, 'idle');
     }
   }
 
@@ -195,7 +231,7 @@ export class SessionManager {
   private track(session: Session, adopted: boolean): Managed {
     const { clock } = this.deps;
     this.deps.metrics.sessionTracked(adopted);
-    const m: Managed = { session, status: 'pending', abort: new AbortController(), lastActivity: clock.now(), closeStreams: new Map(), started: Promise.resolve(null as never) };
+    const m: Managed = { session, status: 'pending', abort: new AbortController(), lastActivity: clock.now(), closeStreams: new Map(), started: Promise.resolve(null as never), endWhenUnused: false };
     this.sessions.set(session.id, m);
     this.deps.onLoadChanged?.(this.active);
     m.hardTimer = clock.setTimeout(() => void this.stop(session.id, 'timed_out'), Math.max(0, session.expiresAt - clock.now()));
@@ -222,6 +258,8 @@ export class SessionManager {
         metrics.observeReady((clock.now() - begun) / 1000);
         logger.info('session running', { session: id, ms: clock.now() - begun });
         void handle.exited.then((exit) => this.ended(id, exit));
+        // Released while it started, with no client: nobody will use it.
+        this.endIfUnused(m);
         return this.reportOf(m);
       },
       (err: unknown) => {

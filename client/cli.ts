@@ -123,6 +123,15 @@ export async function runCli(argv: string[], env: Env, io: CliIo): Promise<numbe
     });
 
   program
+    .command('release')
+    .description('end a session when its last client disconnects (at once if none is connected)')
+    .argument('<id>')
+    .action(async (id: string) => {
+      const s = await client().releaseSession(id);
+      io.out(`${s.id}\t${s.status}\n`);
+    });
+
+  program
     .command('connect')
     .description("print a running session's CDP URL (for Playwright's connectOverCDP, Puppeteer's connect)")
     .argument('<id>')

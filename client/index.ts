@@ -115,6 +115,11 @@ export class BsoClient {
     return this.call('DELETE', `/sessions/${encodeURIComponent(id)}`, SessionView, opts);
   }
 
+  /** Ends the session now if no client is connected to it, else when the last one disconnects. */
+  releaseSession(id: string, opts: CallOptions = {}): Promise<SessionView> {
+    return this.call('POST', `/sessions/${encodeURIComponent(id)}/release`, SessionView, opts);
+  }
+
   health(opts: CallOptions = {}): Promise<Health> {
     return this.call('GET', '/health', HealthView, { ...opts, okStatuses: [200, 503] });
   }

@@ -18,7 +18,8 @@ export const CreateSessionBody = z.strictObject({
     .min(5)
     .max(6 * 3600)
     .optional(),
-  /** Seconds without proxied traffic before the session ends. */
+  /** Seconds with no client connected (and no request in flight) before the session ends; an open
+   * connection keeps it, however quiet. */
   idleTimeout: z
     .number()
     .int()
@@ -26,6 +27,8 @@ export const CreateSessionBody = z.strictObject({
     .max(6 * 3600)
     .optional(),
   options: SessionOptions.optional(),
+  /** false: end the session when its last CDP client disconnects, rather than after `idleTimeout`. */
+  keepAlive: z.boolean().optional(),
   /** Place the session on this cluster; by default any cluster with a connected agent. */
   cluster: z.string().min(1).max(63).optional(),
 });

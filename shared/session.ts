@@ -92,6 +92,8 @@ export const Session = z.strictObject({
   owner: z.string().min(1).max(80).optional(),
   endpoints: SessionEndpoints.optional(),
   failureReason: z.string().optional(),
+  /** false: the session ends when its last client disconnects; absent (true): it waits for its idle timeout. */
+  keepAlive: z.boolean().optional(),
 });
 export type Session = z.infer<typeof Session>;
 

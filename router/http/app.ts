@@ -17,7 +17,7 @@ import type { SessionStore } from '../store/types.js';
 import type { TunnelHub } from '../tunnel/hub.js';
 import { ASSET_PATHS, registerAssetRoutes, type BundledAssets } from './docs.js';
 import { errorResponse } from './errors.js';
-import { createSessionRoute, deleteSessionRoute, getSessionRoute, healthRoute, listSessionsRoute, livezRoute, readyzRoute, sessionStatusRoute } from './routes.js';
+import { createSessionRoute, deleteSessionRoute, releaseSessionRoute, getSessionRoute, healthRoute, listSessionsRoute, livezRoute, readyzRoute, sessionStatusRoute } from './routes.js';
 import { toView } from './views.js';
 
 export type MetricsPort = {
@@ -119,6 +119,7 @@ export function createApp(deps: AppDeps) {
   });
   app.use('/sessions', limitBody);
   app.use('/sessions/:id', limitBody);
+  app.use('/sessions/:id/release', limitBody);
 
   app.openapi(createSessionRoute, async (c) => {
     const query = c.req.valid('query');
@@ -167,6 +168,11 @@ export function createApp(deps: AppDeps) {
 
   app.openapi(deleteSessionRoute, async (c) => {
     const s = await service.delete(c.req.valid('param').id, c.get('caller'));
+    return c.json(await view(c, s), 200);
+  });
+
+  app.openapi(releaseSessionRoute, async (c) => {
+    const s = await service.release(c.req.valid('param').id, c.get('caller'));
     return c.json(await view(c, s), 200);
   });
 

@@ -58,6 +58,18 @@ export const deleteSessionRoute = createRoute({
   responses: { 200: json(SessionView, 'The session, now ended'), ...errors },
 });
 
+export const releaseSessionRoute = createRoute({
+  method: 'post',
+  path: '/sessions/{id}/release',
+  summary: 'Release a session: it ends now if no client is connected, else when the last one disconnects',
+  request: { params: IdParam },
+  responses: {
+    200: json(SessionView, 'The session: ended, or running until its last client disconnects'),
+    ...errors,
+    409: json(ErrorBody, 'SESSION_NOT_RUNNING: its agent does not hold it'),
+  },
+});
+
 export const livezRoute = createRoute({
   method: 'get',
   path: '/livez',

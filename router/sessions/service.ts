@@ -94,6 +94,7 @@ export class SessionService {
       cluster: agent.cluster,
       node: agent.node,
       owner: caller.keyId,
+      ...(body.keepAlive === false ? { keepAlive: false } : {}),
     };
     const res = await this.storeCall(() => store.create(session, { maxSessions: limits.maxSessions, maxPerOwner: limits.maxSessionsPerKey }));
     if (!res.ok) {
@@ -142,6 +143,19 @@ export class SessionService {
     const s = await this.require(id, caller);
     if (isTerminal(s.status)) return s;
     return this.stop(s, 'terminated', 'deleted');
+  }
+
+  /**
+   * The client is done with the session: it ends now when no client is connected to it, else when the
+   * last one disconnects. Idempotent; an ended session is returned as it is.
+   */
+  async release(id: string, caller: Caller): Promise<Session> {
+    const s = await this.require(id, caller);
+    if (isTerminal(s.status)) return s;
+    const { found, ended } = await this.deps.hub.call({ cluster: s.cluster, node: s.node }, 'session.release', { id }, STOP_TIMEOUT_MS);
+    if (!found) throw new AppError('SESSION_NOT_RUNNING', `session ${id} is not running on its agent`);
+    if (!ended) return s;
+    return (await this.transition(id, { status: 'terminated' })) ?? s;
   }
 
   /**

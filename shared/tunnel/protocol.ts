@@ -109,6 +109,9 @@ export const Rpc = {
     /** `active`: the agent's load after the stop, so the slot shows as free at once. */
     result: z.object({ stopped: z.boolean(), active: z.number().int().min(0).max(1_000_000).optional() }),
   },
+  /** The client is done: end the session now if no client WebSocket is open, else when the last closes.
+   * `found`: the agent holds it; `ended`: it ended now. */
+  'session.release': { params: z.object({ id: z.string() }), result: z.object({ found: z.boolean(), ended: z.boolean() }) },
   'session.report': { params: SessionReport, result: z.object({ accepted: z.boolean() }) },
   /** The agent's view of its sessions: ids it runs, and full snapshots of the running ones, so a
    * router whose store lost them (Redis data loss) can rebuild them instead of stopping them. */

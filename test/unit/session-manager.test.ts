@@ -161,6 +161,80 @@ describe('SessionManager', () => {
     await loop.stop();
   });
 
+  it('an open connection keeps a quiet session; the idle timeout counts from the moment the last one closed', async () => {
+    const { manager, runtime, reports, session, clock } = setup();
+    const s = session({ idleTimeout: 5 });
+    const p = manager.start(s);
+    runtime.ready(s.id);
+    await p;
+    const loop = manager.startIdleLoop(1000);
+    const pass = async (ms: number) => {
+      for (let t = 0; t < ms; t += 1000) {
+        clock.advance(1000);
+        await settle();
+      }
+    };
+    const untrackWs = manager.trackStream(s.id, () => {}, true);
+    const untrackHttp = manager.trackStream(s.id, () => {}, false);
+    await pass(20_000); // four idle timeouts with no traffic at all
+    expect(reports).toEqual([]);
+    untrackWs();
+    await pass(10_000);
+    expect(reports).toEqual([]); // a request still in flight counts too
+    untrackHttp();
+    await pass(5000);
+    expect(reports).toEqual([]);
+    await pass(2000);
+    expect(reports).toMatchObject([{ id: s.id, status: 'timed_out', failureReason: 'idle timeout' }]);
+    await loop.stop();
+  });
+
+  it('release: ends at once with no client connected, else when the last client WebSocket closes; unknown sessions are not found', async () => {
+    const { manager, runtime, reports, session } = setup();
+    const [idle, used] = [session(), session()];
+    for (const s of [idle, used]) {
+      const p = manager.start(s);
+      runtime.ready(s.id);
+      await p;
+    }
+    expect(await manager.release(idle.id)).toEqual({ found: true, ended: true });
+    expect(reports).toMatchObject([{ id: idle.id, status: 'terminated' }]);
+    const closeA = manager.trackStream(used.id, () => {}, true);
+    const closeB = manager.trackStream(used.id, () => {}, true);
+    const closeHttp = manager.trackStream(used.id, () => {}, false);
+    expect(await manager.release(used.id)).toEqual({ found: true, ended: false });
+    closeA();
+    closeHttp(); // a plain request is not a client
+    await settle();
+    expect(reports).toHaveLength(1);
+    closeB();
+    await settle();
+    expect(reports).toMatchObject([{ id: idle.id }, { id: used.id, status: 'terminated' }]);
+    expect(runtime.stopped.sort()).toEqual([idle.id, used.id].sort());
+    expect(await manager.release(used.id)).toEqual({ found: false, ended: false });
+    expect(await manager.release('00000000-0000-4000-8000-999999999999')).toEqual({ found: false, ended: false });
+  });
+
+  it('keepAlive false: the session waits for its first client, then ends when the last one leaves', async () => {
+    const { manager, runtime, reports, session } = setup();
+    const s = session({ keepAlive: false });
+    const p = manager.start(s);
+    runtime.ready(s.id);
+    await p;
+    const probe = manager.trackStream(s.id, () => {}, false); // e.g. /json/version before the WebSocket
+    probe();
+    await settle();
+    expect(reports).toEqual([]);
+    const first = manager.trackStream(s.id, () => {}, true);
+    const second = manager.trackStream(s.id, () => {}, true);
+    first();
+    await settle();
+    expect(reports).toEqual([]);
+    second();
+    await settle();
+    expect(reports).toMatchObject([{ id: s.id, status: 'terminated' }]);
+  });
+
   it('a stop that races a start wins: the start is aborted and its answer says terminated', async () => {
     const { manager, runtime, reports, session } = setup();
     const s = session();
