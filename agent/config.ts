@@ -5,6 +5,7 @@ import { ConfigError, intVar, isLoopbackHost, logLevelVar, optionalInt, optional
 import { PROFILE_NAMES, profileNameFor } from './runtime/kubernetes/profiles.js';
 import { CLUSTER_ID } from '../shared/tunnel/protocol.js';
 import { DEFAULT_BROWSER_USER } from './runtime/chromium.js';
+import type { WarmPoolSettings } from './runtime/warm-pool.js';
 
 /** Every variable the agent reads (listed in .env.example). */
 /** Prometheus' registered default for exporters of this kind; `npm start` moves off it when it is taken. */
@@ -62,6 +63,10 @@ const AgentEnv = z.object({
   MAX_WS_MESSAGE_BYTES: intVar(64 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
   MAX_DEVTOOLS_CONNECTIONS: intVar(32, 1, 1000),
   LOCAL_MAX_BROWSERS: intVar(16, 1, 1000),
+  WARM_POOL_SIZE: intVar(0, 0, 1000),
+  WARM_POOL_MIN_SIZE: intVar(1, 0, 1000),
+  WARM_POOL_MAX_IDLE: intVar(600, 5, 86_400),
+  WARM_POOL_DEMAND_WINDOW_SEC: intVar(60, 5, 3600),
   METRICS_PORT: intVar(DEFAULT_METRICS_PORT, 0, 65535),
   METRICS_HOST: z.string().default('0.0.0.0'),
   HEALTH_INTERVAL_MS: intVar(5000, 100),
@@ -98,6 +103,7 @@ export type AgentConfig = {
   maxWsMessageBytes: number;
   maxDevtoolsConnections: number;
   localMaxBrowsers: number;
+  warmPool: WarmPoolSettings;
   metricsPort: number;
   /** Serve metrics on any free port when `metricsPort` is taken: only where the port is a default nobody chose (`npm start`). */
   metricsPortFallback: boolean;
@@ -116,6 +122,9 @@ const KUBERNETES_ONLY = /^(K8S_|BROWSER_|POD_|UI_(CPU|MEMORY|EPHEMERAL)_|JOB_TTL
 export function loadAgentConfig(env: Env, isRoot: boolean): AgentConfig {
   const e = parseEnv(AgentEnv, env);
   const profile = profileNameFor(e.BROWSER_PROFILE, e.BROWSER_API_IMAGE);
+  if (e.WARM_POOL_SIZE > 0 && e.AGENT_RUNTIME === 'local' && e.WARM_POOL_SIZE > e.LOCAL_MAX_BROWSERS) {
+    throw new ConfigError(`invalid configuration:\n  WARM_POOL_SIZE: ${e.WARM_POOL_SIZE} warm browsers cannot fit in LOCAL_MAX_BROWSERS=${e.LOCAL_MAX_BROWSERS}`);
+  }
   const base = e.ROUTER_URL.replace(/^http/, 'ws').replace(/\/+$/, '');
   // The token travels in the upgrade request: in clear text only to this machine, or when said so.
   if (base.startsWith('ws://') && !isLoopbackHost(new URL(base).hostname) && e.ALLOW_INSECURE_TUNNEL !== 'true') {
@@ -171,6 +180,12 @@ export function loadAgentConfig(env: Env, isRoot: boolean): AgentConfig {
     maxWsMessageBytes: e.MAX_WS_MESSAGE_BYTES,
     maxDevtoolsConnections: e.MAX_DEVTOOLS_CONNECTIONS,
     localMaxBrowsers: e.LOCAL_MAX_BROWSERS,
+    warmPool: {
+      size: e.WARM_POOL_SIZE,
+      minSize: Math.min(e.WARM_POOL_MIN_SIZE, e.WARM_POOL_SIZE),
+      maxIdleMs: e.WARM_POOL_MAX_IDLE * 1000,
+      demandWindowMs: e.WARM_POOL_DEMAND_WINDOW_SEC * 1000,
+    },
     metricsPort: e.METRICS_PORT,
     metricsPortFallback: false,
     metricsHost: e.METRICS_HOST,

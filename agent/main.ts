@@ -5,7 +5,7 @@ import { readNodeEnv } from '../shared/node-env.js';
 import { runIfMain } from '../shared/node-main.js';
 import { loadAgentConfig, type AgentConfig } from './config.js';
 import { checkBrowsers } from './health.js';
-import { createAgentMetrics, serveMetrics } from './metrics.js';
+import { createAgentMetrics, serveMetrics, type AgentMetrics } from './metrics.js';
 import { createProxyHandler } from './proxy.js';
 import { Reporter } from './reporter.js';
 import { installBrowserFirewall } from './runtime/browser-firewall.js';
@@ -30,7 +30,7 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
   const clock = overrides.clock ?? systemClock;
   const logger = overrides.logger ?? createLogger({ level: config.logLevel, base: { component: 'agent', node: config.nodeName } });
   const metrics = createAgentMetrics();
-  const created = overrides.runtime ? { runtime: overrides.runtime, kc: null, capacity: undefined } : await createRuntime(config, clock, logger);
+  const created = overrides.runtime ? { runtime: overrides.runtime, kc: null, capacity: undefined } : await createRuntime(config, clock, logger, metrics);
   const { runtime } = created;
   await runtime.init?.();
   // Closures below reach `tunnel` only after it is constructed.
@@ -136,7 +136,7 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
 }
 
 /** The Kubernetes client is loaded only by agents that use it. */
-async function createRuntime(config: AgentConfig, clock: Clock, logger: Logger): Promise<{ runtime: BrowserRuntime; kc: KubeConfig | null; capacity?: number }> {
+async function createRuntime(config: AgentConfig, clock: Clock, logger: Logger, metrics: AgentMetrics): Promise<{ runtime: BrowserRuntime; kc: KubeConfig | null; capacity?: number }> {
   if (config.runtime === 'kubernetes') {
     const { KubeConfig } = await import('@kubernetes/client-node');
     const { KubernetesRuntime } = await import('./runtime/kubernetes/runtime.js');
@@ -181,7 +181,10 @@ async function createRuntime(config: AgentConfig, clock: Clock, logger: Logger):
     maxBrowsers: config.localMaxBrowsers,
     startTimeoutMs: config.startTimeoutMs,
     logger,
+    clock,
+    warmPool: { settings: config.warmPool, metrics: metrics.warmPool },
   });
+  metrics.readWarmPool(() => runtime.warmPool());
   return { runtime, kc: null, capacity: config.localMaxBrowsers };
 }
 

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { collectProcessMetrics } from '../shared/node-metrics.js';
 import type { SessionStatus } from '../shared/session.js';
+import type { WarmPoolMetrics } from './runtime/warm-pool.js';
 
 export type AgentMetrics = {
   registry: Registry;
@@ -11,6 +12,9 @@ export type AgentMetrics = {
   sessionFailed(): void;
   transition(from: SessionStatus, to: SessionStatus): void;
   observeReady(seconds: number): void;
+  warmPool: WarmPoolMetrics;
+  /** Where the pool gauges read from (the runtime's pool, once there is one). */
+  readWarmPool(read: () => { idle: number; held: number; target: number } | null): void;
 };
 
 export function createAgentMetrics(): AgentMetrics {
@@ -27,6 +31,29 @@ export function createAgentMetrics(): AgentMetrics {
     registers: [registry],
   });
   const gauges: Partial<Record<SessionStatus, Gauge>> = { running, pending };
+  let pool: () => { idle: number; held: number; target: number } | null = () => null;
+  const poolGauge = (name: string, help: string, pick: (p: { idle: number; held: number; target: number }) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const p = pool();
+        this.set(p ? pick(p) : 0);
+      },
+    });
+  poolGauge('browser_warm_pool_size', 'Warm browsers held: ready ones and one launching', (p) => p.held);
+  poolGauge('browser_warm_pool_idle', 'Warm browsers ready to be claimed', (p) => p.idle);
+  poolGauge('browser_warm_pool_target', 'Warm browsers the pool aims to keep ready now (follows demand)', (p) => p.target);
+  const claims = new Counter({ name: 'browser_warm_pool_claims_total', help: 'Session starts that asked the warm pool, by outcome (hit: got a warm browser; miss: launched one)', labelNames: ['outcome'], registers: [registry] });
+  for (const outcome of ['hit', 'miss']) claims.inc({ outcome }, 0);
+  const reaped = new Counter({ name: 'browser_warm_pool_reaped_total', help: 'Warm browsers destroyed unclaimed: idle too long, dead, or above the target', registers: [registry] });
+  const refill = new Histogram({
+    name: 'browser_warm_pool_refill_seconds',
+    help: 'Time to launch one warm browser',
+    buckets: [0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30],
+    registers: [registry],
+  });
   return {
     registry,
     sessionTracked: (adopted) => {
@@ -40,6 +67,14 @@ export function createAgentMetrics(): AgentMetrics {
       gauges[to]?.inc();
     },
     observeReady: (s) => ready.observe(s),
+    warmPool: {
+      claimed: (hit) => claims.inc({ outcome: hit ? 'hit' : 'miss' }),
+      refilled: (seconds) => refill.observe(seconds),
+      reaped: () => reaped.inc(),
+    },
+    readWarmPool: (read) => {
+      pool = read;
+    },
   };
 }
 

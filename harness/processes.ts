@@ -105,8 +105,8 @@ export async function killGroup(proc: ChildProcess, graceMs = 3000): Promise<voi
   clearTimeout(t);
 }
 
-/** Pids of live processes whose command line mentions `needle` (for leak checks). */
-export async function pidsMatching(needle: string): Promise<number[]> {
+/** Pids of live processes whose command line mentions `needle` and not `unless` (for leak checks). */
+export async function pidsMatching(needle: string, unless?: string): Promise<number[]> {
   const { readdir, readFile } = await import('node:fs/promises');
   const out: number[] = [];
   for (const entry of await readdir('/proc')) {
@@ -115,7 +115,7 @@ export async function pidsMatching(needle: string): Promise<number[]> {
       const cmd = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).replace(/\0/g, ' ');
       const stat = await readFile(`/proc/${entry}/stat`, 'utf8');
       if (/\) Z /.test(stat)) continue; // zombies are already dead
-      if (cmd.includes(needle)) out.push(Number(entry));
+      if (cmd.includes(needle) && !(unless && cmd.includes(unless))) out.push(Number(entry));
     } catch {
       // exited while we looked
     }

@@ -145,3 +145,59 @@ export class CdpPipe {
     this.listeners.clear();
   }
 }
+
+type CdpMessage = { id?: number; method?: string; params?: Record<string, unknown>; result?: unknown; error?: { message?: string } };
+
+/**
+ * A session of the agent's own on the pipe (not a client's): its commands answered, its events parsed
+ * and handed to `onEvent`. For the few small messages the agent itself exchanges with a browser.
+ */
+export class PipeSession {
+  private readonly pending = new Map<number, PendingCall>();
+  private nextId = 1;
+  private readonly unwatchClose: () => void;
+
+  constructor(
+    private readonly pipe: CdpPipe,
+    readonly sessionId: string,
+    private readonly clock: Clock,
+    private readonly onEvent: (method: string, params: Record<string, unknown>) => void = () => {},
+  ) {
+    pipe.route(sessionId, (message, suffixStart) => this.receive(message, suffixStart));
+    this.unwatchClose = pipe.onClose(() => this.detached(new Error('the browser closed its DevTools pipe')));
+  }
+
+  call<T = Record<string, unknown>>(method: string, params: Record<string, unknown>, timeoutMs: number): Promise<T> {
+    const id = this.nextId++;
+    const answer = new Promise<T>((resolve, reject) => this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject }));
+    this.pipe.send(JSON.stringify({ id, method, params, sessionId: this.sessionId }));
+    return withDeadline(this.clock, answer, timeoutMs, {
+      error: () => new Error(`${method} got no answer within ${timeoutMs} ms`),
+      onTimeout: () => this.pending.delete(id),
+    });
+  }
+
+  /** The target went away (or the session was detached): calls in flight fail, nothing more arrives. */
+  detached(err = new Error('the session was detached')): void {
+    this.unwatchClose();
+    this.pipe.unroute(this.sessionId);
+    for (const call of this.pending.values()) call.reject(err);
+    this.pending.clear();
+  }
+
+  private receive(message: Buffer, suffixStart: number): void {
+    let parsed: CdpMessage;
+    try {
+      parsed = JSON.parse(`${message.toString('utf8', 0, suffixStart)}}`) as CdpMessage;
+    } catch {
+      return;
+    }
+    if (typeof parsed.id === 'number') {
+      const call = this.pending.get(parsed.id);
+      if (!call) return;
+      this.pending.delete(parsed.id);
+      if (parsed.error) call.reject(new CdpCallError(parsed.error.message ?? 'CDP error'));
+      else call.resolve(parsed.result ?? {});
+    } else if (typeof parsed.method === 'string') this.onEvent(parsed.method, parsed.params ?? {});
+  }
+}

@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { promisify } from 'node:util';
-import { systemClock, withDeadline, type Clock } from '../../shared/clock.js';
+import { sleep, systemClock, withDeadline, type Clock } from '../../shared/clock.js';
 import type { SessionOptions } from '../../shared/session.js';
 import { CdpPipe } from './cdp-pipe.js';
-import { devtoolsVersion, groupMembers } from './devtools.js';
+import { devtoolsVersion, groupCpuMs, groupMembers } from './devtools.js';
 
 /** How clients reach DevTools: the agent's pipe (no port anyone else could open), or a loopback port
  * (only for measuring the pipe against; nothing in the agent serves browsers that way). */
@@ -92,6 +92,28 @@ export async function sweepStaleProfiles(olderThanMs = 60_000): Promise<string[]
     removed.push(dir);
   }
   return removed;
+}
+
+/** A settled browser's processes use at most this much CPU per window. */
+const SETTLED_CPU_MS = 10;
+const SETTLE_WINDOW_MS = 300;
+
+/**
+ * Resolves once a launched browser has finished starting (its processes used at most SETTLED_CPU_MS of
+ * CPU in the last window), or after `timeoutMs`. A browser answers CDP ~0.3 s after its launch but then
+ * spends about a second of CPU more on its first page and helper processes: a warm browser is ready only
+ * after that, or the session that claims it (and every other one on the node) shares that burst.
+ */
+export async function waitUntilSettled(pid: number, opts: { timeoutMs: number; signal?: AbortSignal; clock?: Clock }): Promise<void> {
+  const clock = opts.clock ?? systemClock;
+  const deadline = clock.now() + opts.timeoutMs;
+  let used = await groupCpuMs(pid);
+  while (clock.now() < deadline) {
+    await sleep(clock, SETTLE_WINDOW_MS, opts.signal);
+    const now = await groupCpuMs(pid);
+    if (now - used <= SETTLED_CPU_MS) return;
+    used = now;
+  }
 }
 
 /** SIGKILLed processes are gone within milliseconds; this bounds the wait if the kernel is slow. */

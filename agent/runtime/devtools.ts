@@ -45,6 +45,25 @@ export async function browserAnswers(endpoints: SessionEndpoints, timeoutMs: num
 }
 
 /** Live (not zombie) processes of a process group, read from /proc: a browser's helpers share its group. */
+/** CPU time (user + system, ms) the live processes of group `pgid` have used. */
+export async function groupCpuMs(pgid: number): Promise<number> {
+  let ticks = 0;
+  for (const pid of await groupMembers(pgid)) {
+    try {
+      const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+      // After the command: state(3) … utime(14) stime(15), counted from field 3.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // exited while we looked
+    }
+  }
+  return ticks * MS_PER_TICK;
+}
+
+/** Linux reports process times in clock ticks of 1/100 s (USER_HZ) whatever the kernel's HZ. */
+const MS_PER_TICK = 10;
+
 export async function groupMembers(pgid: number): Promise<number[]> {
   const out: number[] = [];
   for (const entry of await readdir('/proc')) {

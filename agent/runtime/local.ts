@@ -1,9 +1,12 @@
+import { systemClock, type Clock } from '../../shared/clock.js';
 import type { Logger } from '../../shared/logger.js';
-import type { Session } from '../../shared/session.js';
-import { killChromium, launchChromium, type BrowserUser, type LaunchedChromium } from './chromium.js';
+import type { Session, SessionOptions } from '../../shared/session.js';
+import { killChromium, launchChromium, waitUntilSettled, type BrowserUser, type LaunchedChromium } from './chromium.js';
+import { applyOptionsOverCdp } from './claim-options.js';
 import { DevtoolsMux } from './devtools-mux.js';
 import { loadProtocol } from './devtools.js';
 import type { BrowserExit, BrowserHandle, BrowserRuntime } from './types.js';
+import { WarmPool, type WarmPoolMetrics, type WarmPoolSettings } from './warm-pool.js';
 
 export type LocalRuntimeDeps = {
   executablePath: string;
@@ -16,7 +19,15 @@ export type LocalRuntimeDeps = {
   maxConnections?: number;
   startTimeoutMs: number;
   logger: Logger;
+  clock?: Clock;
+  /** Browsers launched ahead of their sessions; absent or size 0: every session launches its own. */
+  warmPool?: { settings: WarmPoolSettings; metrics: WarmPoolMetrics };
 };
+
+/** How long applying a session's options to a warm browser may take before a cold one is launched instead. */
+const CLAIM_TIMEOUT_MS = 5000;
+/** The longest a warm browser is waited for to finish starting (on a busy node it may never look idle). */
+const SETTLE_TIMEOUT_MS = 5000;
 
 /**
  * One Debian Chromium process (group) per session on this machine: for development and `npm start`.
@@ -28,18 +39,75 @@ export class LocalChromiumRuntime implements BrowserRuntime {
   private readonly browsers = new Map<string, LaunchedChromium>();
   private readonly stopping = new Map<string, Promise<void>>();
   private protocolJson: Promise<unknown> | undefined;
+  private readonly pool: WarmPool<LaunchedChromium> | null;
+  private readonly clock: Clock;
 
-  constructor(private readonly deps: LocalRuntimeDeps) {}
+  constructor(private readonly deps: LocalRuntimeDeps) {
+    this.clock = deps.clock ?? systemClock;
+    const warm = deps.warmPool;
+    this.pool =
+      warm && warm.settings.size > 0
+        ? new WarmPool({
+            settings: warm.settings,
+            metrics: warm.metrics,
+            room: () => this.room(),
+            launch: (signal) => this.launchWarm(signal),
+            destroy: (c) => killChromium(c),
+            alive: (c) => !c.pipe!.isClosed,
+            clock: this.clock,
+            logger: deps.logger,
+          })
+        : null;
+  }
+
+  async init(): Promise<void> {
+    this.pool?.start();
+  }
 
   async start(session: Session, signal: AbortSignal): Promise<BrowserHandle> {
-    if (this.browsers.size >= this.deps.maxBrowsers) throw new Error(`this agent already runs ${this.deps.maxBrowsers} browsers`);
     const started = performance.now();
+    // This session's browser holds its room from here: the pool, woken by the claim, must not take it.
+    this.starting++;
+    try {
+      const warm = this.pool?.claim() ?? null;
+      if (warm) {
+        try {
+          await applyOptionsOverCdp(warm.pipe!, session.options, { clock: this.clock, logger: this.deps.logger, timeoutMs: CLAIM_TIMEOUT_MS });
+          if (signal.aborted) throw signal.reason ?? new Error('aborted');
+          this.deps.logger.info('runtime: warm chromium claimed', { session: session.id, pid: warm.pid, ms: Math.round(performance.now() - started) });
+          return this.handleOf(session, warm);
+        } catch (err) {
+          await killChromium(warm);
+          if (signal.aborted) throw err;
+          this.deps.logger.warn('runtime: a warm browser did not take the options; launching one', { session: session.id, err });
+        }
+      }
+      // Warm browsers give their room to sessions: the router places no more sessions than the node holds.
+      while (this.room() < 0) if (!(await this.pool?.evict())) throw new Error(`this agent already runs ${this.deps.maxBrowsers} browsers`);
+      const c = await this.launch(signal, session.options);
+      this.deps.logger.info('runtime: chromium ready', { session: session.id, pid: c.pid, user: this.deps.user?.name, ms: Math.round(performance.now() - started) });
+      return this.handleOf(session, c);
+    } finally {
+      this.starting--;
+    }
+  }
+
+  /** Browsers the node can still take: sessions (running and starting) and warm ones count. */
+  private room(): number {
+    return this.deps.maxBrowsers - this.browsers.size - this.starting - (this.pool?.held ?? 0);
+  }
+
+  /** Sessions whose browser is being claimed or launched. */
+  private starting = 0;
+
+  /** A fresh browser: with a session's options as flags, or none (a warm one: its options come at claim). */
+  private async launch(signal: AbortSignal, options?: SessionOptions): Promise<LaunchedChromium> {
     const c = await launchChromium({
       executablePath: this.deps.executablePath,
       noSandbox: this.deps.noSandbox,
       devtools: 'pipe',
       user: this.deps.user,
-      options: session.options,
+      options,
       signal,
       timeoutMs: this.deps.startTimeoutMs,
     });
@@ -47,8 +115,23 @@ export class LocalChromiumRuntime implements BrowserRuntime {
       await killChromium(c);
       throw signal.reason ?? new Error('aborted');
     }
+    return c;
+  }
+
+  /** A browser for the pool: ready once it has finished starting, not merely once it answers CDP. */
+  private async launchWarm(signal: AbortSignal): Promise<LaunchedChromium> {
+    const c = await this.launch(signal);
+    try {
+      await waitUntilSettled(c.pid, { timeoutMs: SETTLE_TIMEOUT_MS, signal, clock: this.clock });
+      return c;
+    } catch (err) {
+      await killChromium(c);
+      throw err;
+    }
+  }
+
+  private handleOf(session: Session, c: LaunchedChromium): BrowserHandle {
     this.browsers.set(session.id, c);
-    this.deps.logger.info('runtime: chromium ready', { session: session.id, pid: c.pid, user: this.deps.user?.name, ms: Math.round(performance.now() - started) });
     const exited = c.exited.then(({ code, signal: sig, stderrTail }): BrowserExit => {
       // Chromium exits 0 when a client sends Browser.close (Puppeteer's browser.close()).
       if (code === 0 && !sig) return { clean: true, reason: 'closed by the client' };
@@ -81,7 +164,13 @@ export class LocalChromiumRuntime implements BrowserRuntime {
   }
 
   async stopAll(): Promise<void> {
+    await this.pool?.stop();
     await Promise.all([...this.browsers.keys()].map((id) => this.stop(id)));
+  }
+
+  /** The warm pool's state (null without one), for metrics. */
+  warmPool(): { idle: number; held: number; target: number } | null {
+    return this.pool ? { idle: this.pool.idle, held: this.pool.held, target: this.pool.target() } : null;
   }
 
   pidOf(id: string): number | undefined {

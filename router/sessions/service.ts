@@ -118,8 +118,8 @@ export class SessionService {
     background?.(started);
     if (!wait) return session;
     // Past the wait the client gets the session as it is then (still pending); the start goes on.
-    await withDeadline(clock, started, wait.waitMs, { error: () => new Error('wait over') }).catch(() => {});
-    return (await this.get(session.id)) ?? session;
+    const outcome = await withDeadline(clock, started, wait.waitMs, { error: () => new Error('wait over') }).catch(() => null);
+    return outcome ?? (await this.get(session.id)) ?? session;
   }
 
   async get(id: string): Promise<Session | null> {
@@ -175,7 +175,7 @@ export class SessionService {
   /** RPCs agents call on the router. */
   agentHandlers(agent: AgentInfo): RpcHandlers {
     return {
-      'session.report': async (report) => ({ accepted: await this.applyReport(report, agent) }),
+      'session.report': async (report) => ({ accepted: (await this.applyReport(report, agent)) !== null }),
       'agent.sync': async ({ running, snapshots }) => {
         const stop: string[] = [];
         const rebuilt: string[] = [];
@@ -322,23 +322,25 @@ export class SessionService {
     return true;
   }
 
-  /** The start's outcome (running or failed) arrives as the RPC's result; later changes come as reports. */
-  private start(session: Session, { reach, traceparent }: CreateContext, logger: Logger): Promise<void> {
+  /** The start's outcome (running or failed) arrives as the RPC's result; later changes come as reports.
+   * Resolves with the session as the outcome left it in the store (null if that is unknown). */
+  private start(session: Session, { reach, traceparent }: CreateContext, logger: Logger): Promise<Session | null> {
     const { hub, limits } = this.deps;
     const sessionUrl = reach?.sessionUrlOf?.(session.id);
     const params = { session, ...(reach ? { publicUrl: reach.publicUrl } : {}), ...(sessionUrl ? { sessionUrl } : {}), ...(traceparent ? { traceparent } : {}) };
     return hub
       .call({ cluster: session.cluster, node: session.node }, 'session.start', params, limits.startTimeoutMs)
-      .then(async (report) => {
+      .then((report) => {
         this.ownedHere.add(session.id);
-        await this.applyReport(report, null, logger);
+        return this.applyReport(report, null, logger);
       })
       .catch(async (err: unknown) => {
         logger.warn('session start failed', { session: session.id, err });
         const reason = startFailureReason(err, limits.startTimeoutMs);
-        await this.transition(session.id, { status: 'failed', failureReason: reason }).catch(() => {});
+        const failed = await this.transition(session.id, { status: 'failed', failureReason: reason }).catch(() => null);
         // The agent may have got part of the way; make sure nothing is left running.
         await hub.call({ cluster: session.cluster, node: session.node }, 'session.stop', { id: session.id, reason: 'orphaned' }, STOP_TIMEOUT_MS).catch(() => {});
+        return failed;
       });
   }
 
@@ -357,25 +359,25 @@ export class SessionService {
    * A status change from an agent: `agent` when it reported on its own (checked: its cluster and node,
    * and a running session's node never changes), null for the answer to this router's own start call.
    */
-  private async applyReport(report: SessionReport, agent: AgentInfo | null, logger = this.deps.logger): Promise<boolean> {
+  private async applyReport(report: SessionReport, agent: AgentInfo | null, logger = this.deps.logger): Promise<Session | null> {
     if (agent) {
       const s = await this.get(report.id);
       if (!s) {
         this.deps.logger.warn('report about an unknown session', { session: report.id, agent: agent.agentId });
-        return false;
+        return null;
       }
       if (!SessionService.speaksFor(agent, s) || (s.status === 'running' && report.node !== undefined && report.node !== s.node)) {
         this.deps.logger.warn('refused a report about a session of another agent', { session: report.id, agent: agent.agentId, cluster: agent.cluster, node: agent.node });
-        return false;
+        return null;
       }
     }
     const change: SessionChange = { status: report.status, node: report.node, endpoints: report.endpoints, failureReason: report.failureReason };
     const res = await this.transition(report.id, change, logger);
     if (!res) {
       this.deps.logger.warn('report about an unknown session', { session: report.id, agent: agent?.agentId });
-      return false;
+      return null;
     }
-    return true;
+    return res;
   }
 
   private async transition(id: string, change: SessionChange, logger = this.deps.logger): Promise<Session | null> {

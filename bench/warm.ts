@@ -1,0 +1,94 @@
+/**
+ * The warm pool's figures for `npm run bench`: create → running with a pool of 4 (creates spaced so the
+ * pool refills between them), and the full cycle a client pays (create, Playwright connect, navigate,
+ * delete), against a router and agent of their own on the bench's Redis.
+ */
+import { chromium } from 'playwright-core';
+import { CHROMIUM } from '../harness/processes.js';
+import { spawnEntry, type Spawned } from '../harness/spawn.js';
+import { stats, type Stats } from './load.js';
+
+export const WARM_POOL = 4;
+const PAGE_URL = 'http://bench.bso.test/';
+const PAGE = '<!doctype html><title>bench</title><p>ok</p>';
+
+export type WarmFigures = { createToRunning: Stats; cycleMedianMs: number; hits: number; claims: number };
+
+export async function benchWarmPool(opts: {
+  redisUrl: string;
+  routerEnv: Record<string, string>;
+  token: string;
+  auth: Record<string, string>;
+  creates: number;
+  cycles: number;
+}): Promise<WarmFigures> {
+  const procs: Spawned[] = [];
+  try {
+    const router = spawnEntry('router/node.ts', { ...opts.routerEnv, REDIS_URL: opts.redisUrl, REDIS_KEY_PREFIX: '{bso-warm}:' });
+    procs.push(router);
+    const routerUrl = JSON.parse(await router.waitForLine(/router listening/)).url as string;
+    const agent = spawnEntry('agent/main.ts', {
+      ROUTER_URL: routerUrl,
+      AGENT_TOKEN: opts.token,
+      NODE_NAME: 'bench-warm',
+      METRICS_PORT: '0',
+      METRICS_HOST: '127.0.0.1',
+      CHROMIUM_PATH: CHROMIUM,
+      WARM_POOL_SIZE: String(WARM_POOL),
+      LOG_LEVEL: 'info',
+    });
+    procs.push(agent);
+    const metricsPort = JSON.parse(await agent.waitForLine(/agent started/)).metricsPort as number;
+    await agent.waitForLine(/tunnel connected/);
+    const metric = async (name: string) => {
+      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      return Number(new RegExp(`^${name.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+    };
+    const poolFull = async () => {
+      for (const end = performance.now() + 60_000; performance.now() < end; ) {
+        if ((await metric('browser_warm_pool_idle')) >= WARM_POOL) return;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      throw new Error('the warm pool did not refill within 60 s');
+    };
+    const headers = { ...opts.auth, 'content-type': 'application/json' };
+    const create = async () => {
+      const res = await fetch(`${routerUrl}/sessions?wait=true`, { method: 'POST', headers, body: '{}' });
+      const s = (await res.json()) as { id: string; status: string; cdpUrl: string };
+      if (s.status !== 'running') throw new Error(`session ${s.id} is ${s.status}`);
+      return s;
+    };
+    const remove = (id: string) => fetch(`${routerUrl}/sessions/${id}`, { method: 'DELETE', headers: opts.auth });
+
+    const samples: number[] = [];
+    for (let i = 0; i < opts.creates; i++) {
+      await poolFull();
+      const t = performance.now();
+      const s = await create();
+      samples.push(performance.now() - t);
+      await remove(s.id);
+    }
+    const cycles: number[] = [];
+    for (let i = 0; i < opts.cycles; i++) {
+      await poolFull();
+      const t = performance.now();
+      const s = await create();
+      const browser = await chromium.connectOverCDP(s.cdpUrl);
+      const context = browser.contexts()[0]!;
+      const page = context.pages()[0] ?? (await context.newPage());
+      // Browsers never reach this host's loopback (the agent's firewall): the page is served by the client
+      // over CDP (Fetch.fulfillRequest), a real navigation with two more round trips than a network answer.
+      await page.route(PAGE_URL, (route) => route.fulfill({ contentType: 'text/html', body: PAGE }));
+      await page.goto(PAGE_URL);
+      await remove(s.id);
+      cycles.push(performance.now() - t);
+      await browser.close().catch(() => {});
+    }
+    const hits = await metric('browser_warm_pool_claims_total{outcome="hit"}');
+    const misses = await metric('browser_warm_pool_claims_total{outcome="miss"}');
+    cycles.sort((a, b) => a - b);
+    return { createToRunning: stats(samples), cycleMedianMs: cycles[Math.floor(cycles.length / 2)]!, hits, claims: hits + misses };
+  } finally {
+    await Promise.all(procs.map((p) => p.stop()));
+  }
+}
