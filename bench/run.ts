@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: measures the tunnel against Chromium directly and against a single-hop proxy
  * (http-proxy-3, what steel-browser and browserless use), create-to-ready against a bare Chromium
- * launch, and status reads against Redis; prints one table with ratios and the issue's floors.
+ * launch, status reads against Redis, and the warm pool (bench/warm.ts); prints one table with ratios and
+ * the issues' floors.
  */
 import { browserUserOfThisProcess, killChromium, launchChromium, type LaunchOptions } from '../agent/runtime/chromium.js';
 import { CHROMIUM, pidsMatching, requireBinary, startRedis } from '../harness/processes.js';
@@ -9,6 +10,7 @@ import { spawnEntry, type Spawned } from '../harness/spawn.js';
 import { startEdgeRouter } from '../harness/edge.js';
 import { startUpstashRest } from '../harness/upstash-rest.js';
 import { startKernelBalancer } from './kernel-balancer.js';
+import { benchWarmPool, WARM_POOL } from './warm.js';
 import { cdpClient, cdpRoundTrips, cdpThroughput, httpLoad, stats } from './load.js';
 
 const TOKEN = 'bench-token-0123456789abcdef';
@@ -369,6 +371,24 @@ async function main(): Promise<void> {
       ratio: `${f(a.p50 / b.p50)}× bare (p50)`,
       floor: '≤ 1.2× bare',
       ok: a.p50 <= 1.2 * b.p50,
+    });
+
+    // --- the warm pool: its own router and agent on the same Redis ---
+    const warm = await benchWarmPool({ redisUrl: redis.url, routerEnv: { ...common, ...KEYED_ENV }, token: TOKEN, auth: AUTH, creates: quick ? 20 : 50, cycles: quick ? 10 : 20 });
+    const w = warm.createToRunning;
+    rows.push({
+      metric: `warm pool of ${WARM_POOL}: create → running p50/p99 (ms, n=${w.n}, ${warm.hits}/${warm.claims} claims hit)`,
+      tunnel: `${f(w.p50, 1)}/${f(w.p99, 1)}`,
+      ratio: `cold ${f(a.p50, 0)}/${f(a.p99, 0)}`,
+      floor: '≤ 10/40 ms',
+      ok: w.p50 <= 10 && w.p99 <= 40,
+    });
+    rows.push({
+      metric: `warm pool: create → Playwright connect → navigate → delete, median of ${quick ? 10 : 20} (ms)`,
+      tunnel: f(warm.cycleMedianMs, 0),
+      ratio: '',
+      floor: '≤ 500 ms',
+      ok: warm.cycleMedianMs <= 500,
     });
   } finally {
     await Promise.all(cleanups.map((c) => c()));

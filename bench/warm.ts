@@ -9,6 +9,7 @@ import { spawnEntry, type Spawned } from '../harness/spawn.js';
 import { stats, type Stats } from './load.js';
 
 export const WARM_POOL = 4;
+const POLL_MS = Number(process.env.POLL ?? 20);
 const PAGE_URL = 'http://bench.bso.test/';
 const PAGE = '<!doctype html><title>bench</title><p>ok</p>';
 
@@ -47,7 +48,7 @@ export async function benchWarmPool(opts: {
     const poolFull = async () => {
       for (const end = performance.now() + 60_000; performance.now() < end; ) {
         if ((await metric('browser_warm_pool_idle')) >= WARM_POOL) return;
-        await new Promise((r) => setTimeout(r, 20));
+        await new Promise((r) => setTimeout(r, POLL_MS));
       }
       throw new Error('the warm pool did not refill within 60 s');
     };

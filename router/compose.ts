@@ -72,6 +72,7 @@ export function composeRouter(
       agentLostGraceMs: config.agentLostGraceMs,
     },
     onChange: deps.onChange,
+    queueMetrics: deps.metrics,
     proxyCacheTtlMs: deps.proxyCacheTtlMs,
   });
   const access = createAccess(config, deps.redis, clock, deps.crypto);

@@ -38,7 +38,14 @@ export const CreateSessionQuery = z.strictObject({
   wait: z.enum(['true', 'false']).optional(),
   /** Upper bound, in seconds, on how long `wait=true` holds the request. */
   waitTimeout: z.coerce.number().int().min(1).max(120).optional(),
+  /** Seconds the create may wait in the fair queue for a slot when all are taken (implies `wait=true`);
+   * past it, 429 CAPACITY_EXHAUSTED with Retry-After. */
+  queue: z.coerce.number().int().min(1).max(600).optional(),
 });
+
+/** A client's key for one create (the `Idempotency-Key` header): asked again with the same key, a queued
+ * create keeps its place in the queue, or gets the session it was given. */
+export const IdempotencyKey = z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'letters, digits and . _ : - only, at most 128');
 
 export const SessionView = Session.omit({ endpoints: true }).extend({
   cdpUrl: z.string(),

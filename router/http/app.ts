@@ -3,6 +3,8 @@ import { uiUrlOf, type SessionHosts } from '../session-hosts.js';
 import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
+import { stream } from 'hono/streaming';
+import { sha256Hex } from '../../shared/crypto.js';
 import { withDeadline, type Clock } from '../../shared/clock.js';
 import { AppError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
@@ -12,11 +14,11 @@ import type { Access } from '../auth/access.js';
 import type { Caller } from '../auth/keys.js';
 import { proxySessionId } from '../data-plane/data-plane.js';
 import { publicBases, type PublicUrlPolicy, type RequestInfo } from '../public-url.js';
-import type { SessionService } from '../sessions/service.js';
+import type { QueueMetrics, QueueWait, SessionService } from '../sessions/service.js';
 import type { SessionStore } from '../store/types.js';
 import type { TunnelHub } from '../tunnel/hub.js';
 import { ASSET_PATHS, registerAssetRoutes, type BundledAssets } from './docs.js';
-import { errorResponse } from './errors.js';
+import { errorBody, errorResponse, toAppError } from './errors.js';
 import { createSessionRoute, deleteSessionRoute, releaseSessionRoute, getSessionRoute, healthRoute, listSessionsRoute, livezRoute, readyzRoute, sessionStatusRoute } from './routes.js';
 import { toView } from './views.js';
 
@@ -24,7 +26,7 @@ export type MetricsPort = {
   contentType: string;
   render(): Promise<string>;
   observeRequest(method: string, route: string, status: number, seconds: number): void;
-};
+} & Partial<QueueMetrics>;
 
 /** Carries one proxied request (HTTP, or a WebSocket upgrade where the runtime takes it this way) to
  * the browser of session `id`: the runtime's data plane, which admits it first (token or key). */
@@ -58,6 +60,7 @@ export type AppDeps = {
 const PUBLIC_PATHS = new Set<string>(['/livez', '/readyz', '/openapi.json', ...ASSET_PATHS]);
 
 const DEFAULT_WAIT_SEC = 60;
+const NDJSON = 'application/x-ndjson';
 const STORE_PING_TIMEOUT_MS = 2000;
 
 /** The runtime-neutral HTTP app: web-standard Request in, Response out. Entry points only add sockets. */
@@ -130,8 +133,45 @@ export function createApp(deps: AppDeps) {
     const hosts = config.sessionHosts;
     const sessionUrlOf = hosts?.target === 'api' ? (id: string) => uiUrlOf(b.http, id, hosts) : undefined;
     const traceparent = parseTraceparent(c.req.header('traceparent'));
-    const session = await service.create(body, c.get('caller'), wait, backgroundOf(c), { reach: { publicUrl: b.http, sessionUrlOf }, traceparent });
-    return c.json(await view(c, session, b), 201);
+    const context = { reach: { publicUrl: b.http, sessionUrlOf }, traceparent };
+    if (query.queue === undefined) {
+      const session = await service.create(body, c.get('caller'), wait, backgroundOf(c), context);
+      return c.json(await view(c, session, b), 201);
+    }
+    // Queued: waits for a slot, then for the start, as wait=true does.
+    const queue = await queueWaitOf(c.get('caller'), query.queue, c.req.valid('header')['idempotency-key'], c.req.raw.signal);
+    const queuedWait = wait ?? { waitMs: DEFAULT_WAIT_SEC * 1000 };
+    if (!(c.req.header('accept') ?? '').includes(NDJSON)) {
+      const session = await service.createQueued(body, c.get('caller'), queue, queuedWait, backgroundOf(c), context);
+      return c.json(await view(c, session, b), 201);
+    }
+    // Progress as it happens, one JSON object per line: {"queue":{"position":n}} on each change, then
+    // {"session":{…}} or {"error":{…}}. The status is 200: it is sent before the outcome is known.
+    c.header('content-type', `${NDJSON}; charset=UTF-8`);
+    c.header('cache-control', 'no-store');
+    const progress = stream(c, async (out) => {
+      const left = new AbortController();
+      out.onAbort(() => left.abort(new Error('the client left')));
+      queue.signal = AbortSignal.any([queue.signal, left.signal].filter((x): x is AbortSignal => x !== undefined));
+      const line = (value: unknown) => out.write(`${JSON.stringify(value)}\n`);
+      queue.onPosition = (position) => void line({ queue: { position } }).catch(() => {});
+      try {
+        const session = await service.createQueued(body, c.get('caller'), queue, queuedWait, backgroundOf(c), context);
+        await line({ session: await view(c, session, b) });
+      } catch (err) {
+        if (!left.signal.aborted) await line(errorBody(toAppError(err)));
+      }
+    });
+    // A stream is a plain Response to the typed routes.
+    return progress as never;
+  });
+
+  /** The queue's ticket: from the client's Idempotency-Key (hashed with its key id, so keys never share one), or new. */
+  const queueWaitOf = async (caller: Caller, seconds: number, idempotencyKey: string | undefined, signal: AbortSignal): Promise<QueueWait> => ({
+    waitMs: seconds * 1000,
+    ticket: idempotencyKey === undefined ? crypto.randomUUID() : await sha256Hex(`${caller.keyId}\n${idempotencyKey}`),
+    resumable: idempotencyKey !== undefined,
+    signal,
   });
 
   app.openapi(listSessionsRoute, async (c) => {

@@ -1,5 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import { CreateSessionBody, CreateSessionQuery, ErrorBody, HealthView, ListSessionsQuery, SessionList, SessionStatusView, SessionView } from '../../shared/api.js';
+import { CreateSessionBody, CreateSessionQuery, ErrorBody, IdempotencyKey, HealthView, ListSessionsQuery, SessionList, SessionStatusView, SessionView } from '../../shared/api.js';
 import { SessionId } from '../../shared/session.js';
 
 const json = <T extends z.ZodType>(schema: T, description: string) => ({ content: { 'application/json': { schema } }, description });
@@ -16,13 +16,22 @@ export const createSessionRoute = createRoute({
   method: 'post',
   path: '/sessions',
   summary: 'Create a browser session',
-  request: { body: { content: { 'application/json': { schema: CreateSessionBody } }, required: false }, query: CreateSessionQuery },
+  request: {
+    body: { content: { 'application/json': { schema: CreateSessionBody } }, required: false },
+    query: CreateSessionQuery,
+    headers: z.object({ 'idempotency-key': IdempotencyKey.optional() }),
+  },
   responses: {
-    201: json(SessionView, 'Created; `pending` unless `wait=true` saw it finish starting'),
+    200: {
+      content: { 'application/x-ndjson': { schema: z.string() } },
+      description:
+        'With `queue` and `Accept: application/x-ndjson`: one JSON object per line, `{"queue":{"position":n}}` while waiting, then `{"session":…}` or `{"error":…}`',
+    },
+    201: json(SessionView, 'Created; `pending` unless `wait=true` (or `queue`) saw it finish starting'),
     ...errors,
     413: json(ErrorBody, 'Body too large'),
     415: json(ErrorBody, 'Body is not JSON (UNSUPPORTED_MEDIA_TYPE)'),
-    429: json(ErrorBody, 'RATE_LIMITED, QUOTA_EXCEEDED (MAX_SESSIONS_PER_KEY) or CAPACITY_EXHAUSTED (MAX_SESSIONS); see Retry-After'),
+    429: json(ErrorBody, 'RATE_LIMITED, QUOTA_EXCEEDED (MAX_SESSIONS_PER_KEY) or CAPACITY_EXHAUSTED (MAX_SESSIONS; with `queue`, once its wait is over); see Retry-After'),
   },
 });
 

@@ -53,6 +53,14 @@ export function createRouterMetrics(deps: { clock: Clock; maxSessions: number; f
     buckets: [0.005, 0.05, 0.5, 5, 60, 600, 3600],
     registers: [registry],
   });
+  const queueWaiting = new Gauge({ name: 'router_queue_waiting', help: 'Creates waiting in the queue for a slot on this replica (sum over replicas: the queue)', registers: [registry] });
+  const queueWait = new Histogram({
+    name: 'router_queue_wait_seconds',
+    help: 'Time creates spent in the queue, by outcome (served, timed_out, left, failed)',
+    labelNames: ['outcome'],
+    buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600],
+    registers: [registry],
+  });
   const fleetErrors = new Counter({
     name: 'router_fleet_read_errors_total',
     help: "Scrapes that answered without the fleet's session metrics: the store failed or was slow",
@@ -77,5 +85,7 @@ export function createRouterMetrics(deps: { clock: Clock; maxSessions: number; f
     observeStore: (operation, seconds, ok) => store.observe({ operation, outcome: ok ? 'ok' : 'error' }, seconds),
     observeRpc: (method, seconds, ok) => rpcs.observe({ method, outcome: ok ? 'ok' : 'error' }, seconds),
     observeStream: (seconds) => streams.observe(seconds),
+    queueWaiting: (delta) => queueWaiting.inc(delta),
+    observeQueueWait: (seconds, outcome) => queueWait.observe({ outcome }, seconds),
   };
 }

@@ -1,5 +1,5 @@
 import type { CreateSessionBody } from '../../shared/api.js';
-import { startLoop, withDeadline, type Clock } from '../../shared/clock.js';
+import { sleep, startLoop, withDeadline, type Clock } from '../../shared/clock.js';
 import { AppError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { isTerminal, type Session, type SessionReport } from '../../shared/session.js';
@@ -22,6 +22,7 @@ export type SessionServiceDeps = {
   /** `maxSessionsPerKey`: active sessions one API key may hold (0: no quota). */
   limits: { maxSessions: number; maxSessionsPerKey: number; defaultTimeoutSec: number; defaultIdleTimeoutSec: number; startTimeoutMs: number; agentLostGraceMs: number };
   onChange?: (session: Session, previous: Session['status'] | null) => void;
+  queueMetrics?: Partial<QueueMetrics>;
   /** How long a proxied request may use a session read earlier; 0 reads the store every time (the
    * Workers router, where status changes land in another isolate and could not invalidate it). */
   proxyCacheTtlMs: number;
@@ -33,7 +34,27 @@ export type Background = (work: Promise<unknown>) => void;
 /** Where clients reach the router, and a session on its own host when it serves the session's browser API there. */
 export type SessionReach = { publicUrl: string; sessionUrlOf?: (id: string) => string };
 /** What a create carries besides its body: `reach` for images that hand out URLs; the client's `traceparent`. */
-export type CreateContext = { reach?: SessionReach; traceparent?: string };
+export type CreateContext = { reach?: SessionReach; traceparent?: string; /** The queue ticket this create is for (its waiter is at the head). */ ticket?: string };
+
+/** A queued create: how long it may wait for a slot, its ticket, and who hears its position. */
+export type QueueWait = {
+  waitMs: number;
+  ticket: string;
+  /** The ticket comes from the client (its Idempotency-Key): it may already wait, or have been served. */
+  resumable: boolean;
+  signal?: AbortSignal;
+  onPosition?: (position: number) => void;
+};
+
+/** What the queue reports: waiters this replica holds, and each wait's length by how it ended. */
+export type QueueMetrics = {
+  queueWaiting(delta: number): void;
+  observeQueueWait(seconds: number, outcome: 'served' | 'timed_out' | 'left' | 'failed'): void;
+};
+
+/** The head waiter looks for a free slot this often; the others only refresh their place and position. */
+const QUEUE_HEAD_POLL_MS = 20;
+const QUEUE_POLL_MS = 250;
 
 const STOP_TIMEOUT_MS = 15_000;
 /** A session running at least this long whose Job the cluster leader does not list has lost it (a Job
@@ -96,11 +117,17 @@ export class SessionService {
       owner: caller.keyId,
       ...(body.keepAlive === false ? { keepAlive: false } : {}),
     };
-    const res = await this.storeCall(() => store.create(session, { maxSessions: limits.maxSessions, maxPerOwner: limits.maxSessionsPerKey }));
+    const res = await this.storeCall(() => store.create(session, { maxSessions: limits.maxSessions, maxPerOwner: limits.maxSessionsPerKey, ticket: context.ticket, now }));
     if (!res.ok) {
-      if (res.reason === 'capacity') {
+      if (res.reason === 'capacity' && res.active < limits.maxSessions) {
+        throw new AppError('CAPACITY_EXHAUSTED', 'creates are waiting in the queue for the free slots; join it with ?queue=<seconds>', {
+          details: { maxSessions: limits.maxSessions, active: res.active, queued: true },
+          retryAfterSec: SLOT_RETRY_AFTER_SEC,
+        });
+      }
+      if (res.reason === 'capacity' || res.reason === 'not_head') {
         throw new AppError('CAPACITY_EXHAUSTED', `all ${limits.maxSessions} session slots are in use; retry after a session ends`, {
-          details: { maxSessions: limits.maxSessions, active: res.active },
+          details: { maxSessions: limits.maxSessions, ...(res.reason === 'capacity' ? { active: res.active } : { position: res.position }) },
           retryAfterSec: SLOT_RETRY_AFTER_SEC,
         });
       }
@@ -120,6 +147,88 @@ export class SessionService {
     // Past the wait the client gets the session as it is then (still pending); the start goes on.
     const outcome = await withDeadline(clock, started, wait.waitMs, { error: () => new Error('wait over') }).catch(() => null);
     return outcome ?? (await this.get(session.id)) ?? session;
+  }
+
+  /**
+   * A create that waits in the fair queue for a slot when every one is taken, up to `queue.waitMs`:
+   * FIFO per key, keys taking turns (the store keeps the queue, so every replica serves it and it
+   * outlives a router). The head waiter takes the first slot that frees; the others keep their place
+   * by polling. A ticket asked about again (the same Idempotency-Key after a router died) keeps its
+   * place, or gets the session it was already given. Past the deadline, or when the caller goes, the
+   * ticket leaves the queue.
+   */
+  async createQueued(body: CreateSessionBody, caller: Caller, queue: QueueWait, wait: { waitMs: number } | null, background?: Background, context: CreateContext = {}): Promise<Session> {
+    const { store, clock, limits } = this.deps;
+    const begun = clock.now();
+    const deadline = begun + queue.waitMs;
+    const ttlSec = Math.ceil(queue.waitMs / 1000) + 60;
+    const owner = caller.keyId;
+    let position = 0;
+    const metrics = this.deps.queueMetrics;
+    const waited = (outcome: 'served' | 'timed_out' | 'left' | 'failed') => metrics?.observeQueueWait?.((clock.now() - begun) / 1000, outcome);
+    const known = queue.resumable ? await this.storeCall(() => store.queueTicket(queue.ticket, null, begun, ttlSec)) : ({ state: 'gone' } as const);
+    if (known.state === 'served') return this.settled(known.sessionId, wait);
+    if (known.state === 'gone') {
+      // Nobody waits ahead (or this is not a create asked again): a slot may be free right now.
+      try {
+        return await this.create(body, caller, wait, background, context);
+      } catch (err) {
+        if (!(err instanceof AppError && err.code === 'CAPACITY_EXHAUSTED')) throw err;
+      }
+    }
+    metrics?.queueWaiting?.(1);
+    try {
+      for (;;) {
+        if (queue.signal?.aborted) throw queue.signal.reason ?? new Error('the client left');
+        const state = await this.storeCall(() => store.queueTicket(queue.ticket, owner, clock.now(), ttlSec));
+        if (state.state === 'served') {
+          waited('served');
+          return await this.settled(state.sessionId, wait);
+        }
+        if (state.state === 'waiting') {
+          if (state.position !== position) queue.onPosition?.(state.position);
+          position = state.position;
+        }
+        // The head tries only when the store has room: a refused try would still count against the agent it placed on.
+        if (position === 1 && (await this.storeCall(() => store.activeCount())) < limits.maxSessions) {
+          try {
+            const session = await this.create(body, caller, wait, background, { ...context, ticket: queue.ticket });
+            waited('served');
+            return session;
+          } catch (err) {
+            if (!(err instanceof AppError && err.code === 'CAPACITY_EXHAUSTED')) throw err;
+          }
+        }
+        if (clock.now() >= deadline) {
+          waited('timed_out');
+          throw new AppError('CAPACITY_EXHAUSTED', `no session slot freed within the ${Math.round(queue.waitMs / 1000)} s this create could wait in the queue`, {
+            details: { maxSessions: limits.maxSessions, queued: true, position, waitedMs: clock.now() - begun },
+            retryAfterSec: SLOT_RETRY_AFTER_SEC,
+          });
+        }
+        await sleep(clock, Math.min(position === 1 ? QUEUE_HEAD_POLL_MS : QUEUE_POLL_MS, Math.max(1, deadline - clock.now())), queue.signal);
+      }
+    } catch (err) {
+      if (queue.signal?.aborted) waited('left');
+      else if (!(err instanceof AppError && err.code === 'CAPACITY_EXHAUSTED')) waited('failed');
+      // Whatever ended the wait, the ticket stops holding a place (a served one stays served).
+      await store.leaveQueue(queue.ticket).catch(() => {});
+      throw err;
+    } finally {
+      metrics?.queueWaiting?.(-1);
+    }
+  }
+
+  /** A session handed to a queue ticket, once its start settled (for `wait`). */
+  private async settled(id: string, wait: { waitMs: number } | null): Promise<Session> {
+    const { clock } = this.deps;
+    const until = clock.now() + (wait?.waitMs ?? 0);
+    for (;;) {
+      const s = await this.get(id);
+      if (!s) throw new AppError('SESSION_NOT_FOUND', `no session with id ${id}`);
+      if (s.status !== 'pending' || clock.now() >= until) return s;
+      await sleep(clock, QUEUE_POLL_MS);
+    }
   }
 
   async get(id: string): Promise<Session | null> {

@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { Redis, type RedisOptions } from 'ioredis';
 import { ConfigError } from '../../shared/env.js';
-import { CREATE_SESSION, RATE_LIMIT, REPLICA_LEASE, UPDATE_SESSION } from './redis-scripts.js';
+import { CREATE_SESSION, QUEUE_JOIN, QUEUE_LEAVE, RATE_LIMIT, REPLICA_LEASE, UPDATE_SESSION } from './redis-scripts.js';
 import type { RedisCommands, ScriptName } from './redis-commands.js';
 
-type Scripted = Redis & Record<'bsoCreate' | 'bsoUpdate' | 'bsoRate' | 'bsoReplicas', (...keysThenArgs: Array<string | number>) => Promise<unknown>>;
+type Scripted = Redis & Record<'bsoCreate' | 'bsoUpdate' | 'bsoRate' | 'bsoReplicas' | 'bsoQueueJoin' | 'bsoQueueLeave', (...keysThenArgs: Array<string | number>) => Promise<unknown>>;
 
 /** TLS to Redis; the CA in `caFile` (PEM) replaces the system's when given. */
 export type RedisTls = { caFile?: string };
@@ -47,12 +47,16 @@ export class IoredisCommands implements RedisCommands {
     // The number of buckets varies per call: the key count is the first argument.
     redis.defineCommand('bsoRate', { lua: RATE_LIMIT });
     redis.defineCommand('bsoReplicas', { numberOfKeys: 1, lua: REPLICA_LEASE });
+    redis.defineCommand('bsoQueueJoin', { numberOfKeys: 0, lua: QUEUE_JOIN });
+    redis.defineCommand('bsoQueueLeave', { numberOfKeys: 0, lua: QUEUE_LEAVE });
     this.redis = redis as Scripted;
   }
 
   script(name: ScriptName, keys: string[], args: Array<string | number>): Promise<unknown> {
     if (name === 'rate') return this.redis.bsoRate(keys.length, ...keys, ...args);
     if (name === 'replicas') return this.redis.bsoReplicas(...keys, ...args);
+    if (name === 'queueJoin') return this.redis.bsoQueueJoin(...args);
+    if (name === 'queueLeave') return this.redis.bsoQueueLeave(...args);
     return name === 'create' ? this.redis.bsoCreate(...keys, ...args) : this.redis.bsoUpdate(...keys, ...args);
   }
 

@@ -1,4 +1,5 @@
 import { isTerminal, type Session } from '../../shared/session.js';
+import { MemoryQueue } from './memory-queue.js';
 import { applyChange, indexMember } from './transition.js';
 import {
   countFleet,
@@ -7,6 +8,7 @@ import {
   type CreateLimits,
   type FleetCounts,
   type CreateResult,
+  type QueueState,
   type ListPage,
   type ListQuery,
   type SessionChange,
@@ -19,6 +21,7 @@ type Entry = { session: Session; expiresAt: number | null };
 export class MemorySessionStore implements SessionStore {
   private readonly entries = new Map<string, Entry>();
   private readonly counters: Record<string, number> = {};
+  private readonly queue = new MemoryQueue();
 
   constructor(private readonly deps: { retentionSec: number; now: () => number }) {}
 
@@ -26,6 +29,9 @@ export class MemorySessionStore implements SessionStore {
     this.sweep();
     if (this.entries.has(session.id)) return { ok: false, reason: 'exists' };
     const active = this.countActive();
+    const gate = this.queue.gate(limits.ticket, limits.now ?? session.createdAt);
+    if (gate?.reason === 'not_head') return { ok: false, reason: 'not_head', position: gate.position };
+    if (gate) return { ok: false, reason: 'capacity', active };
     if (active >= limits.maxSessions) return { ok: false, reason: 'capacity', active };
     if (limits.maxPerOwner > 0) {
       const mine = this.countActive(ownerOf(session));
@@ -33,7 +39,16 @@ export class MemorySessionStore implements SessionStore {
     }
     this.entries.set(session.id, { session: structuredClone(session), expiresAt: null });
     this.count(`created:${session.cluster}`);
+    if (limits.ticket !== undefined) this.queue.served(limits.ticket, session.id, limits.now ?? session.createdAt);
     return { ok: true };
+  }
+
+  async queueTicket(ticket: string, owner: string | null, now: number, ttlSec: number): Promise<QueueState> {
+    return this.queue.join(ticket, owner, now, ttlSec);
+  }
+
+  async leaveQueue(ticket: string): Promise<void> {
+    this.queue.leave(ticket);
   }
 
   async get(id: string): Promise<Session | null> {

@@ -2,7 +2,7 @@
  * The few Redis commands the session store needs, so one store implementation (redis.ts) runs over
  * any client: ioredis on Node, @upstash/redis (REST) on Workers.
  */
-export type ScriptName = 'create' | 'update' | 'rate' | 'replicas';
+export type ScriptName = 'create' | 'update' | 'rate' | 'replicas' | 'queueJoin' | 'queueLeave';
 
 export interface RedisCommands {
   /** Runs one of the store's Lua scripts (redis-scripts.ts) atomically. */

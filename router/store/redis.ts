@@ -8,6 +8,9 @@ import {
   type CreateLimits,
   type FleetCounts,
   type CreateResult,
+  QUEUE_SERVED_TTL_SEC,
+  QUEUE_STALE_MS,
+  type QueueState,
   type ListPage,
   type ListQuery,
   type SessionChange,
@@ -49,15 +52,39 @@ export class RedisSessionStore implements SessionStore {
 
   async create(session: Session, limits: CreateLimits): Promise<CreateResult> {
     const owner = ownerOf(session);
-    const [code, active] = (await this.r.script(
+    const [code, n] = (await this.r.script(
       'create',
       [this.k.active, this.k.session(session.id), this.k.index, this.k.ownerActive(owner), this.k.ownerIndex(owner), this.k.fleet],
-      [session.id, JSON.stringify(session), limits.maxSessions, indexMember(session), limits.maxPerOwner, session.cluster],
+      [
+        session.id,
+        JSON.stringify(session),
+        limits.maxSessions,
+        indexMember(session),
+        limits.maxPerOwner,
+        session.cluster,
+        limits.ticket ?? '',
+        this.opts.keyPrefix,
+        limits.now ?? session.createdAt,
+        QUEUE_STALE_MS,
+        QUEUE_SERVED_TTL_SEC,
+      ],
     )) as [number, number];
     if (code === 1) return { ok: true };
     if (code === -1) return { ok: false, reason: 'exists' };
-    if (code === -2) return { ok: false, reason: 'quota', active };
-    return { ok: false, reason: 'capacity', active };
+    if (code === -2) return { ok: false, reason: 'quota', active: n };
+    if (code === -3) return { ok: false, reason: 'not_head', position: n };
+    return { ok: false, reason: 'capacity', active: n };
+  }
+
+  async queueTicket(ticket: string, owner: string | null, now: number, ttlSec: number): Promise<QueueState> {
+    const [code, value] = (await this.r.script('queueJoin', [], [this.opts.keyPrefix, ticket, owner ?? '', now, QUEUE_STALE_MS, ttlSec])) as [number, number | string];
+    if (code === 1) return { state: 'waiting', position: Number(value) };
+    if (code === 2) return { state: 'served', sessionId: String(value) };
+    return { state: 'gone' };
+  }
+
+  async leaveQueue(ticket: string): Promise<void> {
+    await this.r.script('queueLeave', [], [this.opts.keyPrefix, ticket]);
   }
 
   async get(id: string): Promise<Session | null> {

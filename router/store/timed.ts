@@ -25,6 +25,8 @@ export function timedStore(store: SessionStore, observe: StoreObserver): Session
     listActive: timed('listActive', () => store.listActive()),
     activeCount: timed('activeCount', () => store.activeCount()),
     fleetCounts: timed('fleetCounts', () => store.fleetCounts()),
+    queueTicket: timed('queueTicket', (ticket, owner, now, ttlSec) => store.queueTicket(ticket, owner, now, ttlSec)),
+    leaveQueue: timed('leaveQueue', (ticket) => store.leaveQueue(ticket)),
     ping: timed('ping', () => store.ping()),
     close: () => store.close(),
   };

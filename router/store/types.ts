@@ -1,9 +1,24 @@
 import type { Session, SessionStatus } from '../../shared/session.js';
 
-export type CreateResult = { ok: true } | { ok: false; reason: 'capacity'; active: number } | { ok: false; reason: 'quota'; active: number } | { ok: false; reason: 'exists' };
+export type CreateResult =
+  | { ok: true }
+  | { ok: false; reason: 'capacity'; active: number }
+  | { ok: false; reason: 'quota'; active: number }
+  | { ok: false; reason: 'exists' }
+  /** The ticket is not at the head of the queue (position 0: not in the queue at all). */
+  | { ok: false; reason: 'not_head'; position: number };
 
-/** Slots a create may take: `maxSessions` overall and `maxPerOwner` for the session's owner (0: no quota). */
-export type CreateLimits = { maxSessions: number; maxPerOwner: number };
+/** A queue ticket as its waiter sees it: where it stands, the session it got, or not in the queue. */
+export type QueueState = { state: 'waiting'; position: number } | { state: 'served'; sessionId: string } | { state: 'gone' };
+
+/** A waiter that has not polled for this long is dropped when it reaches the head: its router died and it did not ask again through another (a client that disconnects leaves at once). */
+export const QUEUE_STALE_MS = 10_000;
+/** How long a served ticket remembers its session, for a waiter that asks again after its router died. */
+export const QUEUE_SERVED_TTL_SEC = 300;
+
+/** Slots a create may take: `maxSessions` overall and `maxPerOwner` for the session's owner (0: no quota).
+ * `ticket`: the create is the queue's waiter with this ticket (it may take a slot only at the head). */
+export type CreateLimits = { maxSessions: number; maxPerOwner: number; ticket?: string; now?: number };
 
 /** Sessions without an owner (written before keys existed) belong to the anonymous caller. */
 export const ownerOf = (s: Session): string => s.owner ?? 'anonymous';
@@ -43,6 +58,14 @@ export interface SessionStore {
   listActive(): Promise<Session[]>;
   activeCount(): Promise<number>;
   fleetCounts(): Promise<FleetCounts>;
+  /**
+   * The fair queue for slots (FIFO per owner, owners taking turns). `owner` given: joins (or, for a
+   * ticket already in, refreshes it: a waiter polls this way); omitted: only reads. A create with the
+   * ticket (`CreateLimits.ticket`) takes the head's slot and marks the ticket served.
+   */
+  queueTicket(ticket: string, owner: string | null, now: number, ttlSec: number): Promise<QueueState>;
+  /** Leaves the queue (a served ticket stays served). */
+  leaveQueue(ticket: string): Promise<void>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Session } from '../../shared/session.js';
-import type { SessionStore } from '../../router/store/types.js';
+import { QUEUE_STALE_MS, type SessionStore } from '../../router/store/types.js';
 
 let seq = 0;
 export function newSession(over: Partial<Session> = {}): Session {
@@ -170,6 +170,58 @@ export function storeContract(name: string, make: () => Promise<{ store: Session
       await advance(2100);
       expect(await store.get(s.id)).toBeNull();
       expect((await store.list({ limit: 10 })).items.map((x) => x.id)).not.toContain(s.id);
+    });
+
+    it('queue: FIFO per key, keys take turns; positions say so; only the head ticket takes a slot, and only then is a plain create refused', async () => {
+      const { store } = await make();
+      const limits = (ticket?: string, now = 10_000) => ({ maxSessions: 10, maxPerOwner: 0, ticket, now });
+      const join = (ticket: string, owner: string, now = 10_000) => store.queueTicket(ticket, owner, now, 60);
+      for (const [t, o] of [['a1', 'A'], ['a2', 'A'], ['b1', 'B'], ['a3', 'A'], ['c1', 'C']] as const) await join(t, o);
+      const positions = async () => Object.fromEntries(await Promise.all(['a1', 'a2', 'a3', 'b1', 'c1'].map(async (t) => [t, await store.queueTicket(t, null, 10_000, 60)])));
+      expect(await positions()).toEqual({
+        a1: { state: 'waiting', position: 1 },
+        b1: { state: 'waiting', position: 2 },
+        c1: { state: 'waiting', position: 3 },
+        a2: { state: 'waiting', position: 4 },
+        a3: { state: 'waiting', position: 5 },
+      });
+      // Slots are free, but they are the queue's: a create without a ticket, or with one not at the head, waits.
+      expect(await store.create(newSession({ owner: 'D' }), limits())).toMatchObject({ ok: false, reason: 'capacity' });
+      expect(await store.create(newSession({ owner: 'B' }), limits('b1'))).toEqual({ ok: false, reason: 'not_head', position: 2 });
+      const served: string[] = [];
+      for (const [t, o] of [['a1', 'A'], ['b1', 'B'], ['c1', 'C'], ['a2', 'A'], ['a3', 'A']] as const) {
+        const s = newSession({ owner: o });
+        expect(await store.create(s, limits(t)), t).toEqual({ ok: true });
+        expect(await store.queueTicket(t, o, 10_000, 60)).toEqual({ state: 'served', sessionId: s.id });
+        served.push(t);
+      }
+      expect(served).toEqual(['a1', 'b1', 'c1', 'a2', 'a3']);
+      // The queue is empty: plain creates go ahead again.
+      expect((await store.create(newSession({ owner: 'D' }), limits())).ok).toBe(true);
+      expect(await store.queueTicket('never-joined', null, 10_000, 60)).toEqual({ state: 'gone' });
+    });
+
+    it('queue: a full store keeps the head waiting; a waiter that stops polling is dropped at the head; leaving frees the place', async () => {
+      const { store } = await make();
+      const holder = newSession({ owner: 'H' });
+      expect((await store.create(holder, { maxSessions: 1, maxPerOwner: 0 })).ok).toBe(true);
+      await store.queueTicket('x1', 'X', 1000, 60);
+      await store.queueTicket('y1', 'Y', 1000, 60);
+      await store.queueTicket('z1', 'Z', 1000, 60);
+      expect(await store.create(newSession({ owner: 'X' }), { maxSessions: 1, maxPerOwner: 0, ticket: 'x1', now: 1000 })).toMatchObject({ ok: false, reason: 'capacity' });
+      expect(await store.queueTicket('x1', null, 1000, 60)).toEqual({ state: 'waiting', position: 1 });
+      await store.leaveQueue('y1');
+      expect(await store.queueTicket('y1', null, 1000, 60)).toEqual({ state: 'gone' });
+      expect(await store.queueTicket('z1', 'Z', 1000, 60)).toEqual({ state: 'waiting', position: 2 });
+      // x1's waiter goes silent; z1 keeps polling and, past the staleness limit, is first.
+      expect(await store.queueTicket('z1', 'Z', 1000 + QUEUE_STALE_MS + 1, 60)).toEqual({ state: 'waiting', position: 1 });
+      expect(await store.queueTicket('x1', null, 1000 + QUEUE_STALE_MS + 1, 60)).toEqual({ state: 'gone' });
+      await store.transition(holder.id, { status: 'terminated' }, 5000);
+      const z = newSession({ owner: 'Z' });
+      expect(await store.create(z, { maxSessions: 1, maxPerOwner: 0, ticket: 'z1', now: 1000 + QUEUE_STALE_MS + 2 })).toEqual({ ok: true });
+      // A served ticket stays served, whoever leaves.
+      await store.leaveQueue('z1');
+      expect(await store.queueTicket('z1', 'Z', 1000 + QUEUE_STALE_MS + 3, 60)).toEqual({ state: 'served', sessionId: z.id });
     });
 
     it('answers ping', async () => {

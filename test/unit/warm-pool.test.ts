@@ -11,9 +11,9 @@ const settle = async () => {
 function setup(over: Partial<WarmPoolSettings> = {}, room = 100) {
   const clock = new ManualClock();
   const state = { room, launched: 0, destroyed: [] as number[], dead: new Set<number>(), failNext: false, counts: { hit: 0, miss: 0, reaped: 0, refilled: 0 } };
-  const pool = new WarmPool<number>({
+  const pool: WarmPool<number> = new WarmPool<number>({
     settings: { size: 4, minSize: 1, maxIdleMs: 60_000, demandWindowMs: 30_000, ...over },
-    room: () => state.room - pool.held,
+    room: (): number => state.room - pool.held,
     launch: async () => {
       if (state.failNext) {
         state.failNext = false;
