@@ -50,10 +50,11 @@ export async function runCli(argv: string[], env: Env, io: CliIo): Promise<numbe
     .option('--timeout <seconds>', 'hard limit of the session, from creation', seconds('--timeout'))
     .option('--idle-timeout <seconds>', 'end it after this long without traffic', seconds('--idle-timeout'))
     .option('--wait-timeout <seconds>', 'give up waiting after this long', seconds('--wait-timeout'), 120)
+    .option('--queue <seconds>', 'when every slot is taken, wait in the queue this long for one', seconds('--queue'))
     .option('--cluster <id>', 'place it on this cluster')
     .option('--user-agent <ua>', "the browser's user agent")
     .option('--json', 'print the session as JSON')
-    .action(async (o: { wait?: boolean; timeout?: number; idleTimeout?: number; waitTimeout: number; cluster?: string; userAgent?: string; json?: boolean }) => {
+    .action(async (o: { wait?: boolean; timeout?: number; idleTimeout?: number; waitTimeout: number; queue?: number; cluster?: string; userAgent?: string; json?: boolean }) => {
       const body: CreateSessionBody = {
         ...(o.timeout !== undefined ? { timeout: o.timeout } : {}),
         ...(o.idleTimeout !== undefined ? { idleTimeout: o.idleTimeout } : {}),
@@ -62,7 +63,8 @@ export async function runCli(argv: string[], env: Env, io: CliIo): Promise<numbe
       };
       const bso = client();
       const started = Date.now();
-      let session = await bso.createSession(body);
+      if (o.queue !== undefined && io.isTTY) io.err(`waiting up to ${o.queue} s for a free slot…\n`);
+      let session = await bso.createSession(body, o.queue !== undefined ? { queueSec: o.queue } : {});
       if (o.wait && session.status !== 'running')
         session = await withProgress(io, session, started, (onStatus) => bso.waitUntilRunning(session.id, { timeoutMs: o.waitTimeout * 1000, onStatus }));
       if (o.json) print(session);

@@ -73,20 +73,36 @@ export class BsoClient {
 
   /**
    * A new session. With `wait` the router answers once the browser is running (or failed), up to
-   * `waitTimeoutSec`; without it the answer may be `pending` (see `waitUntilRunning`).
+   * `waitTimeoutSec`; without it the answer may be `pending` (see `waitUntilRunning`). With `queueSec`,
+   * when every slot is taken the create waits in the router's fair queue that long (then a 429
+   * `CAPACITY_EXHAUSTED`, not retried); it carries an Idempotency-Key (`idempotencyKey`, or one made
+   * here), so a connection lost while waiting (a router that died) is asked again with it and keeps
+   * its place, or gets the session it was given.
    */
-  createSession(body: CreateSessionBody = {}, opts: CallOptions & { wait?: boolean; waitTimeoutSec?: number } = {}): Promise<SessionView> {
+  async createSession(body: CreateSessionBody = {}, opts: CallOptions & { wait?: boolean; waitTimeoutSec?: number; queueSec?: number; idempotencyKey?: string } = {}): Promise<SessionView> {
     const query = new URLSearchParams();
     if (opts.wait) query.set('wait', 'true');
     if (opts.waitTimeoutSec !== undefined) query.set('waitTimeout', String(opts.waitTimeoutSec));
-    const extraMs = opts.wait ? (opts.waitTimeoutSec ?? 60) * 1000 : 0;
+    if (opts.queueSec !== undefined) query.set('queue', String(opts.queueSec));
+    const extraMs = (opts.wait || opts.queueSec !== undefined ? (opts.waitTimeoutSec ?? 60) * 1000 : 0) + (opts.queueSec ?? 0) * 1000;
     // Checked here first, with the router's own schema: a bad body is the caller's error, before any request.
     const checked = CreateSessionBody.safeParse(body);
     if (!checked.success) {
       const issue = checked.error.issues[0];
       return Promise.reject(new BsoError(400, 'VALIDATION_FAILED', `invalid body: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`, { issues: checked.error.issues }));
     }
-    return this.call('POST', `/sessions${query.size ? `?${query}` : ''}`, SessionView, { body: checked.data, signal: opts.signal, extraMs });
+    const path = `/sessions${query.size ? `?${query}` : ''}`;
+    if (opts.queueSec === undefined) return this.call('POST', path, SessionView, { body: checked.data, signal: opts.signal, extraMs });
+    const headers = { 'idempotency-key': opts.idempotencyKey ?? crypto.randomUUID() };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.call('POST', path, SessionView, { body: checked.data, signal: opts.signal, extraMs, headers, retryOn429: false });
+      } catch (err) {
+        // The connection broke while waiting (not the caller's abort, not an answer): the same key asks again.
+        if (!(err instanceof BsoError && err.code === 'UNREACHABLE') || attempt >= this.maxRetries) throw err;
+        await sleep(250 + Math.random() * 250, opts.signal);
+      }
+    }
   }
 
   getSession(id: string, opts: CallOptions = {}): Promise<SessionView> {
@@ -159,9 +175,9 @@ export class BsoClient {
     method: string,
     path: string,
     schema: S,
-    opts: CallOptions & { body?: unknown; extraMs?: number; okStatuses?: number[] },
+    opts: CallOptions & { body?: unknown; extraMs?: number; okStatuses?: number[]; headers?: Record<string, string>; retryOn429?: boolean },
   ): Promise<z.infer<S>> {
-    const headers: Record<string, string> = { accept: 'application/json' };
+    const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
     if (this.apiKey) headers.authorization = `Bearer ${this.apiKey}`;
     if (opts.body !== undefined) headers['content-type'] = 'application/json';
     for (let attempt = 0; ; attempt++) {
@@ -189,7 +205,7 @@ export class BsoClient {
       const error = errorOf(res, text);
       // A 429 refused the request before doing anything, so repeating it is safe.
       const waitMs = error.retryAfterSec === undefined ? undefined : error.retryAfterSec * 1000;
-      if (res.status !== 429 || attempt >= this.maxRetries || waitMs === undefined || waitMs > this.maxRetryWaitMs) throw error;
+      if (res.status !== 429 || opts.retryOn429 === false || attempt >= this.maxRetries || waitMs === undefined || waitMs > this.maxRetryWaitMs) throw error;
       // Up to 10% more, so clients refused together do not all come back at the same instant.
       await sleep(waitMs + Math.random() * waitMs * 0.1, opts.signal);
     }

@@ -87,6 +87,22 @@ describe('the typed client against a running router', () => {
     for (const s of [...held.slice(1), got]) await bso.deleteSession(s.id);
   });
 
+  it('queueSec: the create waits in the queue and gets the first slot that frees; at the deadline its 429 is not retried', async () => {
+    const held = await Promise.all([1, 2, 3].map(() => bso.createSession({}, { wait: true })));
+    // No 429 retries: the queue alone gets this client its session.
+    const queued = new BsoClient({ url: sys.url, apiKey: TEST_KEYS.user, maxRetries: 0 }).createSession({}, { queueSec: 30 });
+    setTimeout(() => void bso.deleteSession(held[0]!.id), 500);
+    const got = await queued;
+    expect(got.status).toBe('running');
+    const late = Date.now();
+    const refused = await bso.createSession({}, { queueSec: 1 }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(BsoError);
+    expect([(refused as BsoError).status, (refused as BsoError).code, ((refused as BsoError).details as { queued?: boolean }).queued]).toEqual([429, 'CAPACITY_EXHAUSTED', true]);
+    // Not retried: a retry would come only after the 5 s Retry-After.
+    expect(Date.now() - late).toBeLessThan(5000);
+    for (const s of [...held.slice(1), got]) await bso.deleteSession(s.id);
+  });
+
   it('every call takes an AbortSignal: an abort ends a call mid-wait, at once, with its reason', async () => {
     const aborted = AbortSignal.abort(new Error('stop listing'));
     await expect(bso.listSessions({ signal: aborted }).next()).rejects.toThrow('stop listing');
