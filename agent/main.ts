@@ -136,7 +136,12 @@ export async function startAgent(config: AgentConfig, overrides: { logger?: Logg
 }
 
 /** The Kubernetes client is loaded only by agents that use it. */
-async function createRuntime(config: AgentConfig, clock: Clock, logger: Logger, metrics: AgentMetrics): Promise<{ runtime: BrowserRuntime; kc: KubeConfig | null; capacity?: number }> {
+async function createRuntime(
+  config: AgentConfig,
+  clock: Clock,
+  logger: Logger,
+  metrics: AgentMetrics,
+): Promise<{ runtime: BrowserRuntime; kc: KubeConfig | null; capacity?: number }> {
   if (config.runtime === 'kubernetes') {
     const { KubeConfig } = await import('@kubernetes/client-node');
     const { KubernetesRuntime } = await import('./runtime/kubernetes/runtime.js');

@@ -45,9 +45,18 @@ export function createAgentMetrics(): AgentMetrics {
   poolGauge('browser_warm_pool_size', 'Warm browsers held: ready ones and one launching', (p) => p.held);
   poolGauge('browser_warm_pool_idle', 'Warm browsers ready to be claimed', (p) => p.idle);
   poolGauge('browser_warm_pool_target', 'Warm browsers the pool aims to keep ready now (follows demand)', (p) => p.target);
-  const claims = new Counter({ name: 'browser_warm_pool_claims_total', help: 'Session starts that asked the warm pool, by outcome (hit: got a warm browser; miss: launched one)', labelNames: ['outcome'], registers: [registry] });
+  const claims = new Counter({
+    name: 'browser_warm_pool_claims_total',
+    help: 'Session starts that asked the warm pool, by outcome (hit: got a warm browser; miss: launched one)',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
   for (const outcome of ['hit', 'miss']) claims.inc({ outcome }, 0);
-  const reaped = new Counter({ name: 'browser_warm_pool_reaped_total', help: 'Warm browsers destroyed unclaimed: idle too long, dead, or above the target', registers: [registry] });
+  const reaped = new Counter({
+    name: 'browser_warm_pool_reaped_total',
+    help: 'Warm browsers destroyed unclaimed: idle too long, dead, or above the target',
+    registers: [registry],
+  });
   const refill = new Histogram({
     name: 'browser_warm_pool_refill_seconds',
     help: 'Time to launch one warm browser',

@@ -231,7 +231,15 @@ export class SessionManager {
   private track(session: Session, adopted: boolean): Managed {
     const { clock } = this.deps;
     this.deps.metrics.sessionTracked(adopted);
-    const m: Managed = { session, status: 'pending', abort: new AbortController(), lastActivity: clock.now(), closeStreams: new Map(), started: Promise.resolve(null as never), endWhenUnused: false };
+    const m: Managed = {
+      session,
+      status: 'pending',
+      abort: new AbortController(),
+      lastActivity: clock.now(),
+      closeStreams: new Map(),
+      started: Promise.resolve(null as never),
+      endWhenUnused: false,
+    };
     this.sessions.set(session.id, m);
     this.deps.onLoadChanged?.(this.active);
     m.hardTimer = clock.setTimeout(() => void this.stop(session.id, 'timed_out'), Math.max(0, session.expiresAt - clock.now()));

@@ -374,7 +374,15 @@ async function main(): Promise<void> {
     });
 
     // --- the warm pool: its own router and agent on the same Redis ---
-    const warm = await benchWarmPool({ redisUrl: redis.url, routerEnv: { ...common, ...KEYED_ENV }, token: TOKEN, auth: AUTH, creates: quick ? 20 : 50, cycles: quick ? 10 : 20 });
+    const warm = await benchWarmPool({
+      redisUrl: redis.url,
+      routerEnv: { ...common, ...KEYED_ENV },
+      token: TOKEN,
+      auth: AUTH,
+      creates: quick ? 20 : 50,
+      cycles: quick ? 10 : 20,
+      handOffs: quick ? 10 : 20,
+    });
     const w = warm.createToRunning;
     rows.push({
       metric: `warm pool of ${WARM_POOL}: create → running p50/p99 (ms, n=${w.n}, ${warm.hits}/${warm.claims} claims hit)`,
@@ -389,6 +397,13 @@ async function main(): Promise<void> {
       ratio: '',
       floor: '≤ 500 ms',
       ok: warm.cycleMedianMs <= 500,
+    });
+    rows.push({
+      metric: `queue hand-off: slot freed → head waiter's session running, warm, p50/p99 (ms, n=${warm.handOff.n})`,
+      tunnel: `${f(warm.handOff.p50, 1)}/${f(warm.handOff.p99, 1)}`,
+      ratio: '',
+      floor: '≤ 50 ms (p50)',
+      ok: warm.handOff.p50 <= 50,
     });
   } finally {
     await Promise.all(cleanups.map((c) => c()));

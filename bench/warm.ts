@@ -13,7 +13,7 @@ const POLL_MS = Number(process.env.POLL ?? 20);
 const PAGE_URL = 'http://bench.bso.test/';
 const PAGE = '<!doctype html><title>bench</title><p>ok</p>';
 
-export type WarmFigures = { createToRunning: Stats; cycleMedianMs: number; hits: number; claims: number };
+export type WarmFigures = { createToRunning: Stats; cycleMedianMs: number; handOff: Stats; hits: number; claims: number };
 
 export async function benchWarmPool(opts: {
   redisUrl: string;
@@ -22,10 +22,12 @@ export async function benchWarmPool(opts: {
   auth: Record<string, string>;
   creates: number;
   cycles: number;
+  handOffs: number;
 }): Promise<WarmFigures> {
   const procs: Spawned[] = [];
   try {
-    const router = spawnEntry('router/node.ts', { ...opts.routerEnv, REDIS_URL: opts.redisUrl, REDIS_KEY_PREFIX: '{bso-warm}:' });
+    // One slot: creates are sequential here, and the queue's hand-off needs a full router.
+    const router = spawnEntry('router/node.ts', { ...opts.routerEnv, REDIS_URL: opts.redisUrl, REDIS_KEY_PREFIX: '{bso-warm}:', MAX_SESSIONS: '1' });
     procs.push(router);
     const routerUrl = JSON.parse(await router.waitForLine(/router listening/)).url as string;
     const agent = spawnEntry('agent/main.ts', {
@@ -46,7 +48,7 @@ export async function benchWarmPool(opts: {
       return Number(new RegExp(`^${name.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
     };
     const poolFull = async () => {
-      for (const end = performance.now() + 60_000; performance.now() < end; ) {
+      for (const end = performance.now() + 60_000; performance.now() < end;) {
         if ((await metric('browser_warm_pool_idle')) >= WARM_POOL) return;
         await new Promise((r) => setTimeout(r, POLL_MS));
       }
@@ -85,10 +87,37 @@ export async function benchWarmPool(opts: {
       cycles.push(performance.now() - t);
       await browser.close().catch(() => {});
     }
+    // The queue's hand-off: a waiter at the head of the queue, the one slot freed (the holder's `endedAt`),
+    // the waiter's session running (its `startedAt`).
+    const handOffs: number[] = [];
+    for (let i = 0; i < opts.handOffs; i++) {
+      await poolFull();
+      const holder = await create();
+      const waiting = fetch(`${routerUrl}/sessions?queue=30`, { method: 'POST', headers: { ...headers, accept: 'application/x-ndjson' }, body: '{}' });
+      const res = await waiting;
+      const reader = res.body!.getReader();
+      const decoder = new TextDecoder();
+      let text = '';
+      // Its first line says it is in the queue.
+      while (!text.includes('\n')) text += decoder.decode((await reader.read()).value, { stream: true });
+      if (!text.startsWith('{"queue":')) throw new Error(`the waiter was not queued: ${text}`);
+      const ended = (await (await remove(holder.id)).json()) as { endedAt: number };
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (value) text += decoder.decode(value, { stream: true });
+        if (done || text.includes('"session"') || text.includes('"error"')) break;
+      }
+      const last = JSON.parse(text.trim().split('\n').at(-1)!) as { session?: { id: string; status: string; startedAt: number } };
+      if (last.session?.status !== 'running') throw new Error(`the waiter did not get a running session: ${text}`);
+      // Both stamped by the router's clock: the holder's end released the slot; the waiter's start.
+      handOffs.push(last.session.startedAt - ended.endedAt);
+      await reader.cancel().catch(() => {});
+      await remove(last.session.id);
+    }
     const hits = await metric('browser_warm_pool_claims_total{outcome="hit"}');
     const misses = await metric('browser_warm_pool_claims_total{outcome="miss"}');
     cycles.sort((a, b) => a - b);
-    return { createToRunning: stats(samples), cycleMedianMs: cycles[Math.floor(cycles.length / 2)]!, hits, claims: hits + misses };
+    return { createToRunning: stats(samples), cycleMedianMs: cycles[Math.floor(cycles.length / 2)]!, handOff: stats(handOffs), hits, claims: hits + misses };
   } finally {
     await Promise.all(procs.map((p) => p.stop()));
   }

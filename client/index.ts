@@ -79,7 +79,10 @@ export class BsoClient {
    * here), so a connection lost while waiting (a router that died) is asked again with it and keeps
    * its place, or gets the session it was given.
    */
-  async createSession(body: CreateSessionBody = {}, opts: CallOptions & { wait?: boolean; waitTimeoutSec?: number; queueSec?: number; idempotencyKey?: string } = {}): Promise<SessionView> {
+  async createSession(
+    body: CreateSessionBody = {},
+    opts: CallOptions & { wait?: boolean; waitTimeoutSec?: number; queueSec?: number; idempotencyKey?: string } = {},
+  ): Promise<SessionView> {
     const query = new URLSearchParams();
     if (opts.wait) query.set('wait', 'true');
     if (opts.waitTimeoutSec !== undefined) query.set('waitTimeout', String(opts.waitTimeoutSec));

@@ -26,7 +26,8 @@ export async function applyOptionsOverCdp(pipe: CdpPipe, options: SessionOptions
       if (userAgent) calls.push(target.call('Emulation.setUserAgentOverride', { userAgent, ...(locale ? { acceptLanguage: locale } : {}) }, timeoutMs));
       if (locale) calls.push(target.call('Emulation.setLocaleOverride', { locale }, timeoutMs));
       if (timezone) calls.push(target.call('Emulation.setTimezoneOverride', { timezoneId: timezone }, timeoutMs));
-      if (viewport) calls.push(target.call('Emulation.setDeviceMetricsOverride', { width: viewport.width, height: viewport.height, deviceScaleFactor: 0, mobile: false }, timeoutMs));
+      if (viewport)
+        calls.push(target.call('Emulation.setDeviceMetricsOverride', { width: viewport.width, height: viewport.height, deviceScaleFactor: 0, mobile: false }, timeoutMs));
     } else if (userAgent && /worker/.test(type)) {
       calls.push(target.call('Network.setUserAgentOverride', { userAgent, ...(locale ? { acceptLanguage: locale } : {}) }, timeoutMs));
     }

@@ -19,7 +19,17 @@ import type { SessionStore } from '../store/types.js';
 import type { TunnelHub } from '../tunnel/hub.js';
 import { ASSET_PATHS, registerAssetRoutes, type BundledAssets } from './docs.js';
 import { errorBody, errorResponse, toAppError } from './errors.js';
-import { createSessionRoute, deleteSessionRoute, releaseSessionRoute, getSessionRoute, healthRoute, listSessionsRoute, livezRoute, readyzRoute, sessionStatusRoute } from './routes.js';
+import {
+  createSessionRoute,
+  deleteSessionRoute,
+  releaseSessionRoute,
+  getSessionRoute,
+  healthRoute,
+  listSessionsRoute,
+  livezRoute,
+  readyzRoute,
+  sessionStatusRoute,
+} from './routes.js';
 import { toView } from './views.js';
 
 export type MetricsPort = {

@@ -24,8 +24,7 @@ export const createSessionRoute = createRoute({
   responses: {
     200: {
       content: { 'application/x-ndjson': { schema: z.string() } },
-      description:
-        'With `queue` and `Accept: application/x-ndjson`: one JSON object per line, `{"queue":{"position":n}}` while waiting, then `{"session":…}` or `{"error":…}`',
+      description: 'With `queue` and `Accept: application/x-ndjson`: one JSON object per line, `{"queue":{"position":n}}` while waiting, then `{"session":…}` or `{"error":…}`',
     },
     201: json(SessionView, 'Created; `pending` unless `wait=true` (or `queue`) saw it finish starting'),
     ...errors,

@@ -53,7 +53,11 @@ export function createRouterMetrics(deps: { clock: Clock; maxSessions: number; f
     buckets: [0.005, 0.05, 0.5, 5, 60, 600, 3600],
     registers: [registry],
   });
-  const queueWaiting = new Gauge({ name: 'router_queue_waiting', help: 'Creates waiting in the queue for a slot on this replica (sum over replicas: the queue)', registers: [registry] });
+  const queueWaiting = new Gauge({
+    name: 'router_queue_waiting',
+    help: 'Creates waiting in the queue for a slot on this replica (sum over replicas: the queue)',
+    registers: [registry],
+  });
   const queueWait = new Histogram({
     name: 'router_queue_wait_seconds',
     help: 'Time creates spent in the queue, by outcome (served, timed_out, left, failed)',

@@ -157,7 +157,14 @@ export class SessionService {
    * place, or gets the session it was already given. Past the deadline, or when the caller goes, the
    * ticket leaves the queue.
    */
-  async createQueued(body: CreateSessionBody, caller: Caller, queue: QueueWait, wait: { waitMs: number } | null, background?: Background, context: CreateContext = {}): Promise<Session> {
+  async createQueued(
+    body: CreateSessionBody,
+    caller: Caller,
+    queue: QueueWait,
+    wait: { waitMs: number } | null,
+    background?: Background,
+    context: CreateContext = {},
+  ): Promise<Session> {
     const { store, clock, limits } = this.deps;
     const begun = clock.now();
     const deadline = begun + queue.waitMs;

@@ -4,7 +4,8 @@ import { ConfigError } from '../../shared/env.js';
 import { CREATE_SESSION, QUEUE_JOIN, QUEUE_LEAVE, RATE_LIMIT, REPLICA_LEASE, UPDATE_SESSION } from './redis-scripts.js';
 import type { RedisCommands, ScriptName } from './redis-commands.js';
 
-type Scripted = Redis & Record<'bsoCreate' | 'bsoUpdate' | 'bsoRate' | 'bsoReplicas' | 'bsoQueueJoin' | 'bsoQueueLeave', (...keysThenArgs: Array<string | number>) => Promise<unknown>>;
+type Scripted = Redis &
+  Record<'bsoCreate' | 'bsoUpdate' | 'bsoRate' | 'bsoReplicas' | 'bsoQueueJoin' | 'bsoQueueLeave', (...keysThenArgs: Array<string | number>) => Promise<unknown>>;
 
 /** TLS to Redis; the CA in `caFile` (PEM) replaces the system's when given. */
 export type RedisTls = { caFile?: string };

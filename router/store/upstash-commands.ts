@@ -2,7 +2,14 @@ import { Redis } from '@upstash/redis';
 import { CREATE_SESSION, QUEUE_JOIN, QUEUE_LEAVE, RATE_LIMIT, REPLICA_LEASE, UPDATE_SESSION } from './redis-scripts.js';
 import type { RedisCommands, ScriptName } from './redis-commands.js';
 
-const SCRIPTS: Record<ScriptName, string> = { create: CREATE_SESSION, update: UPDATE_SESSION, rate: RATE_LIMIT, replicas: REPLICA_LEASE, queueJoin: QUEUE_JOIN, queueLeave: QUEUE_LEAVE };
+const SCRIPTS: Record<ScriptName, string> = {
+  create: CREATE_SESSION,
+  update: UPDATE_SESSION,
+  rate: RATE_LIMIT,
+  replicas: REPLICA_LEASE,
+  queueJoin: QUEUE_JOIN,
+  queueLeave: QUEUE_LEAVE,
+};
 
 /**
  * @upstash/redis (Redis over HTTPS): what the Workers router uses. Results stay raw strings (no

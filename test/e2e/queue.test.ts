@@ -28,10 +28,21 @@ describe('a fair queue for session slots, kept in Redis', () => {
     redis = await startRedis();
     inspect = new Redis(redis.url, { maxRetriesPerRequest: 1 });
     balancer = await startBalancer(() => routers.map((r) => ({ host: '127.0.0.1', port: r.port })));
-    for (const id of ['queue-a', 'queue-b']) routers.push({ id, ...(await spawnRouter(redis.url, { PUBLIC_URL: balancer.url, REPLICA_ID: id, MAX_SESSIONS: String(MAX_SESSIONS), REPLICA_LEASE_SEC: '3' })) });
+    for (const id of ['queue-a', 'queue-b'])
+      routers.push({ id, ...(await spawnRouter(redis.url, { PUBLIC_URL: balancer.url, REPLICA_ID: id, MAX_SESSIONS: String(MAX_SESSIONS), REPLICA_LEASE_SEC: '3' })) });
     agent = await startAgent(
       loadAgentConfig(
-        { ROUTER_URL: balancer.url, AGENT_TOKEN: TEST_TOKEN, NODE_NAME: 'queue-node', METRICS_PORT: '0', METRICS_HOST: '127.0.0.1', CHROMIUM_PATH: CHROMIUM, LOG_LEVEL: 'warn', LOCAL_MAX_BROWSERS: '6', WARM_POOL_SIZE: '2' },
+        {
+          ROUTER_URL: balancer.url,
+          AGENT_TOKEN: TEST_TOKEN,
+          NODE_NAME: 'queue-node',
+          METRICS_PORT: '0',
+          METRICS_HOST: '127.0.0.1',
+          CHROMIUM_PATH: CHROMIUM,
+          LOG_LEVEL: 'warn',
+          LOCAL_MAX_BROWSERS: '6',
+          WARM_POOL_SIZE: '2',
+        },
         process.getuid?.() === 0,
       ),
     );

@@ -21,7 +21,9 @@ describe('sessions that outlive a connection', () => {
   });
 
   const create = async (body: object): Promise<SessionView> => {
-    const res = await json<SessionView>(sys.fetch(`${sys.url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }));
+    const res = await json<SessionView>(
+      sys.fetch(`${sys.url}/sessions?wait=true`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+    );
     expect(res.status).toBe(201);
     expect(res.body.status).toBe('running');
     return res.body;
@@ -49,7 +51,10 @@ describe('sessions that outlive a connection', () => {
     expect((await statusOf(s.id)).status).toBe('running');
 
     const second = await connect(s.cdpUrl);
-    const found = second.contexts()[0]!.pages().find((p) => p.url() === `${PAGES_ORIGIN}/kept`);
+    const found = second
+      .contexts()[0]!
+      .pages()
+      .find((p) => p.url() === `${PAGES_ORIGIN}/kept`);
     expect(found, 'the page opened on the first connection').toBeDefined();
     expect(await found!.evaluate('window.kept')).toBe('still here');
     const disconnectedAt = Date.now();

@@ -35,7 +35,7 @@ describe('a warm pool of fresh browsers', () => {
     return browser;
   };
 
-  it("50 concurrent creates on two router replicas against a pool of 4: no browser serves twice, every session is fresh, the pool refills", async () => {
+  it('50 concurrent creates on two router replicas against a pool of 4: no browser serves twice, every session is fresh, the pool refills', async () => {
     requireBinary(CHROMIUM, 'install the Debian package chromium');
     const redis: RedisServer = await startRedis();
     cleanups.push(() => redis.stop());
@@ -49,7 +49,17 @@ describe('a warm pool of fresh browsers', () => {
     }
     const agent = await startAgent(
       loadAgentConfig(
-        { ROUTER_URL: balancer.url, AGENT_TOKEN: TEST_TOKEN, NODE_NAME: 'pool-node', METRICS_PORT: '0', METRICS_HOST: '127.0.0.1', CHROMIUM_PATH: CHROMIUM, LOG_LEVEL: 'warn', LOCAL_MAX_BROWSERS: '16', WARM_POOL_SIZE: String(POOL) },
+        {
+          ROUTER_URL: balancer.url,
+          AGENT_TOKEN: TEST_TOKEN,
+          NODE_NAME: 'pool-node',
+          METRICS_PORT: '0',
+          METRICS_HOST: '127.0.0.1',
+          CHROMIUM_PATH: CHROMIUM,
+          LOG_LEVEL: 'warn',
+          LOCAL_MAX_BROWSERS: '16',
+          WARM_POOL_SIZE: String(POOL),
+        },
         process.getuid?.() === 0,
       ),
     );
@@ -58,7 +68,12 @@ describe('a warm pool of fresh browsers', () => {
     await waitFor(() => poolOf(agent).idle === POOL, 60_000, 'the pool filled');
 
     const create = (i: number, body: object = {}) =>
-      requestOnce(`${routers[i % 2]!.url}/sessions?wait=true&waitTimeout=60`, { method: 'POST', headers: { ...key, 'content-type': 'application/json' }, body: JSON.stringify(body), timeoutMs: 90_000 });
+      requestOnce(`${routers[i % 2]!.url}/sessions?wait=true&waitTimeout=60`, {
+        method: 'POST',
+        headers: { ...key, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        timeoutMs: 90_000,
+      });
     const remove = (id: string) => requestOnce(`${balancer.url}/sessions/${id}`, { method: 'DELETE', headers: key });
 
     // A session that leaves everything a browser can keep: cookies, storage, history.

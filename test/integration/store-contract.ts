@@ -176,7 +176,14 @@ export function storeContract(name: string, make: () => Promise<{ store: Session
       const { store } = await make();
       const limits = (ticket?: string, now = 10_000) => ({ maxSessions: 10, maxPerOwner: 0, ticket, now });
       const join = (ticket: string, owner: string, now = 10_000) => store.queueTicket(ticket, owner, now, 60);
-      for (const [t, o] of [['a1', 'A'], ['a2', 'A'], ['b1', 'B'], ['a3', 'A'], ['c1', 'C']] as const) await join(t, o);
+      for (const [t, o] of [
+        ['a1', 'A'],
+        ['a2', 'A'],
+        ['b1', 'B'],
+        ['a3', 'A'],
+        ['c1', 'C'],
+      ] as const)
+        await join(t, o);
       const positions = async () => Object.fromEntries(await Promise.all(['a1', 'a2', 'a3', 'b1', 'c1'].map(async (t) => [t, await store.queueTicket(t, null, 10_000, 60)])));
       expect(await positions()).toEqual({
         a1: { state: 'waiting', position: 1 },
@@ -189,7 +196,13 @@ export function storeContract(name: string, make: () => Promise<{ store: Session
       expect(await store.create(newSession({ owner: 'D' }), limits())).toMatchObject({ ok: false, reason: 'capacity' });
       expect(await store.create(newSession({ owner: 'B' }), limits('b1'))).toEqual({ ok: false, reason: 'not_head', position: 2 });
       const served: string[] = [];
-      for (const [t, o] of [['a1', 'A'], ['b1', 'B'], ['c1', 'C'], ['a2', 'A'], ['a3', 'A']] as const) {
+      for (const [t, o] of [
+        ['a1', 'A'],
+        ['b1', 'B'],
+        ['c1', 'C'],
+        ['a2', 'A'],
+        ['a3', 'A'],
+      ] as const) {
         const s = newSession({ owner: o });
         expect(await store.create(s, limits(t)), t).toEqual({ ok: true });
         expect(await store.queueTicket(t, o, 10_000, 60)).toEqual({ state: 'served', sessionId: s.id });
