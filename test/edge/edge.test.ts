@@ -97,6 +97,28 @@ describe('the router on the Workers runtime (miniflare/workerd), Upstash over re
     expect(isAlive(pid)).toBe(false);
   });
 
+  it('the queue and release through the Worker: a queued create streams its place and takes the slot a release frees', async () => {
+    const [a, b] = [await create(), await create()];
+    const res = await api(`${edge.url}/sessions?queue=60`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' }, body: '{}' });
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    while (!text.includes('\n')) text += decoder.decode((await reader.read()).value, { stream: true });
+    expect(JSON.parse(text.split('\n')[0]!)).toEqual({ queue: { position: 1 } });
+    // No client is connected to it: released, it ends at once, and its slot goes to the waiter.
+    const released = await json<SessionView>(api(`${edge.url}/sessions/${a.id}/release`, { method: 'POST' }));
+    expect(released.body).toMatchObject({ id: a.id, status: 'terminated' });
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (value) text += decoder.decode(value, { stream: true });
+      if (done) break;
+    }
+    const last = JSON.parse(text.trim().split('\n').at(-1)!) as { session: SessionView };
+    expect(last.session.status).toBe('running');
+    for (const id of [b.id, last.session.id]) expect((await json(api(`${edge.url}/sessions/${id}`, { method: 'DELETE' }))).body.status).toBe('terminated');
+  });
+
   it('Puppeteer through the Worker', async () => {
     const s = await create();
     const browser = await puppeteer.connect({ browserWSEndpoint: s.cdpUrl, protocolTimeout: 20_000 });
