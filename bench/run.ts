@@ -11,6 +11,7 @@ import { startEdgeRouter } from '../harness/edge.js';
 import { startUpstashRest } from '../harness/upstash-rest.js';
 import { startKernelBalancer } from './kernel-balancer.js';
 import { benchWarmPool, WARM_POOL } from './warm.js';
+import { benchDensity } from './density.js';
 import { cdpClient, cdpRoundTrips, cdpThroughput, httpLoad, stats } from './load.js';
 
 const TOKEN = 'bench-token-0123456789abcdef';
@@ -405,6 +406,20 @@ async function main(): Promise<void> {
       floor: '≤ 50 ms (p50)',
       ok: warm.handOff.p50 <= 50,
     });
+
+    // --- density: cold starts beside idle sessions ---
+    const density = await benchDensity({ redisUrl: redis.url, routerEnv: { ...common, ...KEYED_ENV }, token: TOKEN, auth: AUTH, creates: quick ? 3 : 7 });
+    const empty = density.byIdle[0]!.createToRunning;
+    for (const { idle, createToRunning: d } of density.byIdle) {
+      const most = idle === density.byIdle.at(-1)!.idle;
+      rows.push({
+        metric: `density: cold create → running with ${idle} idle sessions p50/p99 (ms, n=${d.n})${most ? `; ${f(density.pssMbPerIdleSession, 0)} MB PSS per idle session` : ''}`,
+        tunnel: `${f(d.p50, 0)}/${f(d.p99, 0)}`,
+        ratio: idle ? `${f(d.p50 / empty.p50)}× empty node` : '',
+        floor: most ? '≤ 1.2× empty node' : '',
+        ok: most ? d.p50 <= 1.2 * empty.p50 : null,
+      });
+    }
   } finally {
     await Promise.all(cleanups.map((c) => c()));
     await Promise.all(procs.map((p) => p.stop()));

@@ -120,6 +120,15 @@ describe('a fair queue for session slots, kept in Redis', () => {
     expect(refused.status).toBe(429);
     expect(refused.body.error).toMatchObject({ code: 'CAPACITY_EXHAUSTED', details: { queued: true } });
     expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    // Bad queue input is refused before anything waits.
+    for (const [query, headers] of [
+      ['queue=0', {}],
+      ['queue=soon', {}],
+      ['queue=5', { 'idempotency-key': 'not a key!' }],
+    ] as const) {
+      const bad = await post(routers[0]!, query, { headers });
+      expect([bad.status, bad.body.error.code], query).toEqual([400, 'VALIDATION_FAILED']);
+    }
     // A create that does not queue is refused at once while all slots are taken.
     expect((await post(routers[1]!, '')).status).toBe(429);
     // Each replica counts the waits it held: together, six served and one timed out; nobody waits now.
@@ -183,7 +192,12 @@ describe('a fair queue for session slots, kept in Redis', () => {
     for (let i = 0; i < 2; i++) await handOff(ahead, done);
     await freeOne();
     await progress.done;
-    expect(progress.positions()).toEqual([3, 2, 1, 'session']);
+    // Each change a poll saw (two hand-offs between polls show as one step): from 3 down to 1, then the session.
+    const seen = progress.positions();
+    expect(seen[0]).toBe(3);
+    expect(seen.slice(-2)).toEqual([1, 'session']);
+    const numbers = seen.slice(0, -1) as number[];
+    expect(numbers.every((p, i) => i === 0 || p < numbers[i - 1]!)).toBe(true);
     expect(progress.lines.at(-1).session).toMatchObject({ status: 'running' });
     held.push({ id: progress.lines.at(-1).session.id, key: TEST_KEYS.user });
   }, 180_000);
@@ -207,7 +221,7 @@ describe('a fair queue for session slots, kept in Redis', () => {
     // The waiter that disconnects leaves at once, long before a silent one would be dropped.
     leaving.abort();
     await gone;
-    await waitFor(() => third.positions().at(-1) === 2, 1500, 'the place the leaving waiter held freed');
+    await waitFor(() => third.positions().at(-1) === 2, 5000, 'the place the leaving waiter held freed (a silent one would hold it 10 s)');
     // Asked again through the other replica, the same key finds its place at the head.
     const again = post(routers[1]!, 'queue=60', { headers: key });
     // Its ticket is refreshed (not a new one): still two waiters, itself and the third.
