@@ -4,8 +4,8 @@
  * processes, so shared pages count once).
  */
 import { readFile, readdir } from 'node:fs/promises';
-import { CHROMIUM } from '../harness/processes.js';
-import { spawnEntry, type Spawned } from '../harness/spawn.js';
+import type { Spawned } from '../harness/spawn.js';
+import { spawnRouterAndAgent } from './pair.js';
 import { stats, type Stats } from './load.js';
 
 export const DENSITY_LEVELS = [0, 10, 20] as const;
@@ -22,21 +22,14 @@ export async function benchDensity(opts: {
   const procs: Spawned[] = [];
   const idle: string[] = [];
   try {
-    const router = spawnEntry('router/node.ts', { ...opts.routerEnv, REDIS_URL: opts.redisUrl, REDIS_KEY_PREFIX: '{bso-density}:', MAX_SESSIONS: '50' });
-    procs.push(router);
-    const routerUrl = JSON.parse(await router.waitForLine(/router listening/)).url as string;
-    const agent = spawnEntry('agent/main.ts', {
-      ROUTER_URL: routerUrl,
-      AGENT_TOKEN: opts.token,
-      NODE_NAME: 'bench-density',
-      METRICS_PORT: '0',
-      METRICS_HOST: '127.0.0.1',
-      CHROMIUM_PATH: CHROMIUM,
-      LOCAL_MAX_BROWSERS: '32',
-      LOG_LEVEL: 'info',
+    const { routerUrl } = await spawnRouterAndAgent({
+      ...opts,
+      keyPrefix: '{bso-density}:',
+      maxSessions: 50,
+      nodeName: 'bench-density',
+      agentEnv: { LOCAL_MAX_BROWSERS: '32' },
+      procs,
     });
-    procs.push(agent);
-    await agent.waitForLine(/tunnel connected/, 30_000);
     const headers = { ...opts.auth, 'content-type': 'application/json' };
     const create = async () => {
       const res = await fetch(`${routerUrl}/sessions?wait=true`, { method: 'POST', headers, body: JSON.stringify({ timeout: 3600, idleTimeout: 3600 }) });

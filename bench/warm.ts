@@ -4,8 +4,8 @@
  * delete), against a router and agent of their own on the bench's Redis.
  */
 import { chromium } from 'playwright-core';
-import { CHROMIUM } from '../harness/processes.js';
-import { spawnEntry, type Spawned } from '../harness/spawn.js';
+import type { Spawned } from '../harness/spawn.js';
+import { spawnRouterAndAgent } from './pair.js';
 import { stats, type Stats } from './load.js';
 
 export const WARM_POOL = 4;
@@ -27,22 +27,14 @@ export async function benchWarmPool(opts: {
   const procs: Spawned[] = [];
   try {
     // One slot: creates are sequential here, and the queue's hand-off needs a full router.
-    const router = spawnEntry('router/node.ts', { ...opts.routerEnv, REDIS_URL: opts.redisUrl, REDIS_KEY_PREFIX: '{bso-warm}:', MAX_SESSIONS: '1' });
-    procs.push(router);
-    const routerUrl = JSON.parse(await router.waitForLine(/router listening/)).url as string;
-    const agent = spawnEntry('agent/main.ts', {
-      ROUTER_URL: routerUrl,
-      AGENT_TOKEN: opts.token,
-      NODE_NAME: 'bench-warm',
-      METRICS_PORT: '0',
-      METRICS_HOST: '127.0.0.1',
-      CHROMIUM_PATH: CHROMIUM,
-      WARM_POOL_SIZE: String(WARM_POOL),
-      LOG_LEVEL: 'info',
+    const { routerUrl, metricsPort } = await spawnRouterAndAgent({
+      ...opts,
+      keyPrefix: '{bso-warm}:',
+      maxSessions: 1,
+      nodeName: 'bench-warm',
+      agentEnv: { WARM_POOL_SIZE: String(WARM_POOL) },
+      procs,
     });
-    procs.push(agent);
-    const metricsPort = JSON.parse(await agent.waitForLine(/agent started/)).metricsPort as number;
-    await agent.waitForLine(/tunnel connected/);
     const metric = async (name: string) => {
       const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
       return Number(new RegExp(`^${name.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
