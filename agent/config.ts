@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 import type { JobSettings } from './runtime/kubernetes/job.js';
 import { ConfigError, intVar, isLoopbackHost, logLevelVar, optionalInt, optionalString, parseEnv, type Env } from '../shared/env.js';
-import { PROFILE_NAMES, profileNameFor } from './runtime/kubernetes/profiles.js';
+import { imageProfile, PROFILE_NAMES, profileNameFor } from './runtime/kubernetes/profiles.js';
 import { CLUSTER_ID } from '../shared/tunnel/protocol.js';
 import { DEFAULT_BROWSER_USER } from './runtime/chromium.js';
 import type { WarmPoolSettings } from './runtime/warm-pool.js';
@@ -124,6 +124,11 @@ export function loadAgentConfig(env: Env, isRoot: boolean): AgentConfig {
   const profile = profileNameFor(e.BROWSER_PROFILE, e.BROWSER_API_IMAGE);
   if (e.WARM_POOL_SIZE > 0 && e.AGENT_RUNTIME === 'local' && e.WARM_POOL_SIZE > e.LOCAL_MAX_BROWSERS) {
     throw new ConfigError(`invalid configuration:\n  WARM_POOL_SIZE: ${e.WARM_POOL_SIZE} warm browsers cannot fit in LOCAL_MAX_BROWSERS=${e.LOCAL_MAX_BROWSERS}`);
+  }
+  if (e.WARM_POOL_SIZE > 0 && e.AGENT_RUNTIME === 'kubernetes' && !imageProfile(profile).reachWarm) {
+    throw new ConfigError(
+      `invalid configuration:\n  WARM_POOL_SIZE: the ${profile} profile cannot keep warm pods (its pod is made for its session); set WARM_POOL_SIZE=0 or use the chromium profile`,
+    );
   }
   const base = e.ROUTER_URL.replace(/^http/, 'ws').replace(/\/+$/, '');
   // The token travels in the upgrade request: in clear text only to this machine, or when said so.

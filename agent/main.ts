@@ -156,7 +156,9 @@ async function createRuntime(
       scheduleTimeoutMs,
       startTimeoutMs: config.startTimeoutMs,
       settings: { ...settings, cluster: config.clusterId, node: config.nodeName },
+      warmPool: { settings: config.warmPool, metrics: metrics.warmPool },
     });
+    metrics.readWarmPool(() => runtime.warmPool());
     let capacity: number | undefined;
     try {
       capacity = await runtime.capacity();

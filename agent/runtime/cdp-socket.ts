@@ -1,4 +1,6 @@
 import WebSocket from 'ws';
+import type { Clock } from '../../shared/clock.js';
+import { CdpConnection } from './cdp-pipe.js';
 
 /**
  * One short CDP exchange over a browser's WebSocket (`ws://host:port/path`): connect, send the
@@ -44,4 +46,56 @@ export function cdpExchange(url: string, commands: Array<{ method: string; param
     ws.on('error', (err) => finish(err));
     ws.on('close', () => finish(new Error('the browser closed the CDP WebSocket')));
   });
+}
+
+/** The largest message the agent's own CDP connection to a pod takes (it exchanges only small ones). */
+const OWN_CONNECTION_MAX_PAYLOAD = 16 * 1024 * 1024;
+
+/**
+ * The agent's own lasting CDP connection to a browser that serves CDP on a WebSocket (a warm pod's):
+ * what a claimed warm browser's option overrides ride on, held for the session's life.
+ */
+export class CdpWebSocket extends CdpConnection {
+  private constructor(
+    private readonly ws: WebSocket,
+    clock: Clock,
+  ) {
+    super(clock);
+    ws.on('message', (data: Buffer) => this.dispatch(data));
+    ws.on('close', () => this.closed(new Error('the browser closed the CDP WebSocket')));
+    ws.on('error', (err) => this.closed(err));
+  }
+
+  /** Resolves once connected; rejects within `timeoutMs`, on `signal`, or when the browser refuses. */
+  static open(url: string, opts: { timeoutMs: number; signal?: AbortSignal; clock: Clock }): Promise<CdpWebSocket> {
+    return new Promise((resolve, reject) => {
+      if (opts.signal?.aborted) return reject(opts.signal.reason ?? new Error('aborted'));
+      const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: opts.timeoutMs, maxPayload: OWN_CONNECTION_MAX_PAYLOAD });
+      const fail = (err: Error) => {
+        opts.signal?.removeEventListener('abort', onAbort);
+        ws.terminate();
+        reject(err);
+      };
+      const onAbort = () => fail(opts.signal?.reason instanceof Error ? opts.signal.reason : new Error('aborted'));
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      ws.once('unexpected-response', (_req, res) => fail(new Error(`the browser refused the CDP WebSocket (${res.statusCode})`)));
+      ws.once('error', fail);
+      ws.once('open', () => {
+        opts.signal?.removeEventListener('abort', onAbort);
+        ws.off('error', fail);
+        resolve(new CdpWebSocket(ws, opts.clock));
+      });
+    });
+  }
+
+  send(message: string): boolean {
+    if (this.isClosed) return true;
+    this.ws.send(message);
+    return true;
+  }
+
+  close(): void {
+    this.ws.terminate();
+    this.closed(new Error('closed by the agent'));
+  }
 }

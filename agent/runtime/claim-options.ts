@@ -1,9 +1,12 @@
 import type { Clock } from '../../shared/clock.js';
 import type { Logger } from '../../shared/logger.js';
 import type { SessionOptions } from '../../shared/session.js';
-import { PipeSession, type CdpPipe } from './cdp-pipe.js';
+import { AgentCdpSession, type CdpConnection } from './cdp-pipe.js';
 
 type AttachedToTarget = { sessionId: string; targetInfo: { type: string; targetId: string }; waitingForDebugger: boolean };
+
+/** Whether a session sets anything `applyOptionsOverCdp` applies (else a warm browser is used as it is). */
+export const hasClaimOptions = ({ userAgent, locale, timezone, viewport }: SessionOptions): boolean => Boolean(userAgent || locale || timezone || viewport);
 
 /**
  * A session's options given to a browser launched before the session existed (a warm one), as the
@@ -14,13 +17,13 @@ type AttachedToTarget = { sessionId: string; targetInfo: { type: string; targetI
  * attached, so it stays attached for the browser's life. Rejects when the pages open now cannot be
  * set up (the caller launches a cold browser instead).
  */
-export async function applyOptionsOverCdp(pipe: CdpPipe, options: SessionOptions, deps: { clock: Clock; logger: Logger; timeoutMs: number }): Promise<void> {
+export async function applyOptionsOverCdp(pipe: CdpConnection, options: SessionOptions, deps: { clock: Clock; logger: Logger; timeoutMs: number }): Promise<void> {
+  if (!hasClaimOptions(options)) return;
   const { userAgent: askedUserAgent, locale, timezone, viewport } = options;
-  if (!askedUserAgent && !locale && !timezone && !viewport) return;
   const { timeoutMs } = deps;
   // Accept-Language rides on the user agent override: with only a locale, the browser's own user agent.
   const userAgent = askedUserAgent ?? (locale ? (await pipe.call<{ userAgent: string }>('Browser.getVersion', {}, timeoutMs)).userAgent : undefined);
-  const setUp = async (target: PipeSession, type: string, waiting: boolean) => {
+  const setUp = async (target: AgentCdpSession, type: string, waiting: boolean) => {
     const calls: Array<Promise<unknown>> = [];
     if (type === 'page') {
       if (userAgent) calls.push(target.call('Emulation.setUserAgentOverride', { userAgent, ...(locale ? { acceptLanguage: locale } : {}) }, timeoutMs));
@@ -37,14 +40,14 @@ export async function applyOptionsOverCdp(pipe: CdpPipe, options: SessionOptions
       if (waiting) await target.call('Runtime.runIfWaitingForDebugger', {}, timeoutMs);
     }
   };
-  const targets = new Map<string, PipeSession>();
+  const targets = new Map<string, AgentCdpSession>();
   let claimed = false;
   const openNow: Array<Promise<void>> = [];
   const { sessionId } = await pipe.call<{ sessionId: string }>('Target.attachToBrowserTarget', {}, timeoutMs);
-  const browser = new PipeSession(pipe, sessionId, deps.clock, (method, params) => {
+  const browser = new AgentCdpSession(pipe, sessionId, deps.clock, (method, params) => {
     if (method === 'Target.attachedToTarget') {
       const attached = params as AttachedToTarget;
-      const target = new PipeSession(pipe, attached.sessionId, deps.clock);
+      const target = new AgentCdpSession(pipe, attached.sessionId, deps.clock);
       targets.set(attached.sessionId, target);
       const done = setUp(target, attached.targetInfo.type, attached.waitingForDebugger);
       if (!claimed) openNow.push(done);

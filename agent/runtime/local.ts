@@ -6,7 +6,7 @@ import { applyOptionsOverCdp } from './claim-options.js';
 import { DevtoolsMux } from './devtools-mux.js';
 import { loadProtocol } from './devtools.js';
 import type { BrowserExit, BrowserHandle, BrowserRuntime } from './types.js';
-import { WarmPool, type WarmPoolMetrics, type WarmPoolSettings } from './warm-pool.js';
+import { createWarmPool, type WarmPool, type WarmPoolMetrics, type WarmPoolSettings } from './warm-pool.js';
 
 export type LocalRuntimeDeps = {
   executablePath: string;
@@ -44,20 +44,14 @@ export class LocalChromiumRuntime implements BrowserRuntime {
 
   constructor(private readonly deps: LocalRuntimeDeps) {
     this.clock = deps.clock ?? systemClock;
-    const warm = deps.warmPool;
-    this.pool =
-      warm && warm.settings.size > 0
-        ? new WarmPool({
-            settings: warm.settings,
-            metrics: warm.metrics,
-            room: () => this.room(),
-            launch: (signal) => this.launchWarm(signal),
-            destroy: (c) => killChromium(c),
-            alive: (c) => !c.pipe!.isClosed,
-            clock: this.clock,
-            logger: deps.logger,
-          })
-        : null;
+    this.pool = createWarmPool(deps.warmPool, {
+      room: () => this.room(),
+      launch: (signal) => this.launchWarm(signal),
+      destroy: (c) => killChromium(c),
+      alive: (c) => !c.pipe!.isClosed,
+      clock: this.clock,
+      logger: deps.logger,
+    });
   }
 
   async init(): Promise<void> {
@@ -170,7 +164,7 @@ export class LocalChromiumRuntime implements BrowserRuntime {
 
   /** The warm pool's state (null without one), for metrics. */
   warmPool(): { idle: number; held: number; target: number } | null {
-    return this.pool ? { idle: this.pool.idle, held: this.pool.held, target: this.pool.target() } : null;
+    return this.pool?.state() ?? null;
   }
 
   pidOf(id: string): number | undefined {

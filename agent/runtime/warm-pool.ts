@@ -32,6 +32,14 @@ export type WarmPoolDeps<T> = {
   metrics: WarmPoolMetrics;
 };
 
+/** A pool when one is configured (size > 0), else null: every session launches its own browser. */
+export function createWarmPool<T>(
+  configured: { settings: WarmPoolSettings; metrics: WarmPoolMetrics } | undefined,
+  deps: Omit<WarmPoolDeps<T>, 'settings' | 'metrics'>,
+): WarmPool<T> | null {
+  return configured && configured.settings.size > 0 ? new WarmPool({ ...configured, ...deps }) : null;
+}
+
 /** How often the pool looks at idle browsers and its target when nothing else wakes it. */
 const CHECK_INTERVAL_MS = 1000;
 /** From a claim to the refill it wakes. */
@@ -91,6 +99,11 @@ export class WarmPool<T> {
   /** Browsers the pool holds: ready ones and the one launching. */
   get held(): number {
     return this.ready.length + (this.launching ? 1 : 0);
+  }
+
+  /** For metrics: ready, held (ready and launching), and the target now. */
+  state(): { idle: number; held: number; target: number } {
+    return { idle: this.idle, held: this.held, target: this.target() };
   }
 
   /** How many the pool aims to keep ready now. */

@@ -4,7 +4,7 @@ import { loadAgentConfig } from '../../agent/config.js';
 import { startAgent, type RunningAgent } from '../../agent/main.js';
 import type { SessionView } from '../../shared/api.js';
 import { applyDocuments, applyManifest, GiveUp, kubeAgentEnv, NAMESPACE, startTestCluster, SYSTEM_NAMESPACE, until, type TestCluster } from '../../harness/cluster.js';
-import { buildJob } from '../../agent/runtime/kubernetes/job.js';
+import { buildJob, buildWarmJob } from '../../agent/runtime/kubernetes/job.js';
 import type { KubernetesRuntime } from '../../agent/runtime/kubernetes/runtime.js';
 import { openTestPage, PAGES_ORIGIN, serveTestPages } from '../helpers/pages.js';
 import { pendingSession } from '../helpers/session.js';
@@ -60,6 +60,10 @@ describe('kubernetes runtime on a real control plane', () => {
   const pods = async () => (await cluster.admin.call('GET', `/api/v1/namespaces/${NAMESPACE}/pods`)).items as Array<{ metadata: { name: string; labels: Record<string, string> } }>;
   const create = async (body: object, wait = true) =>
     json<SessionView>(sys.fetch(`${sys.url}/sessions${wait ? '?wait=true' : ''}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }));
+  const agentMetric = async (agent: RunningAgent, series: string) => {
+    const line = (await (await fetch(agent.metricsUrl)).text()).split('\n').find((l) => l.startsWith(`${series} `));
+    return line === undefined ? undefined : Number(line.slice(series.length + 1));
+  };
   const statusOf = async (id: string) => (await json(sys.fetch(`${sys.url}/sessions/${id}`))).body as SessionView;
   const nothingLeft = async (id: string) => {
     if (process.env.K8S_DEBUG) {
@@ -249,6 +253,82 @@ describe('kubernetes runtime on a real control plane', () => {
     expect(s.status).toBe('running');
     await until('timed_out', async () => (await statusOf(s.id)).status === 'timed_out', 15_000);
     await nothingLeft(s.id);
+  });
+
+  it('a warm pool: warm pods are Ready before any create; a create claims one (relabelled, its options set over CDP) and the pool refills; the next agent adopts the session and sets its options again; warm Jobs go when their agent stops, and those an earlier agent left when the next starts', async () => {
+    const POOL = 2;
+    const settings = loadAgentConfig(agentEnv('warm'), false).kubernetes;
+    // An earlier agent's warm Job on this node: the new agent deletes it before filling its pool.
+    const leftover = buildWarmJob('bso-warm-leftover', { ...settings, cluster: 'warm', node: cluster.node }, 60);
+    await cluster.admin.call('POST', `/apis/batch/v1/namespaces/${NAMESPACE}/jobs`, leftover);
+    type Pod = { metadata: { name: string; labels: Record<string, string>; deletionTimestamp?: string }; status: { conditions?: Array<{ type: string; status: string }> } };
+    const warmPods = async () =>
+      ((await pods()) as Pod[]).filter(
+        (p) =>
+          p.metadata.labels['bso.dev/cluster'] === 'warm' &&
+          p.metadata.labels['bso.dev/warm'] &&
+          !p.metadata.deletionTimestamp &&
+          p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+      );
+    const agent = await addAgent('warm', { WARM_POOL_SIZE: String(POOL), WARM_POOL_MIN_SIZE: String(POOL) });
+    expect((await jobs()).map((j) => j.metadata.name)).not.toContain('bso-warm-leftover');
+    const ready = await until('the warm pods Ready', async () => ((await warmPods()).length === POOL ? await warmPods() : null), 60_000);
+    expect(ready.every((p) => !p.metadata.labels['bso.dev/session-id'] && p.metadata.labels['bso.dev/node'] === cluster.node)).toBe(true);
+
+    const options = { userAgent: 'bso-k8s-warm/1.0', viewport: { width: 1111, height: 777 }, locale: 'de-DE', timezone: 'Asia/Tokyo' };
+    const res = await create({ cluster: 'warm', options });
+    expect(res.body.status).toBe('running');
+    const s = res.body;
+    // Its Job and pod are one of the warm ones, now the session's: its id, its record, its deadline.
+    const job = (await jobs()).find((j) => j.metadata.labels['bso.dev/session-id'] === s.id)!;
+    expect(ready.map((p) => p.metadata.labels['bso.dev/warm'])).toContain(job.metadata.name);
+    const full = await cluster.admin.call('GET', `/apis/batch/v1/namespaces/${NAMESPACE}/jobs/${job.metadata.name}`);
+    expect(full.metadata.labels['bso.dev/warm']).toBeUndefined();
+    expect(JSON.parse(full.metadata.annotations['bso.dev/session'])).toMatchObject({ id: s.id, options });
+    expect(full.spec.activeDeadlineSeconds).toBeGreaterThanOrEqual(s.timeout + 30);
+    const pod = ((await pods()) as Pod[]).find((p) => p.metadata.labels['bso.dev/session-id'] === s.id)!;
+    expect(pod.metadata.labels['bso.dev/warm']).toBeUndefined();
+    // A second claim of the same Job is refused by the apiserver: the claim tests that the Job is still warm.
+    await expect(
+      cluster.admin.call(
+        'PATCH',
+        `/apis/batch/v1/namespaces/${NAMESPACE}/jobs/${job.metadata.name}`,
+        [{ op: 'test', path: '/metadata/labels/bso.dev~1warm', value: job.metadata.name }],
+        'application/json-patch+json',
+      ),
+    ).rejects.toMatchObject({ status: 422 });
+    expect(await agentMetric(agent, 'browser_warm_pool_claims_total{outcome="hit"}')).toBe(1);
+
+    const seen = (p: import('playwright-core').Page) =>
+      p.evaluate(() => [navigator.userAgent, innerWidth, innerHeight, navigator.language, Intl.DateTimeFormat().resolvedOptions().timeZone]);
+    const want = [options.userAgent, 1111, 777, 'de-DE', 'Asia/Tokyo'];
+    const browser = await chromium.connectOverCDP(s.cdpUrl);
+    const context = browser.contexts()[0]!;
+    expect(await seen(context.pages()[0] ?? (await context.newPage()))).toEqual(want);
+    await serveTestPages(context);
+    const opened = await context.newPage();
+    await opened.goto(`${PAGES_ORIGIN}/`);
+    expect(await seen(opened)).toEqual(want);
+    await browser.close();
+    await until('the pool refilled', async () => (await warmPods()).filter((p) => !ready.some((r) => r.metadata.name === p.metadata.name)).length === 1, 60_000);
+
+    // The agent's shutdown takes its warm Jobs and leaves the session's; the next agent adopts it and sets its options again.
+    const warmJobs = async () => (await jobs()).filter((j) => j.metadata.labels['bso.dev/cluster'] === 'warm').map((j) => j.metadata.name);
+    await agent.close();
+    agents.delete('warm');
+    expect(await warmJobs()).toEqual([job.metadata.name]);
+    const next = await addAgent('warm', { WARM_POOL_SIZE: String(POOL), WARM_POOL_MIN_SIZE: String(POOL) });
+    await until('the session adopted', async () => next.sessions.browser(s.id) !== null && (await statusOf(s.id)).status === 'running', 30_000);
+    const again = await chromium.connectOverCDP(s.cdpUrl);
+    expect(await seen(await again.contexts()[0]!.newPage())).toEqual(want);
+    await again.close();
+
+    expect((await json<SessionView>(sys.fetch(`${sys.url}/sessions/${s.id}`, { method: 'DELETE' }))).body.status).toBe('terminated');
+    await nothingLeft(s.id);
+    await next.close();
+    agents.delete('warm');
+    await until('the warm jobs gone', async () => (await warmJobs()).length === 0, 20_000);
+    await until('the warm pods gone', async () => !(await pods()).some((p) => p.metadata.labels['bso.dev/cluster'] === 'warm'), 20_000);
   });
 
   it.each([

@@ -10,10 +10,13 @@ const LOST_MS = 20_000;
 function setup(opts: { leading?: boolean; jobListTakesMs?: number } = {}) {
   const clock = new ManualClock();
   const renewTimes: Record<string, string> = { 'node-1': 'r0', 'node-2': 'r0' };
-  const jobs = [
-    { id: 's1', node: 'node-1' },
-    { id: 's2', node: 'node-2' },
-    { id: 's3', node: 'node-unseen' },
+  // s2's Job was a warm one its session claimed: it keeps its own name. The warm Jobs are no session's.
+  const jobs: Array<{ id?: string; node: string; name: string; warm?: boolean }> = [
+    { id: 's1', node: 'node-1', name: 'bso-s1' },
+    { id: 's2', node: 'node-2', name: 'bso-warm-claimed' },
+    { id: 's3', node: 'node-unseen', name: 'bso-s3' },
+    { node: 'node-1', name: 'bso-warm-1', warm: true },
+    { node: 'node-2', name: 'bso-warm-2', warm: true },
   ];
   const syncs: Array<RpcParams<'cluster.sync'>> = [];
   const deleted: string[] = [];
@@ -22,7 +25,11 @@ function setup(opts: { leading?: boolean; jobListTakesMs?: number } = {}) {
       listNamespacedJob: async () => {
         // An overloaded apiserver: the list answers this much later (within its call deadline).
         if (opts.jobListTakesMs) clock.advance(opts.jobListTakesMs);
-        return { items: jobs.map((j) => ({ metadata: { labels: { 'bso.dev/session-id': j.id, 'bso.dev/node': j.node } } })) };
+        return {
+          items: jobs.map((j) => ({
+            metadata: { name: j.name, labels: { 'bso.dev/node': j.node, ...(j.id ? { 'bso.dev/session-id': j.id } : {}), ...(j.warm ? { 'bso.dev/warm': j.name } : {}) } },
+          })),
+        };
       },
       deleteNamespacedJob: async ({ name }: { name: string }) => void deleted.push(name),
     } as never,
@@ -44,7 +51,7 @@ function setup(opts: { leading?: boolean; jobListTakesMs?: number } = {}) {
 }
 
 describe('the cluster janitor', () => {
-  it('a node whose Lease stops changing is lost after the threshold, as this process observed it; its Jobs go; a renewing node is not', async () => {
+  it("a node whose Lease stops changing is lost after the threshold, as this process observed it; its sessions' Jobs (by their own names) and warm Jobs go; a renewing node's do not", async () => {
     const { clock, renewTimes, janitor, syncs, deleted } = setup();
     for (let t = 0; t <= 30_000; t += 2000) {
       if (t % 10_000 === 0) renewTimes['node-1'] = `r${t}`; // node-1 renews every 10 s; node-2 stopped
@@ -60,7 +67,7 @@ describe('the cluster janitor', () => {
       { id: 's2', node: 'node-2' },
       { id: 's3', node: 'node-unseen' },
     ]);
-    expect(new Set(deleted)).toEqual(new Set(['bso-s2']));
+    expect(new Set(deleted)).toEqual(new Set(['bso-warm-claimed', 'bso-warm-2']));
   });
 
   it('time a slow pass spends after reading the Leases does not count against the nodes', async () => {

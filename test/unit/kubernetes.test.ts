@@ -1,7 +1,7 @@
 import type { V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { nodeCapacity, sessionRequests } from '../../agent/runtime/kubernetes/capacity.js';
-import { buildJob, jobName, type JobSettings } from '../../agent/runtime/kubernetes/job.js';
+import { buildJob, buildWarmJob, jobName, jobOfPod, warmJobName, type JobSettings } from '../../agent/runtime/kubernetes/job.js';
 import { microTime } from '../../agent/runtime/kubernetes/leader.js';
 import { systemClock } from '../../shared/clock.js';
 import { createLogger } from '../../shared/logger.js';
@@ -88,6 +88,35 @@ describe('buildJob', () => {
       expect(c.env).toContainEqual({ name: 'HOME', value: '/home/browser' });
     }
     expect(volumes.get('shm')!.emptyDir).toEqual({ medium: 'Memory' });
+  });
+});
+
+describe('buildWarmJob', () => {
+  it("is a session's pod with nothing of a session in it: its own name as its warm label, no id, options or record, its pool's idle limit as its deadline", () => {
+    const name = warmJobName();
+    expect(name).toMatch(/^bso-warm-[0-9a-f]{12}$/);
+    expect(warmJobName()).not.toBe(name);
+    const warm = buildWarmJob(name, settings, 600);
+    expect(warm.metadata).toEqual({ name, namespace: 'bso', labels: { app: 'bso-browser', 'bso.dev/warm': name, 'bso.dev/cluster': 'c1', 'bso.dev/node': 'agent-1' } });
+    expect(warm.spec!.template.metadata!.labels).toEqual(warm.metadata!.labels);
+    expect(warm.spec!.activeDeadlineSeconds).toBe(660);
+    const env = warm.spec!.template.spec!.containers.flatMap((c) => c.env!.map((e) => e.name));
+    expect(env).not.toContain('BSO_SESSION_ID');
+    expect(env).not.toContain('BSO_OPTIONS');
+    // The same pod otherwise: containers, probe, hardening, node pinning.
+    const cold = buildJob(session, settings).spec!.template.spec!;
+    const { containers: warmContainers, ...warmPod } = warm.spec!.template.spec!;
+    const { containers: coldContainers, ...coldPod } = cold;
+    expect(warmPod).toEqual(coldPod);
+    const withoutEnv = ({ env: _env, ...c }: (typeof coldContainers)[number]) => c;
+    expect(warmContainers.map(withoutEnv)).toEqual(coldContainers.map(withoutEnv));
+  });
+
+  it("a pod's Job is found by the label the Job controller sets (or its pre-1.27 name)", () => {
+    expect(jobOfPod({ 'batch.kubernetes.io/job-name': 'bso-warm-1', 'job-name': 'bso-warm-1' })).toBe('bso-warm-1');
+    expect(jobOfPod({ 'job-name': 'bso-x' })).toBe('bso-x');
+    expect(jobOfPod({ app: 'bso-browser' })).toBeUndefined();
+    expect(jobOfPod(undefined)).toBeUndefined();
   });
 });
 

@@ -101,6 +101,19 @@ describe('config', () => {
     expect(() => loadAgentConfig({ ...env, BROWSER_PROFILE: 'firefox' }, false)).toThrow(/BROWSER_PROFILE/);
   });
 
+  it('a warm pool must fit: in LOCAL_MAX_BROWSERS locally; on Kubernetes only with an image that can run warm (not steel, whose pod is made for its session)', () => {
+    const env = { AGENT_TOKEN: 'x'.repeat(20), ROUTER_URL: 'http://127.0.0.1:3000', WARM_POOL_SIZE: '4' };
+    expect(loadAgentConfig({ ...env, LOCAL_MAX_BROWSERS: '4' }, false).warmPool).toMatchObject({ size: 4, minSize: 1 });
+    expect(() => loadAgentConfig({ ...env, LOCAL_MAX_BROWSERS: '3' }, false)).toThrow(/WARM_POOL_SIZE: 4 warm browsers cannot fit in LOCAL_MAX_BROWSERS=3/);
+    const kube = { ...env, AGENT_RUNTIME: 'kubernetes', LOCAL_MAX_BROWSERS: '1' };
+    expect(loadAgentConfig({ ...kube, BROWSER_API_IMAGE: 'bso/browser-api:1' }, false).warmPool.size).toBe(4);
+    expect(() => loadAgentConfig({ ...kube, BROWSER_API_IMAGE: 'ghcr.io/steel-dev/steel-browser-api:latest' }, false)).toThrow(
+      /WARM_POOL_SIZE: the steel profile cannot keep warm pods/,
+    );
+    expect(() => loadAgentConfig({ ...kube, BROWSER_PROFILE: 'steel' }, false)).toThrow(/steel profile/);
+    expect(loadAgentConfig({ ...kube, BROWSER_PROFILE: 'steel', WARM_POOL_SIZE: '0' }, false).warmPool.size).toBe(0);
+  });
+
   it(".env.example: the specification's .env as written, every variable of router and agent with a comment, and both load it", () => {
     const text = readFileSync(new URL('../../.env.example', import.meta.url), 'utf8');
     const lines = text.split('\n');

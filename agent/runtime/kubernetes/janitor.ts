@@ -2,7 +2,7 @@ import type { BatchV1Api, CoordinationV1Api } from '@kubernetes/client-node';
 import type { Clock } from '../../../shared/clock.js';
 import type { Logger } from '../../../shared/logger.js';
 import type { RpcParams, RpcResult } from '../../../shared/tunnel/protocol.js';
-import { APP_LABEL, jobName, LABEL_CLUSTER, LABEL_NODE, LABEL_SESSION } from './job.js';
+import { APP_LABEL, jobName, LABEL_CLUSTER, LABEL_NODE, LABEL_SESSION, LABEL_WARM } from './job.js';
 import { statusOf, withRetry } from './retry.js';
 
 /** Where kubelets renew their node's Lease (every 10 s by default). */
@@ -48,19 +48,24 @@ export class ClusterJanitor {
       () => this.deps.batch.listNamespacedJob({ namespace: this.deps.namespace, labelSelector: `app=${APP_LABEL},${LABEL_CLUSTER}=${this.deps.cluster}` }),
       { clock, logger: this.deps.logger },
     );
-    const jobs = list.items
-      .filter((j) => !j.metadata?.deletionTimestamp && j.metadata?.labels?.[LABEL_SESSION])
-      .map((j) => ({ id: j.metadata!.labels![LABEL_SESSION]!, node: j.metadata?.labels?.[LABEL_NODE] ?? '' }));
-    const lostNodes = [...new Set(jobs.map((j) => j.node))].filter((node) => node && this.lost(node));
+    const live = list.items.filter((j) => j.metadata?.name && !j.metadata.deletionTimestamp);
+    const nodeOf = (j: (typeof live)[number]) => j.metadata?.labels?.[LABEL_NODE] ?? '';
+    const sessionJobs = live.filter((j) => j.metadata?.labels?.[LABEL_SESSION]);
+    const jobs = sessionJobs.map((j) => ({ id: j.metadata!.labels![LABEL_SESSION]!, node: nodeOf(j) }));
+    // A session's Job is named after it, unless it was a warm Job its session claimed.
+    const nameOf = new Map(sessionJobs.map((j) => [j.metadata!.labels![LABEL_SESSION]!, j.metadata!.name!]));
+    const lostNodes = [...new Set(live.map(nodeOf))].filter((node) => node && this.lost(node));
     if (!this.deps.leading()) return;
     const { delete: doomed } = await this.deps.sync({ jobs, lostNodes });
     if (lostNodes.length) this.deps.logger.warn('cluster leader: nodes lost', { nodes: lostNodes });
-    for (const id of doomed) {
+    // Warm Jobs are no session's: those on a lost node have no agent left to use or delete them.
+    const warmLost = live.filter((j) => j.metadata?.labels?.[LABEL_WARM] && lostNodes.includes(nodeOf(j))).map((j) => j.metadata!.name!);
+    for (const name of [...doomed.map((id) => nameOf.get(id) ?? jobName(id)), ...warmLost]) {
       await withRetry(
         'delete job',
         async () => {
           try {
-            await this.deps.batch.deleteNamespacedJob({ name: jobName(id), namespace: this.deps.namespace, propagationPolicy: 'Background' });
+            await this.deps.batch.deleteNamespacedJob({ name, namespace: this.deps.namespace, propagationPolicy: 'Background' });
           } catch (err) {
             if (statusOf(err) !== 404) throw err;
           }
@@ -69,6 +74,7 @@ export class ClusterJanitor {
       );
     }
     if (doomed.length) this.deps.logger.info('cluster leader: jobs deleted', { sessions: doomed });
+    if (warmLost.length) this.deps.logger.info('cluster leader: warm jobs of lost nodes deleted', { jobs: warmLost });
   }
 
   private async observeNodes(): Promise<void> {

@@ -30,6 +30,12 @@ export interface ImageProfile {
   reach(session: Session, host: string, port: number, opts: ReachOptions): Promise<Reached>;
   /** Before the Job goes: lets the image end the session its own way. Bounded; never throws. */
   release(sessionId: string, host: string, port: number): Promise<void>;
+  /**
+   * Present when the image can run warm (launched before its session, which claims it as it is and
+   * sets its options over CDP): a warm pod, once Ready, is reached by this. steel cannot: its pod is
+   * made for its session (the URLs it writes name the session, and its options relaunch its browser).
+   */
+  readonly reachWarm?: (host: string, port: number, signal: AbortSignal) => Promise<Reached>;
 }
 
 /** `BROWSER_PROFILE` when set, else what the image's name says (the specification names steel's images). */
@@ -55,14 +61,17 @@ const chromiumProfile: ImageProfile = {
   ],
   uiEnv: () => [],
   readinessProbe: (port) => ({ httpGet: { path: '/json/version', port }, periodSeconds: 1, failureThreshold: 3 }),
-  async reach(_session, host, port, { signal }) {
-    const version = await devtoolsVersion(host, port, 5000, signal);
-    const path = version?.webSocketDebuggerUrl ? new URL(version.webSocketDebuggerUrl).pathname : null;
-    if (!path) throw new Error(`the browser at ${host}:${port} gave no usable /json/version`);
-    return { browserWsPath: path };
-  },
+  reach: (_session, host, port, { signal }) => browserWsPathOf(host, port, signal),
   release: async () => {},
+  reachWarm: (host, port, signal) => browserWsPathOf(host, port, signal),
 };
+
+async function browserWsPathOf(host: string, port: number, signal: AbortSignal): Promise<Reached> {
+  const version = await devtoolsVersion(host, port, 5000, signal);
+  const path = version?.webSocketDebuggerUrl ? new URL(version.webSocketDebuggerUrl).pathname : null;
+  if (!path) throw new Error(`the browser at ${host}:${port} gave no usable /json/version`);
+  return { browserWsPath: path };
+}
 
 /** steel's own fields a client may set (the rest of its schema touches the container: paths, Selenium, logging). */
 const STEEL_FIELDS = new Set([
