@@ -200,7 +200,8 @@ export class KubernetesRuntime implements BrowserRuntime {
   }
 
   async stop(id: string): Promise<void> {
-    const job = this.jobs.get(id) ?? jobName(id);
+    // A session this runtime does not hold (one the router said to stop) may still be a claimed warm Job: its pod names it.
+    const job = this.jobs.get(id) ?? jobOfPod(this.watcher.pods().find((p) => p.metadata?.labels?.[LABEL_SESSION] === id)?.metadata?.labels) ?? jobName(id);
     const reached = this.reached.get(id);
     this.forget(id);
     if (reached) await this.profile.release(id, reached.host, reached.port);
