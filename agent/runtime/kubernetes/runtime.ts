@@ -286,7 +286,7 @@ export class KubernetesRuntime implements BrowserRuntime {
     const { settings, clock, logger } = this.deps;
     const id = session.id;
     const pod = this.podOf(warm.job);
-    if (!pod?.metadata?.name || this.podStateOf(warm.job)?.kind !== 'running') throw new Error('the warm pod is gone');
+    if (!pod?.metadata?.name || podState(pod, clock.now(), this.deps.scheduleTimeoutMs).kind !== 'running') throw new Error('the warm pod is gone');
     this.track(id, warm.job);
     const exited = new Promise<BrowserExit>((resolve) => this.exits.set(id, resolve));
     const claimOnce = { clock, logger, signal, attempts: 1, timeoutMs: CLAIM_TIMEOUT_MS };
