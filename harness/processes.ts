@@ -30,6 +30,8 @@ export type RedisServerOptions = {
   tls?: boolean;
   /** An ACL user with exactly these rules; the `default` user is switched off. */
   aclUser?: { name: string; password: string; rules: string };
+  /** The address to listen on (and name in the URL and the certificate): loopback unless a test's own namespace has another. */
+  host?: string;
 };
 
 /** A real redis-server on a free loopback port, with a throwaway data dir and no persistence. */
@@ -37,7 +39,8 @@ export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisSe
   const bin = process.env.REDIS_SERVER_PATH ?? '/usr/bin/redis-server';
   requireBinary(bin, 'install the Debian package redis-server (.ci/run does)');
   const dir = await mkdtemp(join(tmpdir(), 'bso-redis-'));
-  if (opts.tls) makeServerCertificate(dir, 'redis', '127.0.0.1');
+  const host = opts.host ?? '127.0.0.1';
+  if (opts.tls) makeServerCertificate(dir, 'redis', host, host === '127.0.0.1' ? [] : [host]);
   const user = opts.aclUser;
   const auth = user ? `${encodeURIComponent(user.name)}:${encodeURIComponent(user.password)}@` : '';
   for (let attempt = 0; attempt < 5; attempt++) {
@@ -60,7 +63,7 @@ export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisSe
       : ['--port', String(port)];
     // redis-server takes each argument as one token of the directive.
     const acl = user ? ['--user', 'default', 'off', '--user', user.name, 'on', `>${user.password}`, ...user.rules.split(' ')] : [];
-    const proc = spawn(bin, [...listen, ...acl, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
+    const proc = spawn(bin, [...listen, ...acl, '--bind', host, '--save', '', '--appendonly', 'no', '--dir', dir], {
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
     });
@@ -74,9 +77,9 @@ export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisSe
     });
     if (ready) {
       return {
-        host: '127.0.0.1',
+        host,
         port,
-        url: `${opts.tls ? 'rediss' : 'redis'}://${auth}127.0.0.1:${port}`,
+        url: `${opts.tls ? 'rediss' : 'redis'}://${auth}${host}:${port}`,
         caFile: opts.tls ? join(dir, 'ca.crt') : undefined,
         pid: proc.pid!,
         stop: async () => {

@@ -9,6 +9,13 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # nft: an agent running as root keeps its browsers' account off this host's loopback services.
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
+# The real-node suite and `npm run images`: a Debian root filesystem for each image (mmdebstrap), the
+# OCI runtime containerd starts pods with (runc), the pod network (CNI plugins), Services (iptables).
+command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || need+=(runc)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need+=(iptables)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 if [ ${#need[@]} -gt 0 ]; then

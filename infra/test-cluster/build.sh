@@ -3,6 +3,7 @@
 # module proxy and caches the binaries by version OUTSIDE the repo, so a rerun with the same versions
 # costs nothing. Prints the directory holding the binaries on its last line.
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
 
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
@@ -50,16 +51,9 @@ GO
   echo "built etcd $ETCD_VERSION after $(( $(date +%s) - start ))s" >&2
 fi
 
-d="$SRC/k8s-$K8S_VERSION"; rm -rf "$d"; mkdir -p "$d"; cd "$d"
-go mod init bso/k8s >/dev/null 2>&1
-gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
-staging_version="v0.${K8S_VERSION#v1.}"
-# k8s.io/kubernetes requires its staging modules at v0.0.0 through replaces a consumer does not inherit:
-# point each at its published version.
-grep -E '^[[:space:]]*k8s\.io/[^ ]+ v0\.0\.0([[:space:]]|$)' "$gomod" | awk '{print $1}' | sort -u | while read -r m; do
-  go mod edit -replace "$m=$m@$staging_version"
-done
-go mod edit -require "k8s.io/kubernetes@$K8S_VERSION"
+# shellcheck source=k8s-module.sh
+source "$HERE/k8s-module.sh"
+k8s_module "$SRC/k8s-$K8S_VERSION" "$K8S_VERSION"
 for c in "${COMPONENTS[@]}"; do
   mkdir -p "cmd/$c"
   case $c in
@@ -84,8 +78,7 @@ func main() { os.Exit(cli.Run(app.$ctor())) }
 GO
 done
 go mod tidy >&2
-minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
-ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
+ldflags=$(k8s_ldflags "$K8S_VERSION")
 for c in "${COMPONENTS[@]}"; do
   go build -trimpath -ldflags "$ldflags" -o "$OUT/$c.tmp" "./cmd/$c" && mv "$OUT/$c.tmp" "$OUT/$c"
   echo "built $c after $(( $(date +%s) - start ))s" >&2

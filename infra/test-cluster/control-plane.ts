@@ -39,10 +39,10 @@ export function freePort(): Promise<number> {
 }
 
 /**
- * The cached binaries' directory (the control plane's, or with `script: 'tools.sh'` helm's and
+ * The cached binaries' directory (the control plane's; with `script: 'node.sh'` a real node's; with `script: 'tools.sh'` helm's and
  * promtool's); builds them first unless `checkOnly` (then a missing build fails loudly).
  */
-export function ensureBinaries(opts: { checkOnly?: boolean; script?: 'build.sh' | 'tools.sh' } = {}): string {
+export function ensureBinaries(opts: { checkOnly?: boolean; script?: 'build.sh' | 'tools.sh' | 'node.sh' } = {}): string {
   const script = new URL(`./${opts.script ?? 'build.sh'}`, import.meta.url).pathname;
   const env = { ...process.env, ...(opts.checkOnly ? { BSO_K8S_CHECK_ONLY: '1' } : {}) };
   const out = execFileSync('bash', [script], { stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24, env })
@@ -60,38 +60,29 @@ function openssl(args: string[], cwd: string): void {
  * A throwaway CA (`ca.crt`) and a certificate it signed for a server on 127.0.0.1/localhost
  * (`<name>.crt`, `<name>.key`), made with openssl in `dir`.
  */
-export function makeServerCertificate(dir: string, name: string, cn: string): void {
-  writeFileSync(join(dir, 'san.cnf'), '[ext]\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n');
+export function makeServerCertificate(dir: string, name: string, cn: string, extraIps: string[] = []): void {
+  const sans = ['IP:127.0.0.1', ...extraIps.map((ip) => `IP:${ip}`), 'DNS:localhost', 'DNS:kubernetes.default.svc'];
   openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '30', '-subj', '/CN=bso-test-ca'], dir);
-  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`], dir);
-  openssl(
-    [
-      'x509',
-      '-req',
-      '-in',
-      `${name}.csr`,
-      '-CA',
-      'ca.crt',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-out',
-      `${name}.crt`,
-      '-days',
-      '30',
-      '-extfile',
-      'san.cnf',
-      '-extensions',
-      'ext',
-    ],
-    dir,
-  );
+  signedByCa(dir, name, `/CN=${cn}`, `subjectAltName=${sans.join(',')}\nextendedKeyUsage=serverAuth`);
 }
 
-function makeCerts(dir: string): void {
-  makeServerCertificate(dir, 'apiserver', 'kube-apiserver');
+/** A key and a certificate for `subject` (`<name>.key`, `<name>.crt`) that `dir`'s CA signed, with these extensions. */
+function signedByCa(dir: string, name: string, subject: string, extensions: string): void {
+  writeFileSync(join(dir, `${name}.cnf`), `[ext]\n${extensions}\n`);
+  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject], dir);
+  const sign = ['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '30'];
+  openssl([...sign, '-extfile', `${name}.cnf`, '-extensions', 'ext'], dir);
+}
+
+function makeCerts(dir: string, extraIps: string[]): void {
+  makeServerCertificate(dir, 'apiserver', 'kube-apiserver', extraIps);
   openssl(['genrsa', '-out', 'sa.key', '2048'], dir);
   openssl(['rsa', '-in', 'sa.key', '-pubout', '-out', 'sa.pub'], dir);
+}
+
+/** The apiserver's client certificate for kubelets (logs, exec), signed by the cluster CA they trust. */
+function makeKubeletClientCert(dir: string): void {
+  signedByCa(dir, 'kubelet-client', '/O=system:masters/CN=kube-apiserver-kubelet-client', 'extendedKeyUsage=clientAuth');
 }
 
 const randomToken = () => execFileSync('openssl', ['rand', '-hex', '24']).toString().trim();
@@ -160,17 +151,53 @@ const alive = (pid: number) => {
   }
 };
 
+export type ControlPlaneOptions = {
+  dir: string;
+  binDir?: string;
+  nodes?: string[];
+  signal?: AbortSignal;
+  /**
+   * Serve a real node (the default is loopback only, for process kubelets): the apiserver listens
+   * and advertises on this non-loopback address, keeps the `kubernetes` Service's endpoints (pods
+   * reach it at the Service's first address, 10.96.0.1, which its certificate names), reaches
+   * kubelets with a client certificate, and the controller manager also runs the controllers behind
+   * Deployments, DaemonSets and Services.
+   */
+  realNode?: { address: string };
+  /** More static token users (name → Kubernetes user and groups), e.g. kube-proxy's. */
+  users?: Record<string, { user: string; groups: string[] }>;
+};
+
+/** The first address of the Service range: the `kubernetes` Service's. */
+export const KUBERNETES_SERVICE_IP = '10.96.0.1';
+export const SERVICE_CIDR = '10.96.0.0/16';
+const CONTROLLERS = [
+  'job-controller',
+  'ttl-after-finished-controller',
+  'garbage-collector-controller',
+  'serviceaccount-controller',
+  'serviceaccount-token-controller',
+  'root-ca-certificate-publisher-controller',
+  'namespace-controller',
+  'pod-garbage-collector-controller',
+  'node-lifecycle-controller',
+  'taint-eviction-controller',
+];
+const REAL_NODE_CONTROLLERS = ['deployment-controller', 'replicaset-controller', 'daemonset-controller', 'endpointslice-controller', 'endpoints-controller'];
+
 /** `signal` aborts a start in progress: no component is spawned after it, and what started is stopped. */
-export async function startControlPlane(opts: { dir: string; binDir?: string; nodes?: string[]; signal?: AbortSignal }): Promise<ControlPlane> {
+export async function startControlPlane(opts: ControlPlaneOptions): Promise<ControlPlane> {
   const binDir = opts.binDir ?? ensureBinaries();
   const dir = opts.dir;
+  const address = opts.realNode?.address ?? '127.0.0.1';
   mkdirSync(dir, { recursive: true });
-  makeCerts(dir);
+  makeCerts(dir, opts.realNode ? [KUBERNETES_SERVICE_IP, address] : []);
+  if (opts.realNode) makeKubeletClientCert(dir);
   const caFile = join(dir, 'ca.crt');
   const tokens: Record<string, string> = {};
   const lines: string[] = [];
   let uid = 1;
-  for (const [name, u] of Object.entries(COMPONENT_USERS)) {
+  for (const [name, u] of Object.entries({ ...COMPONENT_USERS, ...opts.users })) {
     tokens[name] = randomToken();
     lines.push(`${tokens[name]},${u.user},${uid++}${u.groups.length ? `,"${u.groups.join(',')}"` : ''}`);
   }
@@ -200,14 +227,21 @@ export async function startControlPlane(opts: { dir: string; binDir?: string; no
     await waitUntil('etcd', async () => (await fetch(`http://127.0.0.1:${etcdClient}/health`)).ok, 30_000, join(dir, 'etcd.log'), opts.signal);
     opts.signal?.throwIfAborted();
 
-    const server = `https://127.0.0.1:${apiPort}`;
+    const server = `https://${address}:${apiPort}`;
     pids['kube-apiserver'] = spawnComponent(dir, 'kube-apiserver', join(binDir, 'kube-apiserver'), [
       `--etcd-servers=http://127.0.0.1:${etcdClient}`,
-      '--bind-address=127.0.0.1',
-      '--advertise-address=127.0.0.1',
+      `--bind-address=${address}`,
+      `--advertise-address=${address}`,
       `--secure-port=${apiPort}`,
-      '--endpoint-reconciler-type=none',
-      '--service-cluster-ip-range=10.96.0.0/16',
+      `--endpoint-reconciler-type=${opts.realNode ? 'lease' : 'none'}`,
+      `--service-cluster-ip-range=${SERVICE_CIDR}`,
+      ...(opts.realNode
+        ? [
+            `--kubelet-client-certificate=${join(dir, 'kubelet-client.crt')}`,
+            `--kubelet-client-key=${join(dir, 'kubelet-client.key')}`,
+            '--kubelet-preferred-address-types=InternalIP',
+          ]
+        : []),
       `--tls-cert-file=${join(dir, 'apiserver.crt')}`,
       `--tls-private-key-file=${join(dir, 'apiserver.key')}`,
       `--client-ca-file=${caFile}`,
@@ -239,7 +273,7 @@ export async function startControlPlane(opts: { dir: string; binDir?: string; no
       '--bind-address=127.0.0.1',
       `--secure-port=${cmPort}`,
       `--cert-dir=${join(dir, 'cm-certs')}`,
-      '--controllers=job-controller,ttl-after-finished-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,namespace-controller,pod-garbage-collector-controller,node-lifecycle-controller,taint-eviction-controller',
+      `--controllers=${[...CONTROLLERS, ...(opts.realNode ? REAL_NODE_CONTROLLERS : [])].join(',')}`,
       '--node-monitor-grace-period=40s',
       '--v=1',
     ]);

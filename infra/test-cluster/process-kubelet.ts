@@ -10,9 +10,10 @@ import { readFileSync } from 'node:fs';
 import { chmod, chown, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, createServer, type Server } from 'node:net';
+import { connect, type Server } from 'node:net';
 import { request } from 'node:http';
-import { browserUserOfThisProcess, killChromium, launchChromium, lookupBrowserUser, type BrowserUser, type LaunchedChromium } from '../../agent/runtime/chromium.js';
+import { browserUserOfThisProcess, killChromium, lookupBrowserUser, type BrowserUser, type LaunchedChromium } from '../../agent/runtime/chromium.js';
+import { startBrowserContainer } from '../../agent/image/browser.js';
 import { SessionOptions } from '../../shared/session.js';
 import { kubeClient, KubeHttpError, type KubeAccess } from './kube-http.js';
 
@@ -312,21 +313,22 @@ export class ProcessKubelet {
         const user = await (this.browserUser ??= browserUserOfThisProcess());
         // The chromium profile's contract: the session's options arrive as BSO_OPTIONS (JSON).
         const options = c.env.BSO_OPTIONS ? SessionOptions.parse(JSON.parse(c.env.BSO_OPTIONS)) : undefined;
-        const launched = await launchChromium({ executablePath: this.opts.chromiumPath, noSandbox: false, devtools: 'port', user, options, timeoutMs: 30_000 });
+        const started = await startBrowserContainer({
+          host: run.ip,
+          port: c.port ?? 9222,
+          chromiumPath: this.opts.chromiumPath,
+          noSandbox: false,
+          user,
+          options,
+          timeoutMs: 30_000,
+        });
         // The pod may have been deleted while the browser started.
         if (run.killed) {
-          await killChromium(launched, 0);
+          await started.stop(0);
           return;
         }
-        c.chromium = launched;
-        const target = c.chromium.port!;
-        c.forwarder = createServer((client) => {
-          const up = connect(target, '127.0.0.1');
-          client.pipe(up).pipe(client);
-          client.on('error', () => up.destroy());
-          up.on('error', () => client.destroy());
-        });
-        await new Promise<void>((resolve, reject) => c.forwarder!.once('error', reject).listen(c.port ?? 9222, run.ip, resolve));
+        c.chromium = started.chromium;
+        c.forwarder = started.forwarder;
         void c.chromium.exited.then(({ code, signal }) => this.exited(run, c, code ?? (signal ? 137 : 1)));
       } else if (recipe.kind === 'steel') {
         await this.startSteel(run, c, recipe);

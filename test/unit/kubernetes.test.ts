@@ -66,13 +66,15 @@ describe('buildJob', () => {
       requests: { cpu: '50m', memory: '64Mi', 'ephemeral-storage': '64Mi' },
       limits: { cpu: '250m', memory: '256Mi', 'ephemeral-storage': '256Mi' },
     });
-    // The chromium profile's contract: the options as one JSON variable.
+    // The chromium profile's contract: the options as one JSON variable, and each image's port.
     expect(pod.containers[0]!.env).toEqual(
       expect.arrayContaining([
         { name: 'BSO_SESSION_ID', value: session.id },
         { name: 'BSO_OPTIONS', value: JSON.stringify(session.options) },
+        { name: 'PORT', value: '9222' },
       ]),
     );
+    expect(pod.containers[1]!.env).toContainEqual({ name: 'PORT', value: '8080' });
     expect(jobName(session.id).length).toBeLessThanOrEqual(63);
   });
 
@@ -103,6 +105,7 @@ describe('buildWarmJob', () => {
     const env = warm.spec!.template.spec!.containers.flatMap((c) => c.env!.map((e) => e.name));
     expect(env).not.toContain('BSO_SESSION_ID');
     expect(env).not.toContain('BSO_OPTIONS');
+    expect(warm.spec!.template.spec!.containers.map((c) => c.env!.find((e) => e.name === 'PORT')?.value)).toEqual(['9222', '8080']);
     // The same pod otherwise: containers, probe, hardening, node pinning.
     const cold = buildJob(session, settings).spec!.template.spec!;
     const { containers: warmContainers, ...warmPod } = warm.spec!.template.spec!;

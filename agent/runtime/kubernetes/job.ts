@@ -66,7 +66,7 @@ export const jobOfPod = (labels: Record<string, string> | undefined): string | u
  */
 export function buildJob(session: Session, s: JobSettings, ctx: StartContext = {}): V1Job {
   const profile = imageProfile(s.profile);
-  const podContext = { apiPort: s.apiPort, publicUrl: ctx.publicUrl, sessionUrl: ctx.sessionUrl };
+  const podContext = { apiPort: s.apiPort, uiPort: s.uiPort, publicUrl: ctx.publicUrl, sessionUrl: ctx.sessionUrl };
   return jobOf(s, {
     name: jobName(session.id),
     labels: { [LABEL_SESSION]: session.id, [LABEL_CLUSTER]: session.cluster },
@@ -83,14 +83,15 @@ export function buildJob(session: Session, s: JobSettings, ctx: StartContext = {
  * little more, the backstop for an agent that died holding it; a claim sets the session's own.
  */
 export function buildWarmJob(name: string, s: JobSettings, maxIdleSec: number): V1Job {
-  const podContext = { apiPort: s.apiPort };
+  const podContext = { apiPort: s.apiPort, uiPort: s.uiPort };
+  const profile = imageProfile(s.profile);
   return jobOf(s, {
     name,
     labels: { [LABEL_WARM]: name, [LABEL_CLUSTER]: s.cluster },
     annotations: {},
     activeDeadlineSeconds: maxIdleSec + WARM_DEADLINE_SLACK_SEC,
-    browserEnv: [],
-    uiEnv: imageProfile(s.profile).uiEnv(podContext),
+    browserEnv: profile.warmEnv?.(podContext) ?? [],
+    uiEnv: profile.uiEnv(podContext),
   });
 }
 

@@ -8,7 +8,7 @@ export const PROFILE_NAMES = ['chromium', 'steel'] as const;
 export type ProfileName = (typeof PROFILE_NAMES)[number];
 
 /** What a profile knows when the pod is built: the ports, and the router's address as the client saw it. */
-export type PodContext = { apiPort: number; publicUrl?: string; sessionUrl?: string };
+export type PodContext = { apiPort: number; uiPort: number; publicUrl?: string; sessionUrl?: string };
 
 /** What the router needs to reach a started browser, beyond its address. */
 export type Reached = Required<Pick<SessionEndpoints, 'browserWsPath'>> & Pick<SessionEndpoints, 'links'>;
@@ -36,6 +36,8 @@ export interface ImageProfile {
    * made for its session (the URLs it writes name the session, and its options relaunch its browser).
    */
   readonly reachWarm?: (host: string, port: number, signal: AbortSignal) => Promise<Reached>;
+  /** A warm pod's browser environment (nothing of a session): present with `reachWarm`. */
+  readonly warmEnv?: (ctx: PodContext) => V1EnvVar[];
 }
 
 /** `BROWSER_PROFILE` when set, else what the image's name says (the specification names steel's images). */
@@ -55,16 +57,20 @@ export const imageProfile = (name: ProfileName): ImageProfile => (name === 'stee
 const chromiumProfile: ImageProfile = {
   name: 'chromium',
   writablePaths: {},
-  browserEnv: (session) => [
-    { name: 'BSO_SESSION_ID', value: session.id },
-    { name: 'BSO_OPTIONS', value: JSON.stringify(session.options) },
-  ],
-  uiEnv: () => [],
+  browserEnv: (session, ctx) => [{ name: 'BSO_SESSION_ID', value: session.id }, { name: 'BSO_OPTIONS', value: JSON.stringify(session.options) }, ...chromiumPorts(ctx).browser],
+  uiEnv: (ctx) => chromiumPorts(ctx).ui,
+  warmEnv: (ctx) => chromiumPorts(ctx).browser,
   readinessProbe: (port) => ({ httpGet: { path: '/json/version', port }, periodSeconds: 1, failureThreshold: 3 }),
   reach: (_session, host, port, { signal }) => browserWsPathOf(host, port, signal),
   release: async () => {},
   reachWarm: (host, port, signal) => browserWsPathOf(host, port, signal),
 };
+
+/** The ports this project's images listen on (`PORT`; 9222 and 8080 unless the agent says otherwise). */
+const chromiumPorts = (ctx: PodContext) => ({
+  browser: [{ name: 'PORT', value: String(ctx.apiPort) }],
+  ui: [{ name: 'PORT', value: String(ctx.uiPort) }],
+});
 
 async function browserWsPathOf(host: string, port: number, signal: AbortSignal): Promise<Reached> {
   const version = await devtoolsVersion(host, port, 5000, signal);
