@@ -10,13 +10,13 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { startRedis, type RedisServer } from '../../harness/processes.js';
-import { sha256File, writeOciLayout } from '../images/oci-layout.js';
+import { writeOciLayout } from '../images/oci-layout.js';
 import { startControlPlane, stopControlPlane, type ControlPlane } from './control-plane.js';
-import { DNS_SERVICE_IP, NODE_IP, SERVICE_CIDR, NODE_NAME, PAUSE_IMAGE, POD_CIDR, type RealNodeInfo } from './real-node-shape.js';
+import { cgroupHierarchies, cgroupRootOf, DNS_SERVICE_IP, NODE_IP, SERVICE_CIDR, NODE_NAME, PAUSE_IMAGE, POD_CIDR, type RealNodeInfo } from './real-node-shape.js';
 
 const [dir, binDir, controlPlaneBinDir, layout] = process.argv.slice(2) as [string, string, string, string];
 const log = (msg: string) => process.stdout.write(`${new Date().toISOString()} ${msg}\n`);
@@ -161,12 +161,15 @@ const importLayout = (path: string) =>
 function kubeletConfig(): string {
   const kubelet = join(dir, 'kubelet');
   mkdirSync(kubelet, { recursive: true });
+  // The kubelet wants its cgroup root to exist in every hierarchy it uses.
+  for (const hierarchy of cgroupHierarchies()) mkdirSync(join(hierarchy, cgroupRootOf(dir)), { recursive: true });
   writeFileSync(
     join(kubelet, 'config.yaml'),
     JSON.stringify({
       apiVersion: 'kubelet.config.k8s.io/v1beta1',
       kind: 'KubeletConfiguration',
       cgroupDriver: 'cgroupfs',
+      cgroupRoot: `/${cgroupRootOf(dir)}`,
       failCgroupV1: false,
       failSwapOn: false,
       containerRuntimeEndpoint: `unix://${dir}/containerd.sock`,
@@ -215,7 +218,7 @@ function kubeProxyConfig(): string {
   return path;
 }
 
-const tokens = (): Record<string, string> => (JSON.parse(sh('cat', [join(dir, 'control-plane', 'control-plane.json')])) as { tokens: Record<string, string> }).tokens;
+const tokens = (): Record<string, string> => (JSON.parse(readFileSync(join(dir, 'control-plane', 'control-plane.json'), 'utf8')) as { tokens: Record<string, string> }).tokens;
 
 /** Cluster DNS: CoreDNS on the node, behind the `kube-dns` Service at the kubelet's clusterDNS address. */
 function coreDns(): void {
@@ -357,7 +360,6 @@ async function start(): Promise<RealNodeInfo> {
     adminKubeconfig: plane.adminKubeconfig,
     caFile: plane.caFile,
     redis: { url: redis.url, caFile: redis.caFile! },
-    pauseImageDigest: await sha256File(join(dir, 'pause.tar')),
     timings,
   };
 }

@@ -4,15 +4,15 @@
  * private-range addresses, with nothing routed out of the namespace. From outside, commands run in it
  * through `nsenter` (kubectl, ctr), and `forward()` gives a loopback port piped to any address inside
  * (a Service's, a pod's). `stop()` ends everything the cluster started, containers included, and
- * removes what it made: its folder and the kubelet's cgroups.
+ * removes what it made: its folder and its pods' cgroups.
  */
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { RealNodeInfo } from './real-node-shape.js';
+import { cgroupHierarchies, cgroupRootOf, type RealNodeInfo } from './real-node-shape.js';
 
 export type RealNode = {
   dir: string;
@@ -86,6 +86,8 @@ export async function startRealNode(opts: { binaries: RealNodeBinaries; layout: 
     netns = netnsOf(holderPid);
     await new Promise((r) => setTimeout(r, 20));
   }
+  // Never the host's own: a sweep kills every process of the namespace it names.
+  if (netns === netnsOf('self')) netns = undefined;
   writeFileSync(join(dir, 'netns'), netns ?? '');
 
   const enter = (cmd: string, args: string[]) => ['--target', String(holderPid), '--net', '--mount', '--', cmd, ...args];
@@ -157,13 +159,17 @@ export async function startRealNode(opts: { binaries: RealNodeBinaries; layout: 
   }
 }
 
-/** Every process in the cgroups the kubelet made (`kubepods`) and in the namespace, killed; then those cgroups and the folder removed. */
+/**
+ * Every process in this cluster's cgroup root (its pods') and in its network namespace (its
+ * components, containerd's shims) killed; then that cgroup root and the folder removed.
+ */
 export async function sweepRealNode(dir: string): Promise<void> {
-  const netns = existsSync(join(dir, 'netns')) ? readFileSync(join(dir, 'netns'), 'utf8').trim() : '';
-  const cgroupRoots = cgroupDirs();
+  const recorded = existsSync(join(dir, 'netns')) ? readFileSync(join(dir, 'netns'), 'utf8').trim() : '';
+  const netns = recorded && recorded !== netnsOf('self') ? recorded : '';
+  const roots = cgroupHierarchies().map((h) => join(h, cgroupRootOf(dir)));
   for (let round = 0; round < 50; round++) {
     const pids = new Set<number>();
-    for (const root of cgroupRoots) for (const pid of procsUnder(root)) pids.add(pid);
+    for (const root of roots) for (const pid of procsUnder(root)) pids.add(pid);
     if (netns) for (const entry of readdirSync('/proc')) if (/^\d+$/.test(entry) && netnsOf(entry) === netns && Number(entry) !== process.pid) pids.add(Number(entry));
     if (!pids.size) break;
     for (const pid of pids) {
@@ -175,27 +181,9 @@ export async function sweepRealNode(dir: string): Promise<void> {
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  for (const root of cgroupRoots) removeCgroupTree(root);
+  for (const root of roots) removeCgroupTree(root);
   // Overlay mounts and tmpfs went with the mount namespace; what is left is plain files.
   rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
-}
-
-/** The kubelet's (`kubepods`) and containerd's (`k8s.io`) cgroup folders, in every hierarchy. */
-function cgroupDirs(): string[] {
-  const found: string[] = [];
-  const base = '/sys/fs/cgroup';
-  const candidates = [base, ...readdirSync(base).map((c) => join(base, c))];
-  for (const c of candidates) {
-    for (const name of ['kubepods', 'kubepods.slice', 'k8s.io']) {
-      const path = join(c, name);
-      try {
-        if (statSync(path).isDirectory()) found.push(path);
-      } catch {
-        // not here
-      }
-    }
-  }
-  return found;
 }
 
 function procsUnder(path: string): number[] {

@@ -33,7 +33,9 @@ describe('a real node: built images, infra/k8s applied with kubectl, sessions as
   let installed: InstalledProject | undefined;
   let base = '';
   const browsers: Browser[] = [];
+  /** Aborted in afterAll: a node still starting when beforeAll timed out stops, and afterAll waits for that. */
   const starting = new AbortController();
+  let startingNode: Promise<RealNode> | undefined;
 
   const api = async (method: string, path: string, body?: unknown) => {
     const res = await fetch(`${base}${path}`, {
@@ -58,12 +60,14 @@ describe('a real node: built images, infra/k8s applied with kubectl, sessions as
     const path = imageLayout(version);
     if (!existsSync(join(path, 'index.json'))) throw new Error(`no images at ${path}: run 'npm run images' ('npm test' runs it before the tests)`);
     layout = readLayout(path);
-    node = await startRealNode({
+    const start = startRealNode({
       binaries: { node: ensureBinaries({ checkOnly: true, script: 'node.sh' }), controlPlane: ensureBinaries({ checkOnly: true }) },
       layout: path,
       timeoutMs: 300_000,
       signal: starting.signal,
     });
+    startingNode = start;
+    node = await start;
     installed = await installOnRealNode(node, { repo, version, clusterId: 'real-1' });
     base = installed.base;
     secrets = installed.secrets;
@@ -71,6 +75,7 @@ describe('a real node: built images, infra/k8s applied with kubectl, sessions as
 
   afterAll(async () => {
     starting.abort();
+    await startingNode?.catch(() => {});
     for (const b of browsers) await b.close().catch(() => {});
     await installed?.close();
     await node?.stop();
