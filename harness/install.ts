@@ -10,6 +10,7 @@ import { parseAllDocuments } from 'yaml';
 import { imageRef } from '../infra/images/build.js';
 import type { RealNode } from '../infra/test-cluster/real-node.js';
 import { until } from './cluster.js';
+import type { K8sObject } from './tools.js';
 
 export const INSTALL_FILES = ['namespace.yaml', 'rbac.yaml', 'network-policies.yaml', 'router.yaml', 'agent.yaml'] as const;
 
@@ -34,8 +35,6 @@ export const newInstallSecrets = (): InstallSecrets => ({
   sessionTokenSecret: randomBytes(32).toString('hex'),
   metricsToken: randomBytes(24).toString('hex'),
 });
-
-type K8sObject = { kind: string; metadata: { name: string; namespace?: string }; [key: string]: unknown };
 
 /** The objects of `infra/k8s/`, in apply order, with the values a user sets. */
 export function installObjects(repo: string, values: InstallValues, secrets: InstallSecrets): K8sObject[] {
@@ -118,15 +117,20 @@ export async function installOnRealNode(
     routerIp = (await node.kubectl(['-n', 'bso', 'get', 'service', 'bso-router', '-o', 'jsonpath={.spec.clusterIP}'])).trim();
     await node.kubectl(['-n', 'bso', 'rollout', 'status', 'deployment/bso-router', '--timeout=240s'], { timeoutMs: 250_000 });
     await node.kubectl(['-n', 'bso', 'rollout', 'status', 'daemonset/bso-agent', '--timeout=240s'], { timeoutMs: 250_000 });
+    // Clients land on either replica: the agent must hold a tunnel to each before a session's CDP can
+    // go through whichever one a connection reaches (it says how many it holds as each one opens).
+    const replicas = Number(await node.kubectl(['-n', 'bso', 'get', 'deployment', 'bso-router', '-o', 'jsonpath={.spec.replicas}']));
     await until(
-      'the agent connected',
+      `the agent's tunnels to all ${replicas} router replicas`,
       async () => {
-        const res = await fetch(`${base}/health`, { headers: { authorization: `Bearer ${secrets.adminKey}` }, signal: AbortSignal.timeout(10_000) }).catch(() => null);
-        const body = res?.ok ? ((await res.json()) as { agents: Array<{ cluster: string }> }) : null;
-        return body?.agents.some((a) => a.cluster === opts.clusterId);
+        const log = await node.kubectl(['-n', 'bso', 'logs', 'daemonset/bso-agent']).catch(() => '');
+        return log.split('\n').some((line) => line.includes('"msg":"tunnel connected"') && line.includes(`"tunnels":${replicas}`));
       },
       120_000,
     );
+    const health = await fetch(`${base}/health`, { headers: { authorization: `Bearer ${secrets.adminKey}` }, signal: AbortSignal.timeout(10_000) });
+    const agents = ((await health.json()) as { agents: Array<{ cluster: string }> }).agents;
+    if (!agents.some((a) => a.cluster === opts.clusterId)) throw new Error(`the router lists no agent of ${opts.clusterId}`);
     return { base, secrets, close: () => forward.close() };
   } catch (err) {
     await forward.close();

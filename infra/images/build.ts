@@ -166,7 +166,7 @@ export async function buildImages(opts: { cache?: string; mirror?: string } = {}
 }
 
 /** Where `npm run images` keeps its root filesystems and writes the layout. */
-export const imageCache = (env: Record<string, string | undefined> = process.env) => env.BSO_IMAGE_CACHE || join(homedir(), '.cache', 'bso-images');
+export const imageCache = (env: Record<string, string | undefined> = process.env) => env.BSO_IMAGE_CACHE || join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'bso-images');
 export const imageLayout = (version: string, cache = imageCache()) => join(cache, `oci-${version}`);
 
 const rootfsOf = (recipe: ImageRecipe) => ROOTFS_RECIPES.find((r) => r.name === recipe.rootfs)!;

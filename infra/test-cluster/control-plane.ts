@@ -111,15 +111,17 @@ function kubeconfig(server: string, caFile: string, name: string, token: string)
   ].join('\n');
 }
 
-function spawnComponent(dir: string, name: string, bin: string, args: string[]): number {
+/** Starts a daemon in a process group of its own, its output in `<dir>/<name>.log`; returns its pid. */
+export function spawnComponent(dir: string, name: string, bin: string, args: string[], env?: NodeJS.ProcessEnv): number {
   const log = openSync(join(dir, `${name}.log`), 'a');
-  const proc = spawn(bin, args, { detached: true, stdio: ['ignore', log, log] });
+  const proc = spawn(bin, args, { detached: true, stdio: ['ignore', log, log], env });
   proc.unref();
   if (proc.pid === undefined) throw new Error(`could not start ${name}`);
   return proc.pid;
 }
 
-async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs: number, logFile?: string, signal?: AbortSignal): Promise<void> {
+/** Polls `check` until it answers true (a rejection counts as no); past the deadline, fails with the log's tail. */
+export async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs: number, logFile?: string, signal?: AbortSignal): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     signal?.throwIfAborted();

@@ -8,14 +8,14 @@
  * connection names `host port` on its first line and is then piped there, so a test outside can
  * reach Services); and stops it all on SIGTERM.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { startRedis, type RedisServer } from '../../harness/processes.js';
 import { writeOciLayout } from '../images/oci-layout.js';
-import { startControlPlane, stopControlPlane, type ControlPlane } from './control-plane.js';
+import { spawnComponent, startControlPlane, stopControlPlane, waitUntil, type ControlPlane } from './control-plane.js';
 import { cgroupHierarchies, cgroupRootOf, DNS_SERVICE_IP, NODE_IP, SERVICE_CIDR, NODE_NAME, PAUSE_IMAGE, POD_CIDR, type RealNodeInfo } from './real-node-shape.js';
 
 const [dir, binDir, controlPlaneBinDir, layout] = process.argv.slice(2) as [string, string, string, string];
@@ -36,31 +36,16 @@ async function timed<T>(what: string, step: () => Promise<T> | T): Promise<T> {
   return value;
 }
 
-function daemon(name: string, bin: string, args: string[], env: NodeJS.ProcessEnv = {}): number {
-  const out = openSync(join(dir, `${name}.log`), 'a');
-  const proc = spawn(bin, args, { detached: true, stdio: ['ignore', out, out], env: { PATH: `${binDir}:/usr/sbin:/usr/bin:/sbin:/bin`, ...env } });
-  proc.unref();
-  if (proc.pid === undefined) throw new Error(`could not start ${name}`);
-  children.push({ name, pid: proc.pid });
+/** A component of the node, tracked so SIGTERM ends it; its log is `<dir>/<name>.log`. */
+function daemon(name: string, bin: string, args: string[]): number {
+  const pid = spawnComponent(dir, name, bin, args, { PATH: `${binDir}:/usr/sbin:/usr/bin:/sbin:/bin` });
+  children.push({ name, pid });
   writeFileSync(join(dir, 'children.json'), JSON.stringify(children));
-  return proc.pid;
+  return pid;
 }
 
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number, logName?: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) {
-      const tail = logName ? sh('tail', ['-n', '20', join(dir, `${logName}.log`)]) : '';
-      throw new Error(`${what} not ready within ${timeoutMs} ms\n${tail}`);
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
+/** Until a synchronous check holds (a throw counts as no), with the component's log tail on failure. */
+const until = (what: string, check: () => boolean, timeoutMs: number, logName: string) => waitUntil(what, async () => check(), timeoutMs, join(dir, `${logName}.log`));
 
 const kubectl = (args: string[], input?: string) => sh(join(binDir, 'kubectl'), [`--kubeconfig=${plane!.adminKubeconfig}`, ...args], input);
 

@@ -6,7 +6,8 @@
  * (a Service's, a pod's). `stop()` ends everything the cluster started, containers included, and
  * removes what it made: its folder and its pods' cgroups.
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { runTool } from '../../harness/tools.js';
 import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { createServer, connect, type Server, type Socket } from 'node:net';
@@ -31,15 +32,6 @@ export type RealNode = {
 export type RealNodeBinaries = { node: string; controlPlane: string };
 
 const here = import.meta.dirname;
-
-function run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<{ stdout: string; stderr: string; code: number }> {
-  return new Promise((resolve) => {
-    const child = execFile(cmd, args, { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 1 << 26, killSignal: 'SIGKILL' }, (err, stdout, stderr) =>
-      resolve({ stdout, stderr, code: err ? (typeof err.code === 'number' ? err.code : 1) : 0 }),
-    );
-    if (opts.input !== undefined) child.stdin!.end(opts.input);
-  });
-}
 
 /** The network namespace's identity, for finding every process inside it. */
 const netnsOf = (pid: number | string) => {
@@ -94,7 +86,10 @@ export async function startRealNode(opts: { binaries: RealNodeBinaries; layout: 
   const node: RealNode = {
     dir,
     info: undefined as unknown as RealNodeInfo,
-    exec: (cmd, args, o) => run('nsenter', enter(cmd, args), o),
+    exec: async (cmd, args, o = {}) => {
+      const res = await runTool('nsenter', enter(cmd, args), o.input ?? '', o.timeoutMs ?? 60_000);
+      return { ...res, code: res.code ?? 1 };
+    },
     async kubectl(args, o) {
       const res = await node.exec(join(opts.binaries.node, 'kubectl'), [`--kubeconfig=${node.info.adminKubeconfig}`, ...args], o);
       if (res.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${res.stderr.trim() || `exit ${res.code}`}`);
